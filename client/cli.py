@@ -1,0 +1,125 @@
+"""The `lookalike` command: search and info here, the server and export commands when installed.
+
+The thin client install ships the code of every command but only the client's
+dependencies; a command whose extra is missing says which one to install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from lookalike.client.client import LookalikeError, SearchClient, SearchResult
+
+DEFAULT_SERVER = "localhost:50051"
+
+# The module behind each extra's commands, and the extra that brings its dependencies.
+COMMAND_MODULES = {
+    "lookalike.server.cli": "server",
+    "lookalike.export.cli": "export",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lookalike", description="Reverse image search for faces."
+    )
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO, WARNING or ERROR (env LOOKALIKE_LOG_LEVEL)",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _register_client_commands(subparsers)
+    for module_name, extra in COMMAND_MODULES.items():
+        importlib.import_module(module_name).register(subparsers)
+        for command in subparsers.choices.values():
+            if command.get_default("extra") is None:
+                command.set_defaults(extra=extra)
+    return parser
+
+
+def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
+    server_help = "HOST:PORT of the server (env LOOKALIKE_SERVER)"
+    server_default = os.environ.get("LOOKALIKE_SERVER", DEFAULT_SERVER)
+
+    search = subparsers.add_parser("search", help="find the gallery images most like a photo")
+    search.add_argument("image", type=Path, metavar="IMAGE")
+    search.add_argument("--server", default=server_default, help=server_help)
+    search.add_argument("-k", type=int, default=20, help="how many matches (default 20)")
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    search.set_defaults(func=run_search, extra="client")
+
+    info = subparsers.add_parser("info", help="show the server's model, index and device")
+    info.add_argument("--server", default=server_default, help=server_help)
+    info.add_argument("--json", action="store_true")
+    info.set_defaults(func=run_info, extra="client")
+
+
+def format_table(result: SearchResult) -> str:
+    rows = [("rank", "distance", "label", "path")]
+    rows += [(str(m.rank), f"{m.distance:.4f}", m.label, m.path) for m in result.matches]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [
+        f"{rank:>{widths[0]}}  {distance:>{widths[1]}}  {label:<{widths[2]}}  {path}"
+        for rank, distance, label, path in rows
+    ]
+    t = result.timings
+    lines.append(
+        f"model {result.model_fingerprint}, index {result.index_version}; "
+        f"decode {t.decode_ms:.1f} ms, embed {t.embed_ms:.1f} ms, "
+        f"search {t.search_ms:.1f} ms, total {t.total_ms:.1f} ms"
+    )
+    return "\n".join(lines)
+
+
+def run_search(args: argparse.Namespace) -> int:
+    if not args.image.is_file():
+        print(f"error: no such image file: {args.image}", file=sys.stderr)
+        return 2
+    with SearchClient(args.server, timeout=args.timeout) as client:
+        result = client.search(args.image, k=args.k)
+    print(json.dumps(asdict(result), indent=2) if args.json else format_table(result))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    with SearchClient(args.server) as client:
+        info = client.info()
+    if args.json:
+        print(json.dumps(asdict(info), indent=2))
+    else:
+        for key, value in asdict(info).items():
+            print(f"{key:>20}: {value}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except LookalikeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as error:
+        print(
+            f"error: `lookalike {args.command}` needs {error.name}, which is not installed; "
+            f"install it with: pip install 'lookalike[{args.extra}]'",
+            file=sys.stderr,
+        )
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

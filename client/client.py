@@ -1,0 +1,142 @@
+"""A thin, typed Python client of the lookalike SearchService."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import grpc
+from lookalike.v1 import search_pb2, search_pb2_grpc
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+ImageInput = Union[str, PathLike, bytes, "Image"]
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class LookalikeError(Exception):
+    """A failed call, with the gRPC status code and the server's message kept."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Match:
+    rank: int
+    id: str
+    label: str
+    path: str
+    distance: float
+
+
+@dataclass(frozen=True)
+class Timings:
+    decode_ms: float
+    embed_ms: float
+    search_ms: float
+    total_ms: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    matches: list[Match]
+    model_fingerprint: str
+    index_version: str
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    model_name: str
+    model_fingerprint: str
+    embedding_size: int
+    input_size: int
+    execution_provider: str
+    providers: list[str]
+    gallery_size: int
+    index_version: str
+    max_k: int
+    knn_backend: str
+    weights: str
+
+
+def image_bytes(image: ImageInput) -> bytes:
+    """The encoded bytes of a path, raw bytes, or a PIL image (sent as PNG, lossless)."""
+    if isinstance(image, bytes):
+        return image
+    if isinstance(image, (str, PathLike)):
+        return Path(image).read_bytes()
+    if hasattr(image, "save"):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+    raise TypeError(f"expected a path, bytes or a PIL image, not {type(image).__name__}")
+
+
+class SearchClient:
+    """Talks to one lookalike server; use as a context manager to close the channel.
+
+    >>> with SearchClient("localhost:50051") as client:
+    ...     for match in client.search("query.jpg", k=5).matches:
+    ...         print(match.rank, match.label, match.distance)
+    """
+
+    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(target)
+        self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+
+    def __enter__(self) -> SearchClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def search(self, image: ImageInput, k: int = 20) -> SearchResult:
+        request = search_pb2.SearchRequest(image=image_bytes(image), k=k)
+        response = self._call(self._stub.Search, request)
+        return SearchResult(
+            matches=[Match(m.rank, m.id, m.label, m.path, m.distance) for m in response.matches],
+            model_fingerprint=response.model_fingerprint,
+            index_version=response.index_version,
+            timings=Timings(
+                response.timings.decode_ms,
+                response.timings.embed_ms,
+                response.timings.search_ms,
+                response.timings.total_ms,
+            ),
+        )
+
+    def info(self) -> ServerInfo:
+        r = self._call(self._stub.GetInfo, search_pb2.GetInfoRequest())
+        return ServerInfo(
+            model_name=r.model_name,
+            model_fingerprint=r.model_fingerprint,
+            embedding_size=r.embedding_size,
+            input_size=r.input_size,
+            execution_provider=r.execution_provider,
+            providers=list(r.providers),
+            gallery_size=r.gallery_size,
+            index_version=r.index_version,
+            max_k=r.max_k,
+            knn_backend=r.knn_backend,
+            weights=r.weights,
+        )
+
+    def _call(self, method, request):  # noqa: ANN001, ANN202 (any unary stub method)
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise LookalikeError(error.code(), error.details() or "") from None

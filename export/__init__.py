@@ -1,0 +1,1 @@
+"""Build the Keras ResNet101 face embedder and export it to ONNX."""

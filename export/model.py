@@ -1,0 +1,53 @@
+"""The Keras face embedder: ResNet101 without its classifier, preprocessing inside the graph."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+EMBEDDING_SIZE = 2048
+# keras.applications.resnet.preprocess_input ("caffe" mode): BGR order, ImageNet means.
+IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
+
+
+class ExportError(RuntimeError):
+    """The model cannot be built or exported; the message says what to do instead."""
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
+class ResNetPreprocess(keras.layers.Layer):
+    """RGB 0..255 to what ResNet101's ImageNet weights expect, so callers cannot get it wrong."""
+
+    def call(self, pixels):
+        bgr = keras.ops.flip(pixels, axis=-1)
+        return bgr - keras.ops.convert_to_tensor(IMAGENET_BGR_MEANS, dtype=pixels.dtype)
+
+
+def build_embedder(image_size: int = 224, weights: str = "imagenet", seed: int = 0) -> keras.Model:
+    """pixels (N, S, S, 3) float32 RGB 0..255 -> (N, 2048) average-pooled ResNet101 features.
+
+    ``weights``: "imagenet" (Keras' own download), "none" (random, seeded) or a
+    path to a ResNet101 no-top weights file.
+    """
+    keras.utils.set_random_seed(seed)
+    pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
+    try:
+        backbone = keras.applications.ResNet101(
+            include_top=False,
+            pooling="avg",
+            weights=None if weights == "none" else weights,
+            input_shape=(image_size, image_size, 3),
+        )
+    except Exception as error:  # Keras raises bare Exception for a failed download
+        if weights == "imagenet":
+            raise ExportError(
+                f"cannot download the ImageNet weights of ResNet101 ({error}); "
+                "with no network, pass --weights none (random) or --weights PATH "
+                "(a ResNet101 no-top .h5 weights file)"
+            ) from None
+        raise ExportError(f"cannot load weights {weights!r}: {error}") from None
+    embedding = backbone(ResNetPreprocess(name="preprocess")(pixels))
+    return keras.Model(pixels, embedding, name="resnet101_embedder")

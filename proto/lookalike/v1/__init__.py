@@ -1,0 +1,1 @@
+"""Generated protobuf and gRPC stubs of lookalike.v1 (see proto/generate.py)."""

@@ -1,0 +1,1 @@
+"""The lookalike server: ONNX embedder, memory-mapped index, k-NN search, gRPC service."""

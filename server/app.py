@@ -1,0 +1,89 @@
+"""Assemble and run the gRPC server: SearchService, health, reflection, clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from lookalike.server.config import ServerConfig
+from lookalike.server.engine import SearchEngine
+from lookalike.server.service import SearchService
+from lookalike.v1 import search_pb2, search_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+
+
+class Server:
+    """A started gRPC server whose health follows its life: SERVING, then NOT_SERVING."""
+
+    def __init__(self, config: ServerConfig, engine: SearchEngine) -> None:
+        self.config = config
+        self.engine = engine
+        self.health = health.HealthServicer()
+        self._grpc = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="search"),
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        search_pb2_grpc.add_SearchServiceServicer_to_server(
+            SearchService(engine, config.max_k), self._grpc
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+        )
+        self.port = self._grpc.add_insecure_port(config.address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {config.address}")
+
+    def start(self) -> None:
+        self._grpc.start()
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving %s on port %d: model %s on %s, %d gallery images (index %s)",
+            SERVICE_NAME,
+            self.port,
+            self.engine.embedder.info.fingerprint,
+            self.engine.embedder.provider,
+            len(self.engine.index),
+            self.engine.index.manifest.version,
+        )
+
+    def stop(self) -> None:
+        """Refuse new calls and let those in flight finish within the grace period."""
+        self.health.enter_graceful_shutdown()
+        self._grpc.stop(self.config.grace_seconds).wait()
+
+    def wait(self) -> None:
+        self._grpc.wait_for_termination()
+
+
+def serve(config: ServerConfig) -> int:
+    """Run until SIGTERM or SIGINT, then shut down gracefully and return 0."""
+    engine = SearchEngine.open(
+        config.model, config.index, config.device, config.knn_algorithm, config.max_pixels
+    )
+    server = Server(config, engine)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s, shutting down", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    stopping.wait()
+    server.stop()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,83 @@
+"""`lookalike serve` and `lookalike index`.
+
+Imported by the CLI dispatcher even on a thin-client install, so the heavy
+server dependencies are imported inside the commands, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lookalike.server.config import add_server_arguments
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the gRPC search server",
+        description="Serve Search over a gallery index with the model that built it.",
+    )
+    add_server_arguments(serve)
+    serve.set_defaults(func=run_serve)
+
+    index = subparsers.add_parser(
+        "index",
+        help="embed a gallery folder into an index",
+        description="Embed every image under GALLERY_DIR/<label>/ into INDEX_DIR.",
+    )
+    index.add_argument("gallery", type=Path, metavar="GALLERY_DIR")
+    index.add_argument("--model", type=Path, required=True, help="the ONNX embedder")
+    index.add_argument("--out", type=Path, required=True, metavar="INDEX_DIR")
+    index.add_argument(
+        "--crop",
+        choices=["none", "center"],
+        default="none",
+        help="center: the middle of the frame (for pre-aligned sets like LFW)",
+    )
+    index.add_argument(
+        "--crop-fraction",
+        type=float,
+        default=None,
+        help="side of the centre crop as a share of the shorter side",
+    )
+    index.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    index.add_argument("--batch-size", type=int, default=16)
+    index.set_defaults(func=run_index)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from lookalike.server.app import serve
+    from lookalike.server.config import ServerConfig
+    from lookalike.server.embedder import ModelError
+    from lookalike.server.index import InvalidIndexError
+
+    try:
+        return serve(ServerConfig.from_args(args))
+    except (ModelError, InvalidIndexError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from lookalike.server.embedder import Embedder, ModelError
+    from lookalike.server.imaging import Crop
+    from lookalike.server.index import InvalidIndexError, build_index
+
+    crop = Crop(args.crop) if args.crop_fraction is None else Crop(args.crop, args.crop_fraction)
+    try:
+        embedder = Embedder(args.model, args.device)
+        print(
+            f"embedding on {embedder.provider} with model {embedder.info.fingerprint}",
+            file=sys.stderr,
+        )
+        report = build_index(args.gallery, embedder, args.out, crop, args.batch_size)
+    except (ModelError, InvalidIndexError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"indexed {report.rows} images into {report.path} in {report.seconds:.1f} s "
+        f"({report.images_per_second:.1f} images/s), {len(report.skipped)} skipped"
+    )
+    return 0

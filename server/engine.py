@@ -1,0 +1,87 @@
+"""One search path from photo bytes to ranked gallery items.
+
+The gRPC service and `lookalike eval` both call this, so what eval measures is
+what the server answers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from lookalike.server.config import DEFAULT_MAX_PIXELS, Algorithm, Device
+from lookalike.server.embedder import Embedder
+from lookalike.server.imaging import Prepared, load
+from lookalike.server.index import GalleryIndex, Item
+from lookalike.server.knn import KnnSearcher
+
+
+@dataclass(frozen=True)
+class Hit:
+    item: Item
+    distance: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    hits: list[Hit]
+    prepared: Prepared
+    decode_ms: float
+    embed_ms: float
+    search_ms: float
+
+
+class SearchEngine:
+    """The embedder, the index it built, and the k-NN searcher over that index."""
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: GalleryIndex,
+        algorithm: Algorithm = "brute",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
+        index.check_model(embedder.info)
+        self.embedder = embedder
+        self.index = index
+        self.knn = KnnSearcher(index.features, algorithm)
+        self.max_pixels = max_pixels
+
+    @classmethod
+    def open(
+        cls,
+        model: Path,
+        index: Path,
+        device: Device = "auto",
+        algorithm: Algorithm = "brute",
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> SearchEngine:
+        return cls(Embedder(model, device), GalleryIndex.open(index), algorithm, max_pixels)
+
+    def prepare(self, data: bytes) -> Prepared:
+        """Decode and crop the way the index was built (raises ImageError)."""
+        manifest = self.index.manifest
+        return load(data, manifest.crop, manifest.input_size, self.max_pixels)
+
+    def search(self, data: bytes, k: int) -> SearchResult:
+        started = time.perf_counter()
+        prepared = self.prepare(data)
+        decoded = time.perf_counter()
+        features = self.embedder.embed(prepared.pixels[np.newaxis])
+        embedded = time.perf_counter()
+        distances, rows = self.knn.search(features, k)
+        searched = time.perf_counter()
+        items = self.index.manifest.items
+        hits = [
+            Hit(items[row], float(distance))
+            for row, distance in zip(rows[0], distances[0], strict=True)
+        ]
+        return SearchResult(
+            hits=hits,
+            prepared=prepared,
+            decode_ms=(decoded - started) * 1e3,
+            embed_ms=(embedded - decoded) * 1e3,
+            search_ms=(searched - embedded) * 1e3,
+        )

@@ -1,0 +1,128 @@
+"""Turn encoded image bytes into the pixels the embedder takes.
+
+Every image that enters lookalike (gallery files at index time, query photos at
+search time, evaluation queries) goes through this one module, so a gallery
+and the queries against it are always cropped and resized the same way.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+from lookalike.server.config import DEFAULT_MAX_PIXELS
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+CropMode = Literal["none", "center"]
+CROP_MODES: tuple[str, ...] = ("none", "center")
+
+# A 250x250 LFW frame holds the face in roughly its middle 45%; half the
+# shorter side keeps the whole face with a small margin.
+DEFAULT_CENTER_FRACTION = 0.5
+
+
+class ImageError(ValueError):
+    """The bytes are not an image lookalike can use; the message says why."""
+
+
+@dataclass(frozen=True)
+class Crop:
+    """Which part of the photo the model sees; recorded with every index."""
+
+    mode: CropMode = "none"
+    fraction: float = DEFAULT_CENTER_FRACTION
+
+    def __post_init__(self) -> None:
+        if self.mode not in CROP_MODES:
+            raise ValueError(f"crop mode must be one of {', '.join(CROP_MODES)}, not {self.mode!r}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"crop fraction must be in (0, 1], not {self.fraction}")
+
+    def box(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the region the model sees."""
+        if self.mode == "none":
+            return (0, 0, width, height)
+        side = max(1, round(min(width, height) * self.fraction))
+        left, top = (width - side) // 2, (height - side) // 2
+        return (left, top, left + side, top + side)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Crop:
+        return cls(mode=data["mode"], fraction=float(data["fraction"]))  # type: ignore[arg-type]
+
+
+WHOLE_FRAME = Crop("none")
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode to an upright RGB image, refusing bombs before they are decompressed."""
+    if not data:
+        raise ImageError("the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(
+            "the bytes are not an image in a supported format (JPEG, PNG, GIF, WebP, BMP, TIFF)"
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageError(f"the image is too large to decode: {error}") from None
+    except OSError as error:
+        raise ImageError(f"the image data is truncated or corrupt: {error}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"the image declares {width}x{height} pixels, more than the limit of {max_pixels:,}"
+        )
+    if width == 0 or height == 0:
+        raise ImageError(f"the image has no pixels ({width}x{height})")
+    try:
+        image.seek(0)  # animated formats: the first frame
+        image.load()
+        image = ImageOps.exif_transpose(image)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"the image data is truncated or corrupt: {error}") from None
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is flattened onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = array.max() or 1.0
+        image = Image.fromarray((array * (255.0 / peak)).astype(np.uint8), mode="L")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Model-ready pixels plus where they came from in the original photo."""
+
+    pixels: np.ndarray  # (size, size, 3) float32, RGB 0..255
+    box: tuple[int, int, int, int]
+    original_size: tuple[int, int]
+
+
+def prepare(image: Image.Image, crop: Crop, size: int) -> Prepared:
+    box = crop.box(*image.size)
+    region = image.crop(box) if crop.mode != "none" else image
+    resized = region.resize((size, size), Image.Resampling.BILINEAR)
+    return Prepared(np.asarray(resized, dtype=np.float32), box, image.size)
+
+
+def load(data: bytes, crop: Crop, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
+    """Bytes to model-ready pixels: decode, crop, resize."""
+    return prepare(decode(data, max_pixels), crop, size)

@@ -1,0 +1,78 @@
+"""Shared fixtures: one real exported model, a generated gallery, its index, a live server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.imagegen import write_gallery
+
+TEST_IMAGE_SIZE = 64
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory) -> Path:
+    """A random-weight ResNet101 exported once per session (about a minute on 2 cores).
+
+    Set LOOKALIKE_TEST_MODEL to an exported .onnx file to reuse it while developing.
+    """
+    reuse = os.environ.get("LOOKALIKE_TEST_MODEL")
+    if reuse and Path(reuse).is_file():
+        return Path(reuse)
+    from lookalike.export.convert import ExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("model") / "model.onnx"
+    export_onnx(ExportConfig(out=out, weights="none", image_size=TEST_IMAGE_SIZE))
+    return out
+
+
+@pytest.fixture(scope="session")
+def embedder(onnx_model):
+    from lookalike.server.embedder import Embedder
+
+    return Embedder(onnx_model, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def gallery_dir(tmp_path_factory) -> Path:
+    """6 people with 3 photos each."""
+    return write_gallery(tmp_path_factory.mktemp("gallery"), people=6, photos=3)
+
+
+@pytest.fixture(scope="session")
+def index_dir(gallery_dir, embedder, tmp_path_factory) -> Path:
+    from lookalike.server.index import build_index
+
+    out = tmp_path_factory.mktemp("indexes") / "index"
+    build_index(gallery_dir, embedder, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def server_target(onnx_model, index_dir):
+    """A real gRPC server on a free loopback port, in this process."""
+    from lookalike.server.app import Server
+    from lookalike.server.config import ServerConfig
+    from lookalike.server.engine import SearchEngine
+    from lookalike.server.index import GalleryIndex
+
+    config = ServerConfig(model=onnx_model, index=index_dir, host="127.0.0.1", port=0)
+    from lookalike.server.embedder import Embedder
+
+    engine = SearchEngine(Embedder(onnx_model, device="cpu"), GalleryIndex.open(index_dir))
+    server = Server(config, engine)
+    server.start()
+    yield f"127.0.0.1:{server.port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    """The LFW development images; tests that need real faces skip without them."""
+    path = Path(os.environ.get("LOOKALIKE_LFW_DIR", ROOT.parent / "shared" / "lfw"))
+    if not (path / "images").is_dir():
+        pytest.skip(f"LFW images not found at {path} (set LOOKALIKE_LFW_DIR)")
+    return path

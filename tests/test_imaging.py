@@ -1,0 +1,139 @@
+"""Decoding and cropping: every mode ends as RGB, every bad input as ImageError."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from lookalike.server.imaging import Crop, ImageError, decode, load
+from PIL import Image
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def rgb_image(size=(40, 30)) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode(rgb_image(), "JPEG"),
+        encode(rgb_image(), "PNG"),
+        encode(rgb_image().convert("CMYK"), "JPEG"),
+        encode(rgb_image().convert("L"), "PNG"),
+        encode(rgb_image().convert("P"), "PNG"),
+        encode(rgb_image().convert("RGBA"), "PNG"),
+        encode(rgb_image().convert("LA"), "PNG"),
+        encode(Image.fromarray(np.full((30, 40), 40000, dtype=np.uint16)), "PNG"),
+        encode(rgb_image(), "WEBP"),
+        encode(rgb_image(), "BMP"),
+        encode(rgb_image(), "TIFF"),
+    ],
+    ids=["jpeg", "png", "cmyk", "gray", "palette", "rgba", "la", "16bit", "webp", "bmp", "tiff"],
+)
+def test_common_formats_and_modes_decode_to_rgb(data):
+    image = decode(data)
+    assert image.mode == "RGB"
+    assert image.size == (40, 30)
+
+
+def test_sixteen_bit_keeps_its_contrast():
+    ramp = np.tile(np.linspace(0, 65535, 40, dtype=np.uint16), (30, 1))
+    image = decode(encode(Image.fromarray(ramp), "PNG"))
+    row = np.asarray(image)[0, :, 0]
+    assert row[0] == 0 and row[-1] == 255
+
+
+def test_transparency_is_flattened_onto_white():
+    clear = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
+    assert decode(encode(clear, "PNG")).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_animated_gif_gives_first_frame():
+    frames = [Image.new("RGB", (16, 16), colour) for colour in [(255, 0, 0), (0, 0, 255)]]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    red, green, blue = decode(data).getpixel((8, 8))
+    assert red > 200 and blue < 50
+
+
+def test_exif_orientation_is_applied():
+    image = rgb_image((40, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    assert decode(encode(image, "JPEG", exif=exif)).size == (20, 40)
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares a huge image: a decompression bomb."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "empty"),
+        (b"GIF89a but not really", "truncated or corrupt|not an image"),
+        (b"\x00" * 1000, "not an image"),
+        (encode(rgb_image(), "PNG")[:60], "truncated"),
+        (encode(rgb_image(), "JPEG")[:200], "truncated"),
+        (png_declaring(50_000, 50_000), "limit|too large"),
+    ],
+    ids=["empty", "fake-gif", "zeros", "truncated-png", "truncated-jpeg", "bomb"],
+)
+def test_bad_bytes_raise_image_error(data, message):
+    with pytest.raises(ImageError, match=message):
+        decode(data, max_pixels=10_000_000)
+
+
+def test_pixel_cap_is_checked_before_decoding():
+    with pytest.raises(ImageError, match="more than the limit of 1,000"):
+        decode(encode(rgb_image((40, 30)), "PNG"), max_pixels=1000)
+
+
+def test_center_crop_takes_the_middle_square():
+    crop = Crop("center", 0.5)
+    assert crop.box(250, 250) == (62, 62, 187, 187)
+    assert crop.box(200, 100) == (75, 25, 125, 75)
+    assert Crop("none").box(200, 100) == (0, 0, 200, 100)
+
+
+def test_load_resizes_the_crop_to_the_model_input():
+    image = Image.new("RGB", (100, 100), (0, 0, 0))
+    image.paste((255, 255, 255), (25, 25, 75, 75))
+    prepared = load(encode(image, "PNG"), Crop("center", 0.5), size=32)
+    assert prepared.pixels.shape == (32, 32, 3) and prepared.pixels.dtype == np.float32
+    assert prepared.pixels.min() == 255.0  # only the white middle is left
+    assert prepared.box == (25, 25, 75, 75)
+    whole = load(encode(image, "PNG"), Crop("none"), size=32)
+    assert whole.pixels.min() == 0.0
+
+
+def test_invalid_crop_is_refused():
+    with pytest.raises(ValueError, match="crop mode"):
+        Crop("face")
+    with pytest.raises(ValueError, match="fraction"):
+        Crop("center", 0.0)

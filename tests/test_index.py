@@ -1,0 +1,123 @@
+"""Building and opening the memory-mapped index."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from lookalike.server.engine import SearchEngine
+from lookalike.server.imaging import Crop
+from lookalike.server.index import FEATURES, MANIFEST, GalleryIndex, InvalidIndexError, build_index
+from lookalike.server.knn import KnnSearcher
+
+
+def test_index_holds_one_float32_row_per_image(index_dir, gallery_dir, embedder):
+    index = GalleryIndex.open(index_dir)
+    assert isinstance(index.features, np.memmap)
+    assert index.features.dtype == np.float32
+    assert index.features.shape == (18, 2048)
+    manifest = index.manifest
+    assert manifest.model_fingerprint == embedder.info.fingerprint
+    assert [item.path for item in manifest.items] == sorted(
+        p.relative_to(gallery_dir).as_posix() for p in gallery_dir.glob("*/*.jpg")
+    )
+    assert {item.label for item in manifest.items} == {f"person_{i:02d}" for i in range(6)}
+    assert len({item.id for item in manifest.items}) == 18
+    row = 7
+    data = (gallery_dir / manifest.items[row].path).read_bytes()
+    engine = SearchEngine(embedder, index)
+    direct = embedder.embed(engine.prepare(data).pixels[np.newaxis])[0]
+    np.testing.assert_allclose(index.features[row], direct, rtol=1e-5, atol=1e-4)
+
+
+def test_brute_force_searches_the_memmap_itself(index_dir):
+    index = GalleryIndex.open(index_dir)
+    searcher = KnnSearcher(index.features, "brute")
+    assert np.shares_memory(searcher.matrix, index.features)
+    tree = KnnSearcher(index.features, "ball_tree")
+    assert not np.shares_memory(tree.matrix, index.features)
+
+
+def test_ball_tree_and_brute_agree(index_dir):
+    index = GalleryIndex.open(index_dir)
+    queries = np.asarray(index.features[:5])
+    brute = KnnSearcher(index.features, "brute").search(queries, 4)
+    tree = KnnSearcher(index.features, "ball_tree").search(queries, 4)
+    np.testing.assert_array_equal(brute[1], tree[1])
+    np.testing.assert_allclose(brute[0], tree[0], rtol=1e-4, atol=1e-3)
+
+
+def test_unreadable_files_are_skipped_and_listed(tmp_path, gallery_dir, embedder):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(gallery_dir / "person_00", gallery / "person_00")
+    (gallery / "person_00" / "broken.jpg").write_bytes(b"not a jpeg")
+    report = build_index(gallery, embedder, tmp_path / "index", progress=False)
+    assert report.rows == 3
+    assert [s["path"] for s in report.skipped] == ["person_00/broken.jpg"]
+    index = GalleryIndex.open(tmp_path / "index")
+    assert index.features.shape == (3, 2048)
+    assert "person_00/broken.jpg" not in {item.path for item in index.manifest.items}
+
+
+def test_rebuild_replaces_the_old_index_whole(tmp_path, gallery_dir, embedder):
+    out = tmp_path / "index"
+    gallery = tmp_path / "gallery"
+    shutil.copytree(gallery_dir / "person_01", gallery / "person_01")
+    build_index(gallery, embedder, out, progress=False)
+    shutil.copytree(gallery_dir / "person_02", gallery / "person_02")
+    build_index(gallery, embedder, out, crop=Crop("center"), progress=False)
+    index = GalleryIndex.open(out)
+    assert len(index) == 6 and index.manifest.crop == Crop("center")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery", "index"]
+
+
+def test_failed_build_leaves_no_trace(tmp_path, embedder):
+    empty = tmp_path / "gallery" / "nobody"
+    empty.mkdir(parents=True)
+    (empty / "junk.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(InvalidIndexError, match="none of the 1 images"):
+        build_index(tmp_path / "gallery", embedder, tmp_path / "index", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]
+
+
+def test_missing_gallery_folder_is_a_clear_error(tmp_path, embedder):
+    with pytest.raises(FileNotFoundError, match="gallery folder not found"):
+        build_index(tmp_path / "nowhere", embedder, tmp_path / "index", progress=False)
+
+
+def copy_index(index_dir, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    return copy
+
+
+def test_index_of_another_model_is_refused(index_dir, tmp_path, embedder):
+    copy = copy_index(index_dir, tmp_path)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["model"]["fingerprint"] = "0123456789abcdef"
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(InvalidIndexError, match="built by model 0123456789abcdef"):
+        SearchEngine(embedder, GalleryIndex.open(copy))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / FEATURES).unlink(), "features.npy is missing"),
+        (lambda d: (d / MANIFEST).write_text("{"), "not a valid manifest"),
+        (lambda d: np.save(d / FEATURES, np.zeros((18, 2048), np.float64)), "holds float64"),
+        (lambda d: np.save(d / FEATURES, np.zeros((17, 2048), np.float32)), r"\(17, 2048\)"),
+        (
+            lambda d: (d / FEATURES).write_bytes((d / FEATURES).read_bytes()[:1000]),
+            "not a readable",
+        ),
+    ],
+    ids=["no-features", "bad-manifest", "float64", "wrong-rows", "truncated"],
+)
+def test_damaged_index_is_refused_with_a_clear_message(index_dir, tmp_path, damage, message):
+    copy = copy_index(index_dir, tmp_path)
+    damage(copy)
+    with pytest.raises(InvalidIndexError, match=message):
+        GalleryIndex.open(copy)
