@@ -22,6 +22,7 @@ DEFAULT_SERVER = "localhost:50051"
 # The module behind each extra's commands, and the extra that brings its dependencies.
 COMMAND_MODULES = {
     "lookalike.server.cli": "server",
+    "lookalike.server.eval_cli": "eval",
     "lookalike.export.cli": "export",
 }
 

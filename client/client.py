@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import grpc
+
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 if TYPE_CHECKING:

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import tensorflow as tf
 import tf2onnx
+
 from lookalike.export.model import EMBEDDING_SIZE, build_embedder
 from lookalike.server.embedder import file_fingerprint
 

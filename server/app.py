@@ -10,6 +10,7 @@ from concurrent import futures
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from lookalike.server.config import ServerConfig
 from lookalike.server.engine import SearchEngine
 from lookalike.server.service import SearchService

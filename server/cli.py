@@ -30,21 +30,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("gallery", type=Path, metavar="GALLERY_DIR")
     index.add_argument("--model", type=Path, required=True, help="the ONNX embedder")
     index.add_argument("--out", type=Path, required=True, metavar="INDEX_DIR")
-    index.add_argument(
+    add_crop_arguments(index)
+    add_split_argument(index)
+    index.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    index.add_argument("--batch-size", type=int, default=16)
+    index.set_defaults(func=run_index)
+
+
+def add_split_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--split",
+        choices=["all", "train", "test"],
+        default="all",
+        help="only the people of this split (a fixed hash of each name puts 30%% in test)",
+    )
+
+
+def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--crop",
         choices=["none", "center"],
         default="none",
         help="center: the middle of the frame (for pre-aligned sets like LFW)",
     )
-    index.add_argument(
+    parser.add_argument(
         "--crop-fraction",
         type=float,
         default=None,
-        help="side of the centre crop as a share of the shorter side",
+        help="side of the centre crop as a share of the shorter side (0.5)",
     )
-    index.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    index.add_argument("--batch-size", type=int, default=16)
-    index.set_defaults(func=run_index)
+
+
+def crop_from_args(args: argparse.Namespace):  # noqa: ANN201 (Crop, imported lazily)
+    from lookalike.server.imaging import Crop
+
+    return Crop(args.crop) if args.crop_fraction is None else Crop(args.crop, args.crop_fraction)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -62,17 +82,18 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_index(args: argparse.Namespace) -> int:
     from lookalike.server.embedder import Embedder, ModelError
-    from lookalike.server.imaging import Crop
     from lookalike.server.index import InvalidIndexError, build_index
 
-    crop = Crop(args.crop) if args.crop_fraction is None else Crop(args.crop, args.crop_fraction)
+    crop = crop_from_args(args)
     try:
         embedder = Embedder(args.model, args.device)
         print(
             f"embedding on {embedder.provider} with model {embedder.info.fingerprint}",
             file=sys.stderr,
         )
-        report = build_index(args.gallery, embedder, args.out, crop, args.batch_size)
+        report = build_index(
+            args.gallery, embedder, args.out, crop, args.batch_size, split=args.split
+        )
     except (ModelError, InvalidIndexError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from lookalike.server.config import Device
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from lookalike.server.config import DEFAULT_MAX_PIXELS, Algorithm, Device
 from lookalike.server.embedder import Embedder
 from lookalike.server.imaging import Prepared, load

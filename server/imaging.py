@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from lookalike.server.config import DEFAULT_MAX_PIXELS
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lookalike.server.config import DEFAULT_MAX_PIXELS
 
 CropMode = Literal["none", "center"]
 CROP_MODES: tuple[str, ...] = ("none", "center")

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from lookalike.server.embedder import Embedder, ModelInfo, file_sha256
-from lookalike.server.gallery import GalleryImage, content_id, list_gallery
-from lookalike.server.imaging import WHOLE_FRAME, Crop, ImageError, load
 from tqdm import tqdm
+
+from lookalike.server.embedder import Embedder, ModelInfo, file_sha256
+from lookalike.server.gallery import GalleryImage, Split, content_id, list_gallery
+from lookalike.server.imaging import WHOLE_FRAME, Crop, ImageError, load
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Manifest:
     embedding_size: int
     crop: Crop
     gallery_root: str
+    split: Split
     rows: int
     features_sha256: str
     items: list[Item] = field(repr=False)
@@ -71,6 +73,7 @@ class Manifest:
             },
             "crop": self.crop.to_dict(),
             "gallery_root": self.gallery_root,
+            "split": self.split,
             "features": {
                 "file": FEATURES,
                 "dtype": "float32",
@@ -96,6 +99,7 @@ class Manifest:
             embedding_size=body["model"]["embedding_size"],
             crop=Crop.from_dict(body["crop"]),
             gallery_root=body["gallery_root"],
+            split=body["split"],
             rows=shape[0],
             features_sha256=body["features"]["sha256"],
             items=[Item(*row) for row in body["items"]],
@@ -171,10 +175,11 @@ def build_index(
     crop: Crop = WHOLE_FRAME,
     batch_size: int = 16,
     progress: bool = True,
+    split: Split = "all",
 ) -> BuildReport:
     """Embed every gallery image into a new index at ``out``, replacing any old one whole."""
     started = time.perf_counter()
-    images = list_gallery(gallery_root)
+    images = list_gallery(gallery_root, split)
     size = embedder.info.input_size
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
@@ -204,6 +209,7 @@ def build_index(
             embedding_size=embedder.info.embedding_size,
             crop=crop,
             gallery_root=str(gallery_root.resolve()),
+            split=split,
             rows=len(items),
             features_sha256=file_sha256(staging / FEATURES),
             items=items,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from lookalike.server.config import Algorithm
 from sklearn.neighbors import NearestNeighbors
+
+from lookalike.server.config import Algorithm
 
 
 class KnnSearcher:

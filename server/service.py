@@ -6,6 +6,7 @@ import logging
 import time
 
 import grpc
+
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import ImageError
 from lookalike.v1 import search_pb2, search_pb2_grpc

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 from lookalike.server.index import GalleryIndex
-
 from tests.serving import free_port, start_server_process, wait_until_serving
 
 LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]

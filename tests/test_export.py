@@ -44,6 +44,7 @@ def test_a_batch_gives_the_same_rows_as_single_images(session):
 
 def test_in_graph_preprocessing_is_keras_resnet_preprocess_input():
     import keras
+
     from lookalike.export.model import ResNetPreprocess
 
     rng = np.random.default_rng(0)
@@ -63,6 +64,7 @@ def test_imagenet_without_network_names_the_weights_option():
 
 def test_local_weights_file_is_loaded(tmp_path):
     import keras
+
     from lookalike.export.model import build_embedder
 
     keras.utils.set_random_seed(7)

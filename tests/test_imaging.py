@@ -8,8 +8,9 @@ import zlib
 
 import numpy as np
 import pytest
-from lookalike.server.imaging import Crop, ImageError, decode, load
 from PIL import Image
+
+from lookalike.server.imaging import Crop, ImageError, decode, load
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

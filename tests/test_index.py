@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import Crop
 from lookalike.server.index import FEATURES, MANIFEST, GalleryIndex, InvalidIndexError, build_index

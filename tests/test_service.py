@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from lookalike.client import LookalikeError, SearchClient
 from lookalike.v1 import search_pb2, search_pb2_grpc
 

@@ -1,0 +1,102 @@
+"""`lookalike eval`. Heavy imports happen when the command runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lookalike.server.cli import add_crop_arguments, add_split_argument, crop_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval",
+        help="measure retrieval and verification quality",
+        description="Index GALLERY_DIR/<label>/ with the model, query every image of a person "
+        "with two or more, and report hit@k, mAP and, with --pairs, LFW verification.",
+    )
+    parser.add_argument("gallery", type=Path, metavar="GALLERY_DIR")
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument(
+        "--index",
+        type=Path,
+        default=None,
+        help="reuse this index, or build it here when it does not exist",
+    )
+    parser.add_argument("--pairs", type=Path, default=None, help="an LFW-format pairs file")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="REPORT_DIR",
+        help="write report.json, hit_at_k.png and roc.png here",
+    )
+    add_crop_arguments(parser)
+    add_split_argument(parser)
+    parser.add_argument(
+        "--knn-algorithm", choices=["brute", "ball_tree", "kd_tree"], default="brute"
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lookalike.server.embedder import ModelError
+    from lookalike.server.evaluate import EvalConfig, evaluate, write_report
+    from lookalike.server.index import InvalidIndexError
+
+    config = EvalConfig(
+        gallery=args.gallery,
+        model=args.model,
+        index=args.index,
+        pairs=args.pairs,
+        out=args.out,
+        crop=crop_from_args(args),
+        split=args.split,
+        knn_algorithm=args.knn_algorithm,
+        device=args.device,
+        batch_size=args.batch_size,
+    )
+    try:
+        report = evaluate(config)
+    except (ModelError, InvalidIndexError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.out:
+        for path in write_report(report, args.out):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(format_report(report.to_dict()))
+    return 0
+
+
+def format_report(report: dict[str, object]) -> str:
+    lines = [
+        f"gallery {report['gallery_size']} images of {report['people']} people "
+        f"(split {report['split']}), {report['queries']} queries",
+        f"model {report['model_fingerprint']} ({report['model_weights']} weights, "
+        f"{report['input_size']}px, crop {report['crop']}) on {report['execution_provider']}",
+        f"hit@1 {report['hit_at_1']:.4f}  hit@5 {report['hit_at_5']:.4f}  "
+        f"hit@20 {report['hit_at_20']:.4f}  mAP {report['map']:.4f}  "
+        f"same in top 20 {report['mean_same_in_top20']:.3f}",
+    ]
+    if report["verification_accuracy"] is not None:
+        v = report["verification"]
+        lines.append(
+            f"verification accuracy {report['verification_accuracy']:.4f} "
+            f"(± {v['accuracy_std']:.4f}, 10 folds; chance {v['chance_accuracy']:.4f}) "
+            f"ROC AUC {report['roc_auc']:.4f} "
+            f"on {v['pairs']} pairs ({v['matched']} matched; "
+            f"{report['pairs_skipped']} outside the gallery skipped)"
+        )
+    lines.append(
+        f"{report['knn_backend']}: index {report['seconds_index']:.1f} s, "
+        f"search {report['seconds_search']:.2f} s, total {report['seconds_total']:.1f} s"
+    )
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""`lookalike eval`: retrieval and verification quality of a model over a gallery.
+
+The gallery is indexed by the same build_index the server's indexes come from,
+and searched by the same SearchEngine the server answers with; a query is the
+index row of a gallery image (the vector the server would compute from that
+file), searched against the whole gallery with itself left out.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lookalike.server.config import Algorithm, Device
+from lookalike.server.embedder import Embedder
+from lookalike.server.engine import SearchEngine
+from lookalike.server.gallery import Split
+from lookalike.server.imaging import WHOLE_FRAME, Crop
+from lookalike.server.index import GalleryIndex, build_index
+from lookalike.server.metrics import (
+    RetrievalMetrics,
+    VerificationMetrics,
+    retrieval_metrics,
+    verification_metrics,
+)
+from lookalike.server.pairs import PairsFormatError, pair_image_path, read_pairs
+
+QUERY_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    gallery: Path
+    model: Path
+    index: Path | None = None
+    pairs: Path | None = None
+    out: Path | None = None
+    crop: Crop = WHOLE_FRAME
+    split: Split = "all"
+    knn_algorithm: Algorithm = "brute"
+    device: Device = "auto"
+    batch_size: int = 16
+    progress: bool = True
+
+
+def open_or_build_index(config: EvalConfig, embedder: Embedder, scratch: Path) -> GalleryIndex:
+    """Reuse ``--index`` when it exists; otherwise build it (there, or in scratch space)."""
+    path = config.index or scratch / "index"
+    if not (config.index and (path / "manifest.json").exists()):
+        build_index(
+            config.gallery,
+            embedder,
+            path,
+            config.crop,
+            config.batch_size,
+            progress=config.progress,
+            split=config.split,
+        )
+    return GalleryIndex.open(path)
+
+
+def rank_gallery(engine: SearchEngine, rows: np.ndarray, progress: bool) -> np.ndarray:
+    """For each query row, every other gallery row, nearest first."""
+    size = len(engine.index)
+    ranked = np.empty((len(rows), size - 1), dtype=np.int64)
+    features = engine.index.features
+    for start in tqdm(
+        range(0, len(rows), QUERY_CHUNK), desc="searching", unit="chunk", disable=not progress
+    ):
+        chunk = rows[start : start + QUERY_CHUNK]
+        _, neighbours = engine.knn.search(features[chunk], size)
+        others = neighbours != chunk[:, np.newaxis]
+        ranked[start : start + len(chunk)] = neighbours[others].reshape(len(chunk), size - 1)
+    return ranked
+
+
+def pair_distances(index: GalleryIndex, pairs_file: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Distances and same-person flags of the pairs whose people are all in the gallery.
+
+    Pairs naming someone outside the gallery (another split) are skipped and
+    counted; a pair whose person is here but whose image is not is an error.
+    """
+    rows = {item.path: row for row, item in enumerate(index.manifest.items)}
+    people = {item.label for item in index.manifest.items}
+    distances, same, skipped = [], [], 0
+    for pair in read_pairs(pairs_file):
+        if not {pair.left[0], pair.right[0]} <= people:
+            skipped += 1
+            continue
+        ends = []
+        for name, number in (pair.left, pair.right):
+            path = pair_image_path(name, number)
+            if path not in rows:
+                raise PairsFormatError(
+                    f"{pairs_file}: line {pair.line}: image {path} is not in the gallery"
+                )
+            ends.append(np.asarray(index.features[rows[path]]))
+        distances.append(float(np.linalg.norm(ends[0] - ends[1])))
+        same.append(pair.same)
+    if not distances:
+        raise PairsFormatError(f"{pairs_file}: no pair has all its people in the gallery")
+    return np.asarray(distances), np.asarray(same), skipped
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    retrieval: RetrievalMetrics
+    verification: VerificationMetrics | None
+    summary: dict[str, object]
+
+    def to_dict(self) -> dict[str, object]:
+        flat: dict[str, object] = {
+            "hit_at_1": self.retrieval.hit_at_1,
+            "hit_at_5": self.retrieval.hit_at_5,
+            "hit_at_20": self.retrieval.hit_at_20,
+            "map": self.retrieval.map,
+            "mean_same_in_top20": self.retrieval.mean_same_in_top20,
+            "verification_accuracy": self.verification.accuracy if self.verification else None,
+            "roc_auc": self.verification.roc_auc if self.verification else None,
+        }
+        flat.update(self.summary)
+        flat["hit_curve"] = self.retrieval.hit_curve
+        if self.verification:
+            verification = asdict(self.verification)
+            del verification["fpr"], verification["tpr"]
+            flat["verification"] = verification
+        return flat
+
+
+def evaluate(config: EvalConfig) -> EvalReport:
+    started = time.perf_counter()
+    embedder = Embedder(config.model, config.device)
+    with tempfile.TemporaryDirectory(prefix="lookalike-eval-") as scratch:
+        index = open_or_build_index(config, embedder, Path(scratch))
+        indexed = time.perf_counter()
+        engine = SearchEngine(embedder, index, config.knn_algorithm)
+        labels = np.array([item.label for item in index.manifest.items])
+        counts = Counter(labels.tolist())
+        rows = np.flatnonzero([counts[label] >= 2 for label in labels])
+        if len(rows) == 0:
+            raise ValueError(f"no person in {config.gallery} has two or more images to query")
+        ranked = rank_gallery(engine, rows, config.progress)
+        searched = time.perf_counter()
+        same = labels[ranked] == labels[rows][:, np.newaxis]
+        n_relevant = np.array([counts[label] - 1 for label in labels[rows]])
+        retrieval = retrieval_metrics(same, n_relevant)
+        verification, pairs_skipped = None, 0
+        if config.pairs:
+            distances, is_same, pairs_skipped = pair_distances(index, config.pairs)
+            verification = verification_metrics(distances, is_same)
+        manifest = index.manifest
+    summary = {
+        "model_fingerprint": embedder.info.fingerprint,
+        "model_weights": embedder.info.weights,
+        "input_size": embedder.info.input_size,
+        "execution_provider": embedder.provider,
+        "crop": manifest.crop.to_dict(),
+        "split": manifest.split,
+        "gallery": str(config.gallery),
+        "gallery_size": len(index),
+        "people": len(counts),
+        "queries": int(len(rows)),
+        "pairs_file": str(config.pairs) if config.pairs else None,
+        "pairs_skipped": pairs_skipped,
+        "knn_backend": engine.knn.backend,
+        "seconds_total": time.perf_counter() - started,
+        "seconds_index": indexed - started,
+        "seconds_search": searched - indexed,
+    }
+    return EvalReport(retrieval, verification, summary)
+
+
+def write_report(report: EvalReport, out: Path) -> list[Path]:
+    """report.json and the plots; returns the files written."""
+    from lookalike.server.plots import plot_hit_curve, plot_roc
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = report.summary
+    title = (
+        f"{summary['gallery_size']} images, {summary['model_weights']} weights, "
+        f"{summary['input_size']}px, crop {summary['crop']['mode']}"
+    )
+    written = [out / "report.json", out / "hit_at_k.png"]
+    staging = out / ".report.json.tmp"
+    staging.write_text(json.dumps(report.to_dict(), indent=2))
+    staging.replace(written[0])
+    plot_hit_curve(report.retrieval.hit_curve, written[1], f"hit@k: {title}")
+    if report.verification:
+        written.append(out / "roc.png")
+        v = report.verification
+        plot_roc(v.fpr, v.tpr, v.roc_auc, written[-1], f"ROC of {v.pairs} pairs: {title}")
+    return written
