@@ -31,11 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lookalike", description="Reverse image search for faces."
     )
-    parser.add_argument(
-        "--log-level",
-        default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO"),
-        help="DEBUG, INFO, WARNING or ERROR (env LOOKALIKE_LOG_LEVEL)",
-    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _register_client_commands(subparsers)
     for module_name, extra in COMMAND_MODULES.items():
@@ -43,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         for command in subparsers.choices.values():
             if command.get_default("extra") is None:
                 command.set_defaults(extra=extra)
+    for command in subparsers.choices.values():
+        command.add_argument(
+            "--log-level",
+            default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO"),
+            help="DEBUG, INFO, WARNING or ERROR (env LOOKALIKE_LOG_LEVEL)",
+        )
     return parser
 
 
