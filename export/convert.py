@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -18,6 +16,7 @@ import tf2onnx
 
 from lookalike.export.model import EMBEDDING_SIZE, build_embedder
 from lookalike.server.embedder import file_fingerprint
+from lookalike.server.files import atomic_path
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "embedding"
@@ -89,19 +88,6 @@ def to_onnx(model, config: ExportConfig) -> onnx.ModelProto:
     return proto
 
 
-def save_atomically(proto: onnx.ModelProto, out: Path) -> None:
-    """A reader never sees a half-written model: write beside it, then rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, staging)
-        os.replace(staging, out)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-
-
 def compare(model, path: Path, config: ExportConfig) -> tuple[float, float]:
     """Largest absolute and relative difference between Keras and onnxruntime outputs."""
     import onnxruntime as ort
@@ -122,7 +108,8 @@ def export_onnx(config: ExportConfig) -> ExportReport:
     say(f"building ResNet101 embedder ({config.image_size}px, weights {config.weights})...")
     model = build_embedder(config.image_size, config.weights, config.seed)
     say(f"converting with tf2onnx (opset {config.opset})...")
-    save_atomically(to_onnx(model, config), config.out)
+    with atomic_path(config.out) as staging:
+        onnx.save(to_onnx(model, config), staging)
     say("comparing Keras and onnxruntime outputs...")
     abs_diff, rel_diff = compare(model, config.out, config)
     return ExportReport(

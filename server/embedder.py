@@ -84,6 +84,8 @@ class Embedder:
                 f"(session runs on {self.provider}); check the CUDA and cuDNN libraries, "
                 "or use --device auto"
             )
+        if CUDA in requested_providers(device) and self.provider != CUDA:
+            log.warning("the CUDA execution provider did not load; running on %s", self.provider)
         self._input = self._session.get_inputs()[0].name
         self.info = self._read_info(model_path)
         log.info("embedder %s (%s) on %s", self.info.name, self.info.fingerprint, self.provider)

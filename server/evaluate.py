@@ -21,6 +21,7 @@ from tqdm import tqdm
 from lookalike.server.config import Algorithm, Device
 from lookalike.server.embedder import Embedder
 from lookalike.server.engine import SearchEngine
+from lookalike.server.files import atomic_path
 from lookalike.server.gallery import Split
 from lookalike.server.imaging import WHOLE_FRAME, Crop
 from lookalike.server.index import GalleryIndex, build_index
@@ -188,9 +189,8 @@ def write_report(report: EvalReport, out: Path) -> list[Path]:
         f"{summary['input_size']}px, crop {summary['crop']['mode']}"
     )
     written = [out / "report.json", out / "hit_at_k.png"]
-    staging = out / ".report.json.tmp"
-    staging.write_text(json.dumps(report.to_dict(), indent=2))
-    staging.replace(written[0])
+    with atomic_path(written[0]) as staging:
+        staging.write_text(json.dumps(report.to_dict(), indent=2))
     plot_hit_curve(report.retrieval.hit_curve, written[1], f"hit@k: {title}")
     if report.verification:
         written.append(out / "roc.png")

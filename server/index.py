@@ -183,6 +183,7 @@ def build_index(
     size = embedder.info.input_size
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes folders private to their owner
     try:
         matrix = np.lib.format.open_memmap(
             staging / FEATURES,

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from lookalike.server.files import atomic_path
 
 
 def _save(figure, path: Path) -> None:  # noqa: ANN001 (matplotlib Figure)
-    fd, staging = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(staging, dpi=120, bbox_inches="tight")
-        os.replace(staging, path)
-    finally:
-        Path(staging).unlink(missing_ok=True)
+    with atomic_path(path) as staging:
+        figure.savefig(staging, format="png", dpi=120, bbox_inches="tight")
 
 
 def _figure(title: str):  # noqa: ANN202

@@ -26,6 +26,7 @@ def test_index_holds_one_float32_row_per_image(index_dir, gallery_dir, embedder)
     )
     assert {item.label for item in manifest.items} == {f"person_{i:02d}" for i in range(6)}
     assert len({item.id for item in manifest.items}) == 18
+    assert index_dir.stat().st_mode & 0o777 == 0o755  # servers may run as another user
     row = 7
     data = (gallery_dir / manifest.items[row].path).read_bytes()
     engine = SearchEngine(embedder, index)
