@@ -19,11 +19,83 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="imagenet (Keras' download, the default), none (random, seeded) "
         "or PATH to a ResNet101 no-top weights file",
     )
-    export.add_argument("--image-size", type=int, default=224, help="input side in pixels")
+    export.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a model.keras from `lookalike train` instead of --weights",
+    )
+    export.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="input side in pixels (default 224, or the checkpoint's)",
+    )
     export.add_argument("--out", type=Path, default=Path("model.onnx"))
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--seed", type=int, default=0, help="seed of random weights")
     export.set_defaults(func=run)
+
+    train = subparsers.add_parser(
+        "train",
+        help="fine-tune the embedder on faces",
+        description="Fine-tune ResNet101 on the identities of DATA_DIR/<person>/ "
+        "(Adamax, batch 16, cosine-softmax identity head) and save model.keras.",
+    )
+    train.add_argument("data", type=Path, metavar="DATA_DIR")
+    train.add_argument("--out", type=Path, default=Path("model.keras"))
+    train.add_argument("--weights", default="imagenet", help="imagenet | none | PATH")
+    train.add_argument("--image-size", type=int, default=112)
+    train.add_argument("--epochs", type=int, default=4)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument(
+        "--trainable-from",
+        default="conv4_block1_1_conv",
+        help="first ResNet101 layer to train; earlier layers stay frozen",
+    )
+    train.add_argument("--crop", choices=["none", "center"], default="center")
+    train.add_argument("--crop-fraction", type=float, default=None)
+    train.add_argument(
+        "--split",
+        choices=["all", "train"],
+        default="train",
+        help="people to train on; never the test split",
+    )
+    train.add_argument("--max-images", type=int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the last epoch checkpoint beside --out"
+    )
+    train.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from lookalike.export.model import ExportError
+    from lookalike.export.train import TrainConfig, TrainingError, train
+    from lookalike.server.cli import crop_from_args
+
+    config = TrainConfig(
+        data=args.data,
+        out=args.out,
+        weights=args.weights,
+        image_size=args.image_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        trainable_from=args.trainable_from,
+        crop=crop_from_args(args),
+        split=args.split,
+        max_images=args.max_images,
+        seed=args.seed,
+        resume=args.resume,
+    )
+    try:
+        print(f"wrote {train(config)}")
+    except (ExportError, TrainingError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+import keras
 import numpy as np
 import onnx
 import tensorflow as tf
 import tf2onnx
 
-from lookalike.export.model import EMBEDDING_SIZE, build_embedder
+from lookalike.export.model import EMBEDDING_SIZE, ExportError, build_embedder
 from lookalike.server.embedder import file_fingerprint
 from lookalike.server.files import atomic_path
 
@@ -26,7 +28,8 @@ OUTPUT_NAME = "embedding"
 class ExportConfig:
     out: Path = Path("model.onnx")
     weights: str = "imagenet"
-    image_size: int = 224
+    image_size: int | None = None  # 224, or the checkpoint's
+    checkpoint: Path | None = None
     opset: int = 17
     seed: int = 0
     verify_batch: int = 2
@@ -37,6 +40,7 @@ class ExportConfig:
             out=args.out,
             weights=args.weights,
             image_size=args.image_size,
+            checkpoint=args.checkpoint,
             opset=args.opset,
             seed=args.seed,
         )
@@ -55,23 +59,52 @@ def weights_label(weights: str) -> str:
     return weights if weights in ("imagenet", "none") else Path(weights).name
 
 
-def metadata(config: ExportConfig) -> dict[str, str]:
+def metadata(config: ExportConfig, size: int, extra: dict[str, str]) -> dict[str, str]:
     """What the server reads back: it never has to guess how the model was made."""
     return {
         "lookalike.model_name": "resnet101",
-        "lookalike.input_size": str(config.image_size),
+        "lookalike.input_size": str(size),
         "lookalike.embedding_size": str(EMBEDDING_SIZE),
         "lookalike.input_format": "NHWC float32 RGB 0-255",
         "lookalike.preprocessing": "keras.applications.resnet.preprocess_input "
         "(caffe: RGB->BGR, minus ImageNet channel means), in graph",
-        "lookalike.weights": weights_label(config.weights),
         "lookalike.exported_by": f"lookalike {version('lookalike')} "
         f"tf2onnx {tf2onnx.__version__} opset {config.opset}",
+        **extra,
     }
 
 
-def to_onnx(model, config: ExportConfig) -> onnx.ModelProto:
-    size = config.image_size
+def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str, str]]:
+    """The Keras embedder, its input size, and what the metadata must add about it."""
+    if config.checkpoint is None:
+        size = config.image_size or 224
+        model = build_embedder(size, config.weights, config.seed)
+        return model, size, {"lookalike.weights": weights_label(config.weights)}
+    from lookalike.export.train import EMBEDDER_LAYER, L2Normalize, training_record
+
+    if not config.checkpoint.is_file():
+        raise ExportError(f"checkpoint not found: {config.checkpoint}")
+    embedder = keras.saving.load_model(config.checkpoint).get_layer(EMBEDDER_LAYER)
+    trained_size = embedder.input_shape[1]
+    size = config.image_size or trained_size
+    if size != trained_size:  # convolution weights do not depend on the input size
+        base = build_embedder(size, "none", config.seed)
+        resized = keras.Model(base.input, L2Normalize(name="l2")(base.output))
+        resized.set_weights(embedder.get_weights())
+        embedder = resized
+    record_file = training_record(config.checkpoint)
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    extra = {
+        "lookalike.weights": f"fine-tuned {config.checkpoint.name} "
+        f"(from {weights_label(str(record.get('weights', 'unknown')))})",
+        "lookalike.normalization": "l2",
+    }
+    if "crop" in record:
+        extra["lookalike.crop"] = json.dumps(record["crop"])
+    return embedder, size, extra
+
+
+def to_onnx(model, config: ExportConfig, size: int, extra: dict[str, str]) -> onnx.ModelProto:
     signature = (tf.TensorSpec((None, size, size, 3), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(
         model, input_signature=signature, opset=config.opset, output_path=None
@@ -83,17 +116,16 @@ def to_onnx(model, config: ExportConfig) -> onnx.ModelProto:
         output.name = OUTPUT_NAME
     for value_info in (*proto.graph.input, output):
         value_info.type.tensor_type.shape.dim[0].dim_param = "batch"
-    for key, value in metadata(config).items():
+    for key, value in metadata(config, size, extra).items():
         proto.metadata_props.add(key=key, value=value)
     return proto
 
 
-def compare(model, path: Path, config: ExportConfig) -> tuple[float, float]:
+def compare(model, path: Path, config: ExportConfig, size: int) -> tuple[float, float]:
     """Largest absolute and relative difference between Keras and onnxruntime outputs."""
     import onnxruntime as ort
 
     rng = np.random.default_rng(config.seed)
-    size = config.image_size
     batch = rng.uniform(0, 255, (config.verify_batch, size, size, 3)).astype(np.float32)
     expected = np.asarray(model(batch, training=False))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -105,13 +137,14 @@ def compare(model, path: Path, config: ExportConfig) -> tuple[float, float]:
 def export_onnx(config: ExportConfig) -> ExportReport:
     started = time.perf_counter()
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    say(f"building ResNet101 embedder ({config.image_size}px, weights {config.weights})...")
-    model = build_embedder(config.image_size, config.weights, config.seed)
-    say(f"converting with tf2onnx (opset {config.opset})...")
+    source = config.checkpoint or f"weights {config.weights}"
+    say(f"building ResNet101 embedder from {source}...")
+    model, size, extra = embedder_to_export(config)
+    say(f"converting with tf2onnx ({size}px, opset {config.opset})...")
     with atomic_path(config.out) as staging:
-        onnx.save(to_onnx(model, config), staging)
+        onnx.save(to_onnx(model, config, size, extra), staging)
     say("comparing Keras and onnxruntime outputs...")
-    abs_diff, rel_diff = compare(model, config.out, config)
+    abs_diff, rel_diff = compare(model, config.out, config, size)
     return ExportReport(
         path=config.out,
         fingerprint=file_fingerprint(config.out),

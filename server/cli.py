@@ -50,8 +50,9 @@ def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crop",
         choices=["none", "center"],
-        default="none",
-        help="center: the middle of the frame (for pre-aligned sets like LFW)",
+        default=None,
+        help="none: the whole frame; center: its middle (for pre-aligned sets like LFW); "
+        "default: the crop the model was trained with, else none",
     )
     parser.add_argument(
         "--crop-fraction",
@@ -64,6 +65,8 @@ def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
 def crop_from_args(args: argparse.Namespace):  # noqa: ANN201 (Crop, imported lazily)
     from lookalike.server.imaging import Crop
 
+    if args.crop is None:
+        return None
     return Crop(args.crop) if args.crop_fraction is None else Crop(args.crop, args.crop_fraction)
 
 

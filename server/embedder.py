@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.server.config import Device
+from lookalike.server.imaging import Crop
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class ModelInfo:
     embedding_size: int
     weights: str
     path: Path
+    crop: Crop | None  # the crop the model was trained with, when it was
 
 
 def requested_providers(device: Device) -> list[str]:
@@ -100,8 +103,11 @@ class Embedder:
                 embedding_size=int(meta["lookalike.embedding_size"]),
                 weights=meta.get("lookalike.weights", "unknown"),
                 path=model_path,
+                crop=Crop.from_dict(json.loads(meta["lookalike.crop"]))
+                if "lookalike.crop" in meta
+                else None,
             )
-        except (KeyError, ValueError) as error:
+        except (KeyError, ValueError, TypeError) as error:
             raise ModelError(
                 f"{model_path} lacks lookalike metadata ({error}); "
                 "export it with `lookalike export`"

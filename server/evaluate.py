@@ -23,7 +23,7 @@ from lookalike.server.embedder import Embedder
 from lookalike.server.engine import SearchEngine
 from lookalike.server.files import atomic_path
 from lookalike.server.gallery import Split
-from lookalike.server.imaging import WHOLE_FRAME, Crop
+from lookalike.server.imaging import Crop
 from lookalike.server.index import GalleryIndex, build_index
 from lookalike.server.metrics import (
     RetrievalMetrics,
@@ -43,7 +43,7 @@ class EvalConfig:
     index: Path | None = None
     pairs: Path | None = None
     out: Path | None = None
-    crop: Crop = WHOLE_FRAME
+    crop: Crop | None = None  # None: the model's own crop, else the whole frame
     split: Split = "all"
     knn_algorithm: Algorithm = "brute"
     device: Device = "auto"

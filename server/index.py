@@ -145,6 +145,7 @@ class GalleryIndex:
 
     def check_model(self, model: ModelInfo) -> None:
         """Refuse to search with a model other than the one that built the index."""
+        check_crop(model, self.manifest.crop)
         if model.fingerprint != self.manifest.model_fingerprint:
             raise InvalidIndexError(
                 f"the index {self.path} was built by model {self.manifest.model_fingerprint}, "
@@ -154,6 +155,16 @@ class GalleryIndex:
 
     def __len__(self) -> int:
         return self.manifest.rows
+
+
+def check_crop(model: ModelInfo, crop: Crop) -> None:
+    """A model trained on one crop sees only that crop, at index time and at search time."""
+    if model.crop is not None and model.crop != crop:
+        raise InvalidIndexError(
+            f"model {model.fingerprint} was trained on crop {model.crop.mode} "
+            f"(fraction {model.crop.fraction}), not {crop.mode} (fraction {crop.fraction}); "
+            "index with the model's crop (leave out --crop)"
+        )
 
 
 @dataclass(frozen=True)
@@ -172,13 +183,18 @@ def build_index(
     gallery_root: Path,
     embedder: Embedder,
     out: Path,
-    crop: Crop = WHOLE_FRAME,
+    crop: Crop | None = None,
     batch_size: int = 16,
     progress: bool = True,
     split: Split = "all",
 ) -> BuildReport:
-    """Embed every gallery image into a new index at ``out``, replacing any old one whole."""
+    """Embed every gallery image into a new index at ``out``, replacing any old one whole.
+
+    ``crop`` defaults to the model's own (for fine-tuned models) or the whole frame.
+    """
     started = time.perf_counter()
+    crop = crop or embedder.info.crop or WHOLE_FRAME
+    check_crop(embedder.info, crop)
     images = list_gallery(gallery_root, split)
     size = embedder.info.input_size
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,286 @@
+"""Fine-tune the ResNet101 embedder on face identities (`lookalike train`).
+
+Why this loss: a cosine-softmax identity head (NormFace: L2-normalised
+embeddings and class weights, logits scaled by ``scale``). It needs no pair or
+triplet mining, which batches of 16 would starve, and it trains the embedding
+for the angle between faces, which is what a Euclidean search over normalised
+vectors ranks by. The head is dropped at export; the embedder keeps its
+normalisation, so its 2048-d output is what the index stores.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from lookalike.export.model import build_embedder
+from lookalike.server.files import atomic_path
+from lookalike.server.gallery import GalleryImage, list_gallery
+from lookalike.server.imaging import Crop, ImageError, decode, load
+from lookalike.server.knn import KnnSearcher
+from lookalike.server.metrics import hit_at_k
+
+EMBEDDER_LAYER = "embedder"
+# Share of the training people held out to report validation hit@1 each epoch.
+VALIDATION_SHARE = 0.1
+
+
+class TrainingError(ValueError):
+    """The data cannot train an identity model; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    out: Path = Path("model.keras")
+    weights: str = "imagenet"
+    image_size: int = 112
+    epochs: int = 4
+    batch_size: int = 16
+    learning_rate: float = 1e-3
+    trainable_from: str = "conv4_block1_1_conv"
+    crop: Crop = field(default_factory=lambda: Crop("center"))
+    split: str = "train"
+    max_images: int | None = None
+    seed: int = 0
+    scale: float = 16.0
+    resume: bool = False
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out.with_name(self.out.name + ".checkpoints")
+
+    def to_json(self) -> dict[str, object]:
+        body = asdict(self)
+        body.update(data=str(self.data), out=str(self.out), crop=self.crop.to_dict())
+        return body
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
+class L2Normalize(keras.layers.Layer):
+    def call(self, x):
+        return x / keras.ops.maximum(keras.ops.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
+class CosineHead(keras.layers.Layer):
+    """Scaled cosine similarity to one learned direction per person."""
+
+    def __init__(self, classes: int, scale: float = 16.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.classes, self.scale = classes, scale
+
+    def build(self, input_shape) -> None:
+        self.centres = self.add_weight(
+            shape=(input_shape[-1], self.classes), initializer="glorot_normal", name="centres"
+        )
+
+    def call(self, embedding):
+        centres = self.centres / keras.ops.maximum(
+            keras.ops.norm(self.centres, axis=0, keepdims=True), 1e-12
+        )
+        return self.scale * keras.ops.matmul(embedding, centres)
+
+    def get_config(self) -> dict[str, object]:
+        return {**super().get_config(), "classes": self.classes, "scale": self.scale}
+
+
+def build_training_model(config: TrainConfig, classes: int) -> keras.Model:
+    """Augmentation, then the normalised embedder, then the identity head."""
+    base = build_embedder(config.image_size, config.weights, config.seed)
+    backbone = base.layers[-1]
+    trainable = False
+    for layer in backbone.layers:
+        trainable = trainable or layer.name == config.trainable_from
+        layer.trainable = trainable
+    embedder = keras.Model(base.input, L2Normalize(name="l2")(base.output), name=EMBEDDER_LAYER)
+    pixels = keras.Input((config.image_size, config.image_size, 3), name="pixels")
+    x = keras.layers.RandomFlip("horizontal", seed=config.seed)(pixels)
+    x = keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=config.seed)(x)
+    x = keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=config.seed)(x)
+    x = keras.layers.RandomBrightness(0.15, value_range=(0, 255), seed=config.seed)(x)
+    logits = CosineHead(classes, config.scale, name="identity")(embedder(x))
+    model = keras.Model(pixels, logits, name="face_identity")
+    model.compile(
+        optimizer=keras.optimizers.Adamax(config.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def split_people(images: list[GalleryImage], seed: int) -> tuple[list, list]:
+    """Training and validation images, split by person; people with one photo are left out."""
+    counts = Counter(image.label for image in images)
+    people = sorted(label for label, count in counts.items() if count >= 2)
+    if len(people) < 2:
+        raise TrainingError(
+            f"need at least two people with two or more images each, found {len(people)}"
+        )
+    rng = np.random.default_rng(seed)
+    held_out = set(
+        rng.choice(people, max(1, round(len(people) * VALIDATION_SHARE)), replace=False).tolist()
+    )
+    train = [i for i in images if counts[i.label] >= 2 and i.label not in held_out]
+    validation = [i for i in images if i.label in held_out]
+    return train, validation
+
+
+def check_readable(root: Path, images: list[GalleryImage]) -> None:
+    """Fail before the first epoch, not in the middle of one, on files that do not decode."""
+    broken = []
+    for image in images:
+        try:
+            decode((root / image.path).read_bytes())
+        except (OSError, ImageError) as error:
+            broken.append(f"{image.path}: {error}")
+    if broken:
+        listing = "\n  ".join(broken[:20])
+        raise TrainingError(f"{len(broken)} images cannot be read:\n  {listing}")
+
+
+class FaceBatches(keras.utils.PyDataset):
+    """Batches decoded and cropped by the same code as the index and the server."""
+
+    def __init__(
+        self,
+        root: Path,
+        images: list[GalleryImage],
+        classes: dict[str, int],
+        config: TrainConfig,
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root, self.images, self.classes, self.config = root, images, classes, config
+        self.order = np.arange(len(images))
+        self.epoch = 0
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.config.batch_size)
+
+    def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        size = self.config.batch_size
+        chosen = [self.images[i] for i in self.order[batch * size : (batch + 1) * size]]
+        return (
+            pixels_of(self.root, chosen, self.config),
+            np.array([self.classes[image.label] for image in chosen], dtype=np.int32),
+        )
+
+    def on_epoch_end(self) -> None:
+        np.random.default_rng([self.config.seed, self.epoch]).shuffle(self.order)
+        self.epoch += 1
+
+
+def pixels_of(root: Path, images: list[GalleryImage], config: TrainConfig) -> np.ndarray:
+    return np.stack(
+        [load((root / i.path).read_bytes(), config.crop, config.image_size).pixels for i in images]
+    )
+
+
+class ValidationHitAt1(keras.callbacks.Callback):
+    """hit@1 of the embedder on held-out people, the figure the training is for."""
+
+    def __init__(
+        self, root: Path, images: list[GalleryImage], config: TrainConfig, log_file: Path
+    ) -> None:
+        super().__init__()
+        self.pixels = pixels_of(root, images, config)
+        self.labels = np.array([i.label for i in images])
+        self.log_file = log_file
+
+    def hit_at_1(self) -> float:
+        embedder = self.model.get_layer(EMBEDDER_LAYER)
+        features = np.asarray(
+            embedder.predict(self.pixels, batch_size=32, verbose=0), dtype=np.float32
+        )
+        _, neighbours = KnnSearcher(features).search(features, 2)
+        return hit_at_k(self.labels[neighbours[:, 1:]] == self.labels[:, np.newaxis], 1)
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        print(
+            f"validation hit@1 before this run: {self.hit_at_1():.4f}", file=sys.stderr, flush=True
+        )
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        logs["val_hit_at_1"] = self.hit_at_1()
+        line = {"epoch": epoch + 1, "time": time.time(), **{k: float(v) for k, v in logs.items()}}
+        with self.log_file.open("a") as stream:
+            stream.write(json.dumps(line) + "\n")
+        print(
+            f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
+            f"validation hit@1 {logs['val_hit_at_1']:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def latest_checkpoint(folder: Path) -> tuple[Path, int] | None:
+    found = sorted(folder.glob("epoch-*.keras"))
+    return (found[-1], int(found[-1].stem.split("-")[1])) if found else None
+
+
+def train(config: TrainConfig) -> Path:
+    keras.utils.set_random_seed(config.seed)
+    images = list_gallery(config.data, config.split)  # type: ignore[arg-type]
+    if config.max_images:
+        images = images[: config.max_images]
+    train_images, validation = split_people(images, config.seed)
+    check_readable(config.data, train_images + validation)
+    classes = {label: n for n, label in enumerate(sorted({i.label for i in train_images}))}
+    config.checkpoints.mkdir(parents=True, exist_ok=True)
+    (config.checkpoints / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    print(
+        f"training on {len(train_images)} images of {len(classes)} people, validating on "
+        f"{len(validation)} images of {len({i.label for i in validation})} other people; "
+        f"devices: {[d.name for d in _devices()]}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+    resumed = latest_checkpoint(config.checkpoints) if config.resume else None
+    if resumed:
+        model, initial_epoch = keras.saving.load_model(resumed[0]), resumed[1]
+        print(f"resuming from {resumed[0]} (epoch {initial_epoch})", file=sys.stderr)
+    else:
+        model, initial_epoch = build_training_model(config, len(classes)), 0
+    batches = FaceBatches(
+        config.data, train_images, classes, config, workers=2, use_multiprocessing=False
+    )
+    batches.epoch = initial_epoch
+    model.fit(
+        batches,
+        epochs=config.epochs,
+        initial_epoch=initial_epoch,
+        callbacks=[
+            ValidationHitAt1(config.data, validation, config, config.checkpoints / "history.jsonl"),
+            keras.callbacks.ModelCheckpoint(str(config.checkpoints / "epoch-{epoch:03d}.keras")),
+        ],
+        verbose=1 if sys.stderr.isatty() else 2,
+    )
+    partial = config.out.with_name(f".{config.out.stem}.partial.keras")
+    keras.saving.save_model(model, partial)
+    with atomic_path(training_record(config.out)) as staging:
+        staging.write_text(json.dumps(config.to_json(), indent=2))
+    os.replace(partial, config.out)
+    return config.out
+
+
+def training_record(checkpoint: Path) -> Path:
+    """The JSON beside a checkpoint that says how it was trained (crop, size, weights)."""
+    return checkpoint.with_name(checkpoint.name + ".json")
+
+
+def _devices() -> list:
+    import tensorflow as tf
+
+    return tf.config.list_logical_devices()
