@@ -48,21 +48,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
-    server_help = "HOST:PORT of the server (env LOOKALIKE_SERVER)"
-    server_default = os.environ.get("LOOKALIKE_SERVER", DEFAULT_SERVER)
-
     search = subparsers.add_parser("search", help="find the gallery images most like a photo")
     search.add_argument("image", type=Path, metavar="IMAGE")
-    search.add_argument("--server", default=server_default, help=server_help)
     search.add_argument("-k", type=int, default=20, help="how many matches (default 20)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    search.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    add_connection_arguments(search)
     search.set_defaults(func=run_search, extra="client")
 
     info = subparsers.add_parser("info", help="show the server's model, index and device")
-    info.add_argument("--server", default=server_default, help=server_help)
     info.add_argument("--json", action="store_true")
+    add_connection_arguments(info)
     info.set_defaults(func=run_info, extra="client")
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--server",
+        default=os.environ.get("LOOKALIKE_SERVER", DEFAULT_SERVER),
+        help="HOST:PORT of the server (env LOOKALIKE_SERVER)",
+    )
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=os.environ.get("LOOKALIKE_TOKEN_FILE"),
+        help="send the bearer token in this file (env LOOKALIKE_TOKEN_FILE)",
+    )
+    parser.add_argument("--tls", action="store_true", help="connect with TLS")
+    parser.add_argument(
+        "--ca",
+        type=Path,
+        default=None,
+        help="PEM file of the CA that signed the server's certificate (implies --tls)",
+    )
+
+
+def connect(args: argparse.Namespace) -> SearchClient:
+    token = args.token_file.read_text().strip() if args.token_file else None
+    return SearchClient(args.server, timeout=args.timeout, token=token, tls=args.tls, ca=args.ca)
 
 
 def format_table(result: SearchResult) -> str:
@@ -86,14 +109,14 @@ def run_search(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         print(f"error: no such image file: {args.image}", file=sys.stderr)
         return 2
-    with SearchClient(args.server, timeout=args.timeout) as client:
+    with connect(args) as client:
         result = client.search(args.image, k=args.k)
     print(json.dumps(asdict(result), indent=2) if args.json else format_table(result))
     return 0
 
 
 def run_info(args: argparse.Namespace) -> int:
-    with SearchClient(args.server) as client:
+    with connect(args) as client:
         info = client.info()
     if args.json:
         print(json.dumps(asdict(info), indent=2))

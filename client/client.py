@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -69,6 +70,26 @@ class ServerInfo:
     weights: str
 
 
+def retry_policy(retries: int) -> str:
+    """gRPC's own retries: only UNAVAILABLE (nothing was done), with exponential backoff."""
+    return json.dumps(
+        {
+            "methodConfig": [
+                {
+                    "name": [{"service": "lookalike.v1.SearchService"}],
+                    "retryPolicy": {
+                        "maxAttempts": retries + 1,
+                        "initialBackoff": "0.2s",
+                        "maxBackoff": "2s",
+                        "backoffMultiplier": 2,
+                        "retryableStatusCodes": ["UNAVAILABLE"],
+                    },
+                }
+            ]
+        }
+    )
+
+
 def image_bytes(image: ImageInput) -> bytes:
     """The encoded bytes of a path, raw bytes, or a PIL image (sent as PNG, lossless)."""
     if isinstance(image, bytes):
@@ -90,10 +111,27 @@ class SearchClient:
     ...         print(match.rank, match.label, match.distance)
     """
 
-    def __init__(self, target: str, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        token: str | None = None,
+        tls: bool = False,
+        ca: bytes | str | PathLike | None = None,
+        retries: int = 3,
+    ) -> None:
+        """``timeout`` bounds each call, retries included; ``ca`` (PEM) implies TLS."""
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(target)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        options = [("grpc.service_config", retry_policy(retries))] if retries > 0 else []
+        if tls or ca is not None:
+            roots = ca if isinstance(ca, bytes) or ca is None else Path(ca).read_bytes()
+            credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+            self._channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
 
     def __enter__(self) -> SearchClient:
@@ -138,6 +176,6 @@ class SearchClient:
 
     def _call(self, method, request):  # noqa: ANN001, ANN202 (any unary stub method)
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
             raise LookalikeError(error.code(), error.details() or "") from None

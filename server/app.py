@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from lookalike.server.auth import BearerTokenInterceptor, read_token
 from lookalike.server.config import ServerConfig
 from lookalike.server.engine import SearchEngine
 from lookalike.server.service import SearchService
@@ -19,6 +20,8 @@ from lookalike.v1 import search_pb2, search_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+# Threads kept beside the Search limit for health probes and GetInfo.
+CONTROL_CALLS = 4
 
 
 class Server:
@@ -28,23 +31,42 @@ class Server:
         self.config = config
         self.engine = engine
         self.health = health.HealthServicer()
+        # Every admitted call gets a thread at once; past the limit gRPC itself
+        # answers RESOURCE_EXHAUSTED instead of queueing without end.
+        threads = config.max_in_flight + CONTROL_CALLS
+        interceptors = []
+        if config.auth_token_file:
+            interceptors.append(BearerTokenInterceptor(read_token(config.auth_token_file)))
         self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="search"),
+            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
             ],
+            maximum_concurrent_rpcs=threads,
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(
-            SearchService(engine, config.max_k), self._grpc
+            SearchService(engine, config.max_k, config.max_in_flight), self._grpc
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
         )
-        self.port = self._grpc.add_insecure_port(config.address)
+        self.port = self._listen(config)
         if self.port == 0:
             raise OSError(f"cannot listen on {config.address}")
+
+    def _listen(self, config: ServerConfig) -> int:
+        if bool(config.tls_cert) != bool(config.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if not config.tls_cert:
+            return self._grpc.add_insecure_port(config.address)
+        try:
+            pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
+        except OSError as error:
+            raise OSError(f"cannot read the TLS certificate or key: {error}") from None
+        return self._grpc.add_secure_port(config.address, grpc.ssl_server_credentials([pair]))
 
     def start(self) -> None:
         self._grpc.start()

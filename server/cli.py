@@ -72,13 +72,14 @@ def crop_from_args(args: argparse.Namespace):  # noqa: ANN201 (Crop, imported la
 
 def run_serve(args: argparse.Namespace) -> int:
     from lookalike.server.app import serve
+    from lookalike.server.auth import AuthError
     from lookalike.server.config import ServerConfig
     from lookalike.server.embedder import ModelError
     from lookalike.server.index import InvalidIndexError
 
     try:
         return serve(ServerConfig.from_args(args))
-    except (ModelError, InvalidIndexError, OSError) as error:
+    except (ModelError, InvalidIndexError, AuthError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -26,8 +26,11 @@ class ServerConfig:
     max_k: int = 100
     max_message_bytes: int = 8 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
-    workers: int = 8
+    max_in_flight: int = 16
     grace_seconds: float = 10.0
+    auth_token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def address(self) -> str:
@@ -92,14 +95,33 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest image (width x height) decoded; checked before decoding",
     )
     parser.add_argument(
-        "--workers",
+        "--max-in-flight",
         type=int,
-        default=env_default("workers", d["workers"].default),
-        help="threads answering calls",
+        default=env_default("max_in_flight", d["max_in_flight"].default),
+        help="Search calls worked on at once; more get RESOURCE_EXHAUSTED at once",
     )
     parser.add_argument(
         "--grace-seconds",
         type=float,
         default=env_default("grace_seconds", d["grace_seconds"].default),
         help="how long calls in flight may finish after SIGTERM",
+    )
+    parser.add_argument(
+        "--auth-token-file",
+        type=Path,
+        default=env_default("auth_token_file", None),
+        help="require 'authorization: Bearer <token>' with the token in this file "
+        "(health checks stay open)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=env_default("tls_cert", None),
+        help="PEM certificate chain; with --tls-key, serve TLS only",
+    )
+    parser.add_argument(
+        "--tls-key",
+        type=Path,
+        default=env_default("tls_key", None),
+        help="PEM private key of --tls-cert",
     )

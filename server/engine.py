@@ -7,6 +7,7 @@ what the server answers.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,12 +67,18 @@ class SearchEngine:
         manifest = self.index.manifest
         return load(data, manifest.crop, manifest.input_size, self.max_pixels)
 
-    def search(self, data: bytes, k: int) -> SearchResult:
+    def search(
+        self, data: bytes, k: int, checkpoint: Callable[[], None] = lambda: None
+    ) -> SearchResult:
+        """``checkpoint`` runs before each stage; it raises to stop a call nobody waits for."""
+        checkpoint()
         started = time.perf_counter()
         prepared = self.prepare(data)
         decoded = time.perf_counter()
+        checkpoint()
         features = self.embedder.embed(prepared.pixels[np.newaxis])
         embedded = time.perf_counter()
+        checkpoint()
         distances, rows = self.knn.search(features, k)
         searched = time.perf_counter()
         items = self.index.manifest.items

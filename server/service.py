@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 
 import grpc
 
@@ -14,10 +16,23 @@ from lookalike.v1 import search_pb2, search_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+def deadline_guard(context: grpc.ServicerContext) -> Callable[[], None]:
+    """Ends a call whose caller stopped waiting, so no more work goes into it."""
+
+    def check() -> None:
+        remaining = context.time_remaining()
+        if not context.is_active() or (remaining is not None and remaining <= 0):
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed")
+
+    return check
+
+
 class SearchService(search_pb2_grpc.SearchServiceServicer):
-    def __init__(self, engine: SearchEngine, max_k: int) -> None:
+    def __init__(self, engine: SearchEngine, max_k: int, max_in_flight: int = 16) -> None:
         self.engine = engine
         self.max_k = max_k
+        self.max_in_flight = max_in_flight
+        self._slots = threading.BoundedSemaphore(max_in_flight)
 
     def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
@@ -28,11 +43,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"k must be between 1 and {self.max_k}, got {request.k}",
             )
+        if not self._slots.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server busy: {self.max_in_flight} searches in flight; retry with backoff",
+            )
         try:
-            result = self.engine.search(request.image, request.k)
+            result = self.engine.search(request.image, request.k, deadline_guard(context))
         except ImageError as error:
             log.info("Search refused: %s (%d bytes)", error, len(request.image))
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
+        finally:
+            self._slots.release()
         manifest = self.engine.index.manifest
         response = search_pb2.SearchResponse(
             matches=[

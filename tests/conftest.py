@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.imagegen import write_gallery
+from tests.serving import in_process_server
 
 TEST_IMAGE_SIZE = 64
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,21 +53,10 @@ def index_dir(gallery_dir, embedder, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server_target(onnx_model, index_dir):
+def server_target(embedder, index_dir):
     """A real gRPC server on a free loopback port, in this process."""
-    from lookalike.server.app import Server
-    from lookalike.server.config import ServerConfig
-    from lookalike.server.engine import SearchEngine
-    from lookalike.server.index import GalleryIndex
-
-    config = ServerConfig(model=onnx_model, index=index_dir, host="127.0.0.1", port=0)
-    from lookalike.server.embedder import Embedder
-
-    engine = SearchEngine(Embedder(onnx_model, device="cpu"), GalleryIndex.open(index_dir))
-    server = Server(config, engine)
-    server.start()
-    yield f"127.0.0.1:{server.port}"
-    server.stop()
+    with in_process_server(embedder, index_dir) as target:
+        yield target
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -41,3 +42,15 @@ def write_gallery(root: Path, people: int, photos: int, size: int = 96) -> Path:
                 folder / f"person_{person:02d}_{photo + 1:04d}.jpg", quality=92
             )
     return root
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def noise_image(size: tuple[int, int] = (40, 30), seed: int = 0) -> Image.Image:
+    """Random RGB pixels of (width, height)."""
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))

@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
@@ -58,3 +60,29 @@ def wait_until_serving(target: str, process: subprocess.Popen, timeout: float = 
                 pass
             time.sleep(0.2)
     raise TimeoutError(f"server on {target} not SERVING after {timeout} s")
+
+
+@contextmanager
+def in_process_server(embedder, index_dir: Path, **settings) -> Iterator[str]:
+    """A real server on a free loopback port with the given ServerConfig settings."""
+    from lookalike.server.app import Server
+    from lookalike.server.config import ServerConfig
+    from lookalike.server.engine import SearchEngine
+    from lookalike.server.index import GalleryIndex
+
+    config = ServerConfig(
+        model=embedder.info.path, index=index_dir, host="127.0.0.1", port=0, **settings
+    )
+    server = Server(config, SearchEngine(embedder, GalleryIndex.open(index_dir)))
+    server.start()
+    try:
+        yield f"127.0.0.1:{server.port}"
+    finally:
+        server.stop()
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

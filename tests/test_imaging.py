@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 
@@ -11,33 +10,23 @@ import pytest
 from PIL import Image
 
 from lookalike.server.imaging import Crop, ImageError, decode, load
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
-
-
-def rgb_image(size=(40, 30)) -> Image.Image:
-    rng = np.random.default_rng(0)
-    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+from tests.imagegen import encode, noise_image
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        encode(rgb_image(), "JPEG"),
-        encode(rgb_image(), "PNG"),
-        encode(rgb_image().convert("CMYK"), "JPEG"),
-        encode(rgb_image().convert("L"), "PNG"),
-        encode(rgb_image().convert("P"), "PNG"),
-        encode(rgb_image().convert("RGBA"), "PNG"),
-        encode(rgb_image().convert("LA"), "PNG"),
+        encode(noise_image(), "JPEG"),
+        encode(noise_image(), "PNG"),
+        encode(noise_image().convert("CMYK"), "JPEG"),
+        encode(noise_image().convert("L"), "PNG"),
+        encode(noise_image().convert("P"), "PNG"),
+        encode(noise_image().convert("RGBA"), "PNG"),
+        encode(noise_image().convert("LA"), "PNG"),
         encode(Image.fromarray(np.full((30, 40), 40000, dtype=np.uint16)), "PNG"),
-        encode(rgb_image(), "WEBP"),
-        encode(rgb_image(), "BMP"),
-        encode(rgb_image(), "TIFF"),
+        encode(noise_image(), "WEBP"),
+        encode(noise_image(), "BMP"),
+        encode(noise_image(), "TIFF"),
     ],
     ids=["jpeg", "png", "cmyk", "gray", "palette", "rgba", "la", "16bit", "webp", "bmp", "tiff"],
 )
@@ -67,7 +56,7 @@ def test_animated_gif_gives_first_frame():
 
 
 def test_exif_orientation_is_applied():
-    image = rgb_image((40, 20))
+    image = noise_image((40, 20))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     assert decode(encode(image, "JPEG", exif=exif)).size == (20, 40)
@@ -99,8 +88,8 @@ def png_declaring(width: int, height: int) -> bytes:
         (b"", "empty"),
         (b"GIF89a but not really", "truncated or corrupt|not an image"),
         (b"\x00" * 1000, "not an image"),
-        (encode(rgb_image(), "PNG")[:60], "truncated"),
-        (encode(rgb_image(), "JPEG")[:200], "truncated"),
+        (encode(noise_image(), "PNG")[:60], "truncated"),
+        (encode(noise_image(), "JPEG")[:200], "truncated"),
         (png_declaring(50_000, 50_000), "limit|too large"),
     ],
     ids=["empty", "fake-gif", "zeros", "truncated-png", "truncated-jpeg", "bomb"],
@@ -112,7 +101,7 @@ def test_bad_bytes_raise_image_error(data, message):
 
 def test_pixel_cap_is_checked_before_decoding():
     with pytest.raises(ImageError, match="more than the limit of 1,000"):
-        decode(encode(rgb_image((40, 30)), "PNG"), max_pixels=1000)
+        decode(encode(noise_image((40, 30)), "PNG"), max_pixels=1000)
 
 
 def test_center_crop_takes_the_middle_square():
