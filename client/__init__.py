@@ -1,6 +1,7 @@
 """The lookalike client library: search a lookalike server from Python."""
 
 from lookalike.client.client import (
+    CropBox,
     LookalikeError,
     Match,
     SearchClient,
@@ -9,4 +10,12 @@ from lookalike.client.client import (
     Timings,
 )
 
-__all__ = ["LookalikeError", "Match", "SearchClient", "SearchResult", "ServerInfo", "Timings"]
+__all__ = [
+    "CropBox",
+    "LookalikeError",
+    "Match",
+    "SearchClient",
+    "SearchResult",
+    "ServerInfo",
+    "Timings",
+]

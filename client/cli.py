@@ -52,6 +52,16 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("image", type=Path, metavar="IMAGE")
     search.add_argument("-k", type=int, default=20, help="how many matches (default 20)")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.add_argument(
+        "--sheet",
+        type=Path,
+        default=None,
+        metavar="PNG",
+        help="also draw a contact sheet of the query and its matches",
+    )
+    search.add_argument(
+        "--label", default=None, help="the query's person: the sheet marks matches of that person"
+    )
     add_connection_arguments(search)
     search.set_defaults(func=run_search, extra="client")
 
@@ -109,10 +119,31 @@ def run_search(args: argparse.Namespace) -> int:
     if not args.image.is_file():
         print(f"error: no such image file: {args.image}", file=sys.stderr)
         return 2
+    query = args.image.read_bytes()
     with connect(args) as client:
-        result = client.search(args.image, k=args.k)
-    print(json.dumps(asdict(result), indent=2) if args.json else format_table(result))
+        result = client.search(query, k=args.k, thumbnails=args.sheet is not None)
+    if args.sheet:
+        write_sheet(args, query, result)
+    print(json.dumps(result_to_json(result), indent=2) if args.json else format_table(result))
     return 0
+
+
+def result_to_json(result: SearchResult) -> dict[str, object]:
+    """The result as JSON; thumbnails become their size in bytes."""
+    body = asdict(result)
+    for match in body["matches"]:
+        match["thumbnail"] = len(match["thumbnail"]) if match["thumbnail"] else None
+    return body
+
+
+def write_sheet(args: argparse.Namespace, query: bytes, result: SearchResult) -> None:
+    from lookalike.client.sheet import render_sheet
+    from lookalike.server.files import atomic_path
+
+    sheet = render_sheet(query, result, args.label, title=f"query {args.image.name}")
+    with atomic_path(args.sheet) as staging:
+        sheet.save(staging, format="PNG")
+    print(f"wrote {args.sheet} ({sheet.width}x{sheet.height})", file=sys.stderr)
 
 
 def run_info(args: argparse.Namespace) -> int:

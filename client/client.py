@@ -37,6 +37,20 @@ class Match:
     label: str
     path: str
     distance: float
+    thumbnail: bytes | None = None  # JPEG, when asked for and readable
+    note: str = ""  # why a thumbnail asked for is missing
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """The part of the query photo the model saw, in the photo's pixels."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+    image_width: int
+    image_height: int
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class SearchResult:
     model_fingerprint: str
     index_version: str
     timings: Timings
+    query_crop: CropBox | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,7 @@ class ServerInfo:
     max_k: int
     knn_backend: str
     weights: str
+    thumbnail_size: int
 
 
 def retry_policy(retries: int) -> str:
@@ -143,11 +159,16 @@ class SearchClient:
     def close(self) -> None:
         self._channel.close()
 
-    def search(self, image: ImageInput, k: int = 20) -> SearchResult:
-        request = search_pb2.SearchRequest(image=image_bytes(image), k=k)
+    def search(self, image: ImageInput, k: int = 20, thumbnails: bool = False) -> SearchResult:
+        """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each."""
+        request = search_pb2.SearchRequest(image=image_bytes(image), k=k, thumbnails=thumbnails)
         response = self._call(self._stub.Search, request)
+        crop = response.query_crop
         return SearchResult(
-            matches=[Match(m.rank, m.id, m.label, m.path, m.distance) for m in response.matches],
+            matches=[
+                Match(m.rank, m.id, m.label, m.path, m.distance, m.thumbnail_jpeg or None, m.note)
+                for m in response.matches
+            ],
             model_fingerprint=response.model_fingerprint,
             index_version=response.index_version,
             timings=Timings(
@@ -156,6 +177,11 @@ class SearchClient:
                 response.timings.search_ms,
                 response.timings.total_ms,
             ),
+            query_crop=CropBox(
+                crop.left, crop.top, crop.right, crop.bottom, crop.image_width, crop.image_height
+            )
+            if response.HasField("query_crop")
+            else None,
         )
 
     def info(self) -> ServerInfo:
@@ -172,6 +198,7 @@ class SearchClient:
             max_k=r.max_k,
             knn_backend=r.knn_backend,
             weights=r.weights,
+            thumbnail_size=r.thumbnail_size,
         )
 
     def _call(self, method, request):  # noqa: ANN001, ANN202 (any unary stub method)

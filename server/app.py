@@ -47,7 +47,8 @@ class Server:
             maximum_concurrent_rpcs=threads,
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(
-            SearchService(engine, config.max_k, config.max_in_flight), self._grpc
+            SearchService(engine, config.max_k, config.max_in_flight, config.thumbnail_size),
+            self._grpc,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(

@@ -27,6 +27,7 @@ class ServerConfig:
     max_message_bytes: int = 8 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_in_flight: int = 16
+    thumbnail_size: int = 160
     grace_seconds: float = 10.0
     auth_token_file: Path | None = None
     tls_cert: Path | None = None
@@ -99,6 +100,12 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=env_default("max_in_flight", d["max_in_flight"].default),
         help="Search calls worked on at once; more get RESOURCE_EXHAUSTED at once",
+    )
+    parser.add_argument(
+        "--thumbnail-size",
+        type=int,
+        default=env_default("thumbnail_size", d["thumbnail_size"].default),
+        help="longest side of the thumbnails Search returns when asked",
     )
     parser.add_argument(
         "--grace-seconds",

@@ -6,11 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import ImageError
+from lookalike.server.thumbnails import thumbnail_or_note
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,17 @@ def deadline_guard(context: grpc.ServicerContext) -> Callable[[], None]:
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
-    def __init__(self, engine: SearchEngine, max_k: int, max_in_flight: int = 16) -> None:
+    def __init__(
+        self,
+        engine: SearchEngine,
+        max_k: int,
+        max_in_flight: int = 16,
+        thumbnail_size: int = 160,
+    ) -> None:
         self.engine = engine
         self.max_k = max_k
         self.max_in_flight = max_in_flight
+        self.thumbnail_size = thumbnail_size
         self._slots = threading.BoundedSemaphore(max_in_flight)
 
     def Search(  # noqa: N802 (gRPC method name)
@@ -56,17 +65,30 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         finally:
             self._slots.release()
         manifest = self.engine.index.manifest
+        matches = [
+            search_pb2.Match(
+                rank=rank,
+                id=hit.item.id,
+                label=hit.item.label,
+                path=hit.item.path,
+                distance=hit.distance,
+            )
+            for rank, hit in enumerate(result.hits, start=1)
+        ]
+        if request.thumbnails:
+            self._add_thumbnails(matches)
+        left, top, right, bottom = result.prepared.box
+        width, height = result.prepared.original_size
         response = search_pb2.SearchResponse(
-            matches=[
-                search_pb2.Match(
-                    rank=rank,
-                    id=hit.item.id,
-                    label=hit.item.label,
-                    path=hit.item.path,
-                    distance=hit.distance,
-                )
-                for rank, hit in enumerate(result.hits, start=1)
-            ],
+            matches=matches,
+            query_crop=search_pb2.CropBox(
+                left=left,
+                top=top,
+                right=right,
+                bottom=bottom,
+                image_width=width,
+                image_height=height,
+            ),
             model_fingerprint=self.engine.embedder.info.fingerprint,
             index_version=manifest.version,
             timings=search_pb2.Timings(
@@ -85,6 +107,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         )
         return response
 
+    def _add_thumbnails(self, matches: list[search_pb2.Match]) -> None:
+        root = Path(self.engine.index.manifest.gallery_root)
+        for match in matches:
+            match.thumbnail_jpeg, match.note = thumbnail_or_note(
+                root / match.path, self.thumbnail_size, self.engine.max_pixels
+            )
+            if match.note:
+                log.warning("no thumbnail for %s: %s", match.path, match.note)
+
     def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.GetInfoRequest, context: grpc.ServicerContext
     ) -> search_pb2.GetInfoResponse:
@@ -101,4 +132,5 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             max_k=self.max_k,
             knn_backend=self.engine.knn.backend,
             weights=embedder.info.weights,
+            thumbnail_size=self.thumbnail_size,
         )

@@ -7,26 +7,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class SearchRequest(_message.Message):
-    __slots__ = ("image", "k")
+    __slots__ = ("image", "k", "thumbnails")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     k: int
-    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ...) -> None: ...
+    thumbnails: bool
+    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., thumbnails: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("rank", "id", "label", "path", "distance")
+    __slots__ = ("rank", "id", "label", "path", "distance", "thumbnail_jpeg", "note")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_JPEG_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
     rank: int
     id: str
     label: str
     path: str
     distance: float
-    def __init__(self, rank: _Optional[int] = ..., id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., distance: _Optional[float] = ...) -> None: ...
+    thumbnail_jpeg: bytes
+    note: str
+    def __init__(self, rank: _Optional[int] = ..., id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., distance: _Optional[float] = ..., thumbnail_jpeg: _Optional[bytes] = ..., note: _Optional[str] = ...) -> None: ...
+
+class CropBox(_message.Message):
+    __slots__ = ("left", "top", "right", "bottom", "image_width", "image_height")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    left: int
+    top: int
+    right: int
+    bottom: int
+    image_width: int
+    image_height: int
+    def __init__(self, left: _Optional[int] = ..., top: _Optional[int] = ..., right: _Optional[int] = ..., bottom: _Optional[int] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("decode_ms", "embed_ms", "search_ms", "total_ms")
@@ -41,23 +63,25 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., embed_ms: _Optional[float] = ..., search_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("matches", "model_fingerprint", "index_version", "timings")
+    __slots__ = ("matches", "model_fingerprint", "index_version", "timings", "query_crop")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CROP_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
     model_fingerprint: str
     index_version: str
     timings: Timings
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ..., index_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    query_crop: CropBox
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ..., index_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., query_crop: _Optional[_Union[CropBox, _Mapping]] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights")
+    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +93,7 @@ class GetInfoResponse(_message.Message):
     MAX_K_FIELD_NUMBER: _ClassVar[int]
     KNN_BACKEND_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_SIZE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_fingerprint: str
     embedding_size: int
@@ -80,4 +105,5 @@ class GetInfoResponse(_message.Message):
     max_k: int
     knn_backend: str
     weights: str
-    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ...) -> None: ...
+    thumbnail_size: int
+    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ...) -> None: ...

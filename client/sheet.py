@@ -1,0 +1,153 @@
+"""A contact sheet of one search: the query, then its matches in rank order.
+
+Pillow only, so the thin client can draw it.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from lookalike.client.client import CropBox, Match, SearchResult
+
+CELL = 160
+CAPTION = 40
+PAD = 10
+TITLE = 56
+BACKGROUND = (250, 250, 250)
+INK = (25, 25, 25)
+MUTED = (110, 110, 110)
+SAME = (20, 150, 60)
+CROP_COLOUR = (255, 40, 200)
+
+
+@dataclass(frozen=True)
+class SheetLayout:
+    columns: int
+    cells: int
+
+    @property
+    def rows(self) -> int:
+        return math.ceil(self.cells / self.columns)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        width = PAD + self.columns * (CELL + PAD)
+        height = TITLE + PAD + self.rows * (CELL + CAPTION + PAD)
+        return width, height
+
+    def origin(self, cell: int) -> tuple[int, int]:
+        row, column = divmod(cell, self.columns)
+        return PAD + column * (CELL + PAD), TITLE + PAD + row * (CELL + CAPTION + PAD)
+
+
+def sheet_size(k: int, columns: int = 7) -> tuple[int, int]:
+    """Pixel size of the sheet of a k-match search: one cell for the query, one per match."""
+    return SheetLayout(min(columns, k + 1), k + 1).size
+
+
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _fit(image: Image.Image) -> tuple[Image.Image, float, tuple[int, int]]:
+    """The image scaled into a cell, the scale, and its offset inside the cell."""
+    scale = min(CELL / image.width, CELL / image.height)
+    fitted = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    return fitted, scale, ((CELL - fitted.width) // 2, (CELL - fitted.height) // 2)
+
+
+def _caption(draw: ImageDraw.ImageDraw, x: int, y: int, lines: list[tuple[str, tuple]]) -> None:
+    for n, (text, colour) in enumerate(lines):
+        while text and draw.textlength(text, font=_font(13)) > CELL:
+            text = text[:-2] + "…"
+        draw.text((x, y + CELL + 3 + 17 * n), text, fill=colour, font=_font(13))
+
+
+def _draw_query(
+    sheet: Image.Image, query: bytes, crop: CropBox | None, label: str | None, at: tuple[int, int]
+) -> None:
+    draw = ImageDraw.Draw(sheet)
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(query))).convert("RGB")
+    fitted, scale, (dx, dy) = _fit(image)
+    x, y = at
+    sheet.paste(fitted, (x + dx, y + dy))
+    whole = crop is None or (crop.left, crop.top, crop.right, crop.bottom) == (
+        0,
+        0,
+        crop.image_width,
+        crop.image_height,
+    )
+    if not whole:
+        box = [
+            x + dx + crop.left * scale,
+            y + dy + crop.top * scale,
+            x + dx + crop.right * scale - 1,
+            y + dy + crop.bottom * scale - 1,
+        ]
+        draw.rectangle(box, outline=CROP_COLOUR, width=3)
+    draw.rectangle([x - 3, y - 3, x + CELL + 2, y + CELL + 2], outline=INK, width=3)
+    _caption(draw, x, y, [("QUERY", INK), (label or "label unknown", MUTED)])
+
+
+def _draw_match(sheet: Image.Image, match: Match, label: str | None, at: tuple[int, int]) -> None:
+    draw = ImageDraw.Draw(sheet)
+    x, y = at
+    if match.thumbnail:
+        fitted, _, (dx, dy) = _fit(Image.open(io.BytesIO(match.thumbnail)).convert("RGB"))
+        sheet.paste(fitted, (x + dx, y + dy))
+    else:
+        draw.rectangle([x, y, x + CELL - 1, y + CELL - 1], fill=(220, 220, 220))
+        draw.text(
+            (x + CELL // 2, y + CELL // 2),
+            match.note or "no thumbnail",
+            fill=MUTED,
+            font=_font(12),
+            anchor="mm",
+        )
+    same = label is not None and match.label == label
+    if same:
+        draw.rectangle([x - 3, y - 3, x + CELL + 2, y + CELL + 2], outline=SAME, width=4)
+        draw.rectangle([x + CELL - 44, y, x + CELL - 1, y + 18], fill=SAME)
+        draw.text((x + CELL - 22, y + 9), "same", fill=(255, 255, 255), font=_font(12), anchor="mm")
+    _caption(
+        draw,
+        x,
+        y,
+        [
+            (f"#{match.rank} {match.label}", SAME if same else INK),
+            (f"distance {match.distance:.3f}", MUTED),
+        ],
+    )
+
+
+def render_sheet(
+    query: bytes, result: SearchResult, label: str | None = None, columns: int = 7, title: str = ""
+) -> Image.Image:
+    """The query (its crop outlined), then every match captioned with label and distance.
+
+    With ``label`` (the query's person), matches of that person get a green frame
+    and the title counts them.
+    """
+    layout = SheetLayout(min(columns, len(result.matches) + 1), len(result.matches) + 1)
+    sheet = Image.new("RGB", layout.size, BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    k = len(result.matches)
+    headline = title or "lookalike search"
+    if label is not None:
+        same = sum(match.label == label for match in result.matches)
+        headline += f"  ·  {same} of {k} are {label}"
+    draw.text((PAD, 8), headline, fill=INK, font=_font(18))
+    draw.text(
+        (PAD, 32),
+        f"k = {k}, model {result.model_fingerprint}, index {result.index_version}",
+        fill=MUTED,
+        font=_font(13),
+    )
+    _draw_query(sheet, query, result.query_crop, label, layout.origin(0))
+    for n, match in enumerate(result.matches, start=1):
+        _draw_match(sheet, match, label, layout.origin(n))
+    return sheet
