@@ -9,13 +9,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import logging
 import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from lookalike.client.client import LookalikeError, SearchClient, SearchResult
+from lookalike.server.logs import configure_logging
 
 DEFAULT_SERVER = "localhost:50051"
 
@@ -159,10 +159,7 @@ def run_info(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.log_level)
     try:
         return args.func(args)
     except LookalikeError as error:

@@ -84,6 +84,8 @@ class ServerInfo:
     knn_backend: str
     weights: str
     thumbnail_size: int
+    startup_seconds: float
+    warmup_seconds: float
 
 
 def retry_policy(retries: int) -> str:
@@ -199,6 +201,8 @@ class SearchClient:
             knn_backend=r.knn_backend,
             weights=r.weights,
             thumbnail_size=r.thumbnail_size,
+            startup_seconds=r.startup_seconds,
+            warmup_seconds=r.warmup_seconds,
         )
 
     def _call(self, method, request):  # noqa: ANN001, ANN202 (any unary stub method)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from concurrent import futures
 
 import grpc
@@ -15,6 +16,7 @@ from lookalike.server.auth import BearerTokenInterceptor, read_token
 from lookalike.server.config import ServerConfig
 from lookalike.server.engine import SearchEngine
 from lookalike.server.service import SearchService
+from lookalike.server.telemetry import Telemetry
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -27,9 +29,13 @@ CONTROL_CALLS = 4
 class Server:
     """A started gRPC server whose health follows its life: SERVING, then NOT_SERVING."""
 
-    def __init__(self, config: ServerConfig, engine: SearchEngine) -> None:
+    def __init__(
+        self, config: ServerConfig, engine: SearchEngine, began: float | None = None
+    ) -> None:
         self.config = config
         self.engine = engine
+        self.began = time.perf_counter() if began is None else began
+        self.telemetry = Telemetry()
         self.health = health.HealthServicer()
         # Every admitted call gets a thread at once; past the limit gRPC itself
         # answers RESOURCE_EXHAUSTED instead of queueing without end.
@@ -47,7 +53,9 @@ class Server:
             maximum_concurrent_rpcs=threads,
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(
-            SearchService(engine, config.max_k, config.max_in_flight, config.thumbnail_size),
+            SearchService(
+                engine, config.max_k, config.max_in_flight, config.thumbnail_size, self.telemetry
+            ),
             self._grpc,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -70,23 +78,38 @@ class Server:
         return self._grpc.add_secure_port(config.address, grpc.ssl_server_credentials([pair]))
 
     def start(self) -> None:
+        """Listen at once (so probes see NOT_SERVING), warm up, then turn SERVING."""
+        for service in ("", SERVICE_NAME):
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._grpc.start()
+        warmup = self.engine.warm_up(self.config.warmup_runs)
+        embedder = self.engine.embedder
+        self.telemetry.gallery_size.set(len(self.engine.index))
+        self.telemetry.provider.labels(embedder.provider).set(1)
+        self.telemetry.record_start(time.perf_counter() - self.began, warmup)
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.telemetry.serve_http(self.config.metrics_port)
+            log.info("Prometheus metrics on port %d at /metrics", self.metrics_port)
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on port %d: model %s on %s, %d gallery images (index %s)",
+            "serving %s on port %d: model %s on %s, %d gallery images (index %s); "
+            "started in %.2f s, warm-up %.2f s",
             SERVICE_NAME,
             self.port,
-            self.engine.embedder.info.fingerprint,
-            self.engine.embedder.provider,
+            embedder.info.fingerprint,
+            embedder.provider,
             len(self.engine.index),
             self.engine.index.manifest.version,
+            self.telemetry.startup_seconds,
+            warmup,
         )
 
     def stop(self) -> None:
         """Refuse new calls and let those in flight finish within the grace period."""
         self.health.enter_graceful_shutdown()
         self._grpc.stop(self.config.grace_seconds).wait()
+        self.telemetry.close()
 
     def wait(self) -> None:
         self._grpc.wait_for_termination()
@@ -94,10 +117,11 @@ class Server:
 
 def serve(config: ServerConfig) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully and return 0."""
+    began = time.perf_counter()
     engine = SearchEngine.open(
         config.model, config.index, config.device, config.knn_algorithm, config.max_pixels
     )
-    server = Server(config, engine)
+    server = Server(config, engine, began)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

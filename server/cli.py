@@ -73,13 +73,19 @@ def crop_from_args(args: argparse.Namespace):  # noqa: ANN201 (Crop, imported la
 def run_serve(args: argparse.Namespace) -> int:
     from lookalike.server.app import serve
     from lookalike.server.auth import AuthError
-    from lookalike.server.config import ServerConfig
+    from lookalike.server.config import ConfigError, load_config
     from lookalike.server.embedder import ModelError
     from lookalike.server.index import InvalidIndexError
+    from lookalike.server.logs import configure_logging
 
     try:
-        return serve(ServerConfig.from_args(args))
-    except (ModelError, InvalidIndexError, AuthError, OSError, ValueError) as error:
+        config = load_config(args)
+        if args.print_config:
+            print(config.to_toml(), end="")
+            return 0
+        configure_logging(args.log_level, config.log_format)
+        return serve(config)
+    except (ConfigError, ModelError, InvalidIndexError, AuthError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -1,18 +1,29 @@
-"""The server's one configuration object, filled from flags over ``LOOKALIKE_*`` variables."""
+"""The server's one configuration object.
+
+Each setting is read, in rising precedence, from its default, an optional TOML
+file (``--config`` or ``LOOKALIKE_CONFIG``), a ``LOOKALIKE_<NAME>`` variable,
+and a flag. One table below drives all four, so they cannot drift apart.
+Kept free of numpy, onnxruntime and scikit-learn: the CLI reads these flags on
+a thin-client install too.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-# Kept free of numpy, onnxruntime and scikit-learn: the CLI reads these flags
-# on a thin-client install too.
 Device = Literal["auto", "cpu", "cuda"]
 Algorithm = Literal["brute", "ball_tree", "kd_tree"]
 DEFAULT_MAX_PIXELS = 40_000_000
+
+
+class ConfigError(ValueError):
+    """A setting that is unknown, missing, or of the wrong type; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -29,106 +40,126 @@ class ServerConfig:
     max_in_flight: int = 16
     thumbnail_size: int = 160
     grace_seconds: float = 10.0
+    warmup_runs: int = 3
     auth_token_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    metrics_port: int | None = None
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ServerConfig:
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+    def to_toml(self) -> str:
+        lines = []
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if value is None:
+                lines.append(f"# {field.name} is not set")
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                lines.append(f"{field.name} = {value}")
+            else:
+                lines.append(f'{field.name} = "{value}"')
+        return "\n".join(lines) + "\n"
 
 
-def env_default(name: str, default: object) -> object:
-    """A flag's default: ``LOOKALIKE_<NAME>`` when set, else the built-in one."""
-    return os.environ.get(f"LOOKALIKE_{name.upper()}", default)
+@dataclass(frozen=True)
+class Setting:
+    convert: Callable[[str], object]
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+SETTINGS: dict[str, Setting] = {
+    "model": Setting(Path, "the ONNX embedder made by `lookalike export`"),
+    "index": Setting(Path, "the index folder made by `lookalike index` with the same model"),
+    "host": Setting(str, "address to listen on (default: all interfaces)"),
+    "port": Setting(int, "port to listen on"),
+    "device": Setting(
+        str,
+        "auto: CUDA when it loads, else CPU; cuda: fail unless CUDA loads",
+        ("auto", "cpu", "cuda"),
+    ),
+    "knn_algorithm": Setting(
+        str,
+        "scikit-learn algorithm; brute keeps the matrix mapped",
+        ("brute", "ball_tree", "kd_tree"),
+    ),
+    "max_k": Setting(int, "largest k a Search may ask for"),
+    "max_message_bytes": Setting(int, "largest request; larger get RESOURCE_EXHAUSTED"),
+    "max_pixels": Setting(int, "largest image (width x height), checked before decoding"),
+    "max_in_flight": Setting(int, "searches worked on at once; more get RESOURCE_EXHAUSTED"),
+    "thumbnail_size": Setting(int, "longest side of the thumbnails Search returns when asked"),
+    "grace_seconds": Setting(float, "how long calls in flight may finish after SIGTERM"),
+    "warmup_runs": Setting(int, "embedder runs before health turns SERVING"),
+    "auth_token_file": Setting(
+        Path,
+        "require 'authorization: Bearer <token>' with the token "
+        "in this file (health checks stay open)",
+    ),
+    "tls_cert": Setting(Path, "PEM certificate chain; with --tls-key, serve TLS only"),
+    "tls_key": Setting(Path, "PEM private key of --tls-cert"),
+    "metrics_port": Setting(int, "serve Prometheus metrics over HTTP on this port (off if unset)"),
+    "log_format": Setting(str, "text or json, one line per call", ("text", "json")),
+}
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags of `lookalike serve`, one per ServerConfig field."""
-    d = ServerConfig.__dataclass_fields__
+    """One flag per setting; every default is None so that only given flags override."""
     parser.add_argument(
-        "--model",
-        type=Path,
-        default=env_default("model", None),
-        required="LOOKALIKE_MODEL" not in os.environ,
-        help="the ONNX embedder made by `lookalike export`",
+        "--config", type=Path, default=None, help="TOML file of settings (env LOOKALIKE_CONFIG)"
     )
     parser.add_argument(
-        "--index",
-        type=Path,
-        default=env_default("index", None),
-        required="LOOKALIKE_INDEX" not in os.environ,
-        help="the index folder made by `lookalike index` with the same model",
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration as TOML and exit",
     )
-    parser.add_argument(
-        "--host",
-        default=env_default("host", d["host"].default),
-        help="address to listen on (default: all interfaces)",
-    )
-    parser.add_argument("--port", type=int, default=env_default("port", d["port"].default))
-    parser.add_argument(
-        "--device",
-        choices=["auto", "cpu", "cuda"],
-        default=env_default("device", d["device"].default),
-        help="auto: CUDA when it loads, else CPU; cuda: fail unless CUDA loads",
-    )
-    parser.add_argument(
-        "--knn-algorithm",
-        choices=["brute", "ball_tree", "kd_tree"],
-        default=env_default("knn_algorithm", d["knn_algorithm"].default),
-        help="scikit-learn algorithm; brute keeps the matrix memory-mapped",
-    )
-    parser.add_argument("--max-k", type=int, default=env_default("max_k", d["max_k"].default))
-    parser.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=env_default("max_message_bytes", d["max_message_bytes"].default),
-        help="largest request accepted; larger ones get RESOURCE_EXHAUSTED",
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=env_default("max_pixels", d["max_pixels"].default),
-        help="largest image (width x height) decoded; checked before decoding",
-    )
-    parser.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=env_default("max_in_flight", d["max_in_flight"].default),
-        help="Search calls worked on at once; more get RESOURCE_EXHAUSTED at once",
-    )
-    parser.add_argument(
-        "--thumbnail-size",
-        type=int,
-        default=env_default("thumbnail_size", d["thumbnail_size"].default),
-        help="longest side of the thumbnails Search returns when asked",
-    )
-    parser.add_argument(
-        "--grace-seconds",
-        type=float,
-        default=env_default("grace_seconds", d["grace_seconds"].default),
-        help="how long calls in flight may finish after SIGTERM",
-    )
-    parser.add_argument(
-        "--auth-token-file",
-        type=Path,
-        default=env_default("auth_token_file", None),
-        help="require 'authorization: Bearer <token>' with the token in this file "
-        "(health checks stay open)",
-    )
-    parser.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=env_default("tls_cert", None),
-        help="PEM certificate chain; with --tls-key, serve TLS only",
-    )
-    parser.add_argument(
-        "--tls-key",
-        type=Path,
-        default=env_default("tls_key", None),
-        help="PEM private key of --tls-cert",
-    )
+    for name, setting in SETTINGS.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=setting.convert,
+            default=None,
+            choices=setting.choices,
+            help=setting.help,
+        )
+
+
+def _convert(name: str, value: object, source: str) -> object:
+    if name not in SETTINGS:
+        raise ConfigError(f"{source}: unknown setting {name!r}; known: {', '.join(SETTINGS)}")
+    setting = SETTINGS[name]
+    try:
+        converted = setting.convert(str(value))
+    except ValueError:
+        raise ConfigError(f"{source}: {name} = {value!r} is not a valid value") from None
+    if setting.choices and converted not in setting.choices:
+        raise ConfigError(f"{source}: {name} must be one of {', '.join(setting.choices)}")
+    return converted
+
+
+def load_config(args: argparse.Namespace, environ: Mapping[str, str] = os.environ) -> ServerConfig:
+    """Defaults < TOML file < LOOKALIKE_* environment < flags."""
+    values: dict[str, object] = {}
+    config_file = args.config or environ.get("LOOKALIKE_CONFIG")
+    if config_file:
+        try:
+            table = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"cannot read config file {config_file}: {error}") from None
+        for name, value in table.items():
+            values[name] = _convert(name, value, str(config_file))
+    for name in SETTINGS:
+        variable = f"LOOKALIKE_{name.upper()}"
+        if variable in environ:
+            values[name] = _convert(name, environ[variable], variable)
+    for name in SETTINGS:
+        if getattr(args, name, None) is not None:
+            values[name] = getattr(args, name)
+    missing = [name for name in ("model", "index") if name not in values]
+    if missing:
+        raise ConfigError(
+            f"set {' and '.join('--' + m for m in missing)} (or in the config "
+            "file, or LOOKALIKE_MODEL / LOOKALIKE_INDEX)"
+        )
+    return ServerConfig(**values)  # type: ignore[arg-type]

@@ -67,6 +67,16 @@ class SearchEngine:
         manifest = self.index.manifest
         return load(data, manifest.crop, manifest.input_size, self.max_pixels)
 
+    def warm_up(self, runs: int) -> float:
+        """First runs are slow (allocation, kernel choice); pay for them before SERVING."""
+        started = time.perf_counter()
+        size = self.embedder.info.input_size
+        for _ in range(runs):
+            features = self.embedder.embed(np.zeros((1, size, size, 3), np.float32))
+        if runs:
+            self.knn.search(features, 1)
+        return time.perf_counter() - started
+
     def search(
         self, data: bytes, k: int, checkpoint: Callable[[], None] = lambda: None
     ) -> SearchResult:

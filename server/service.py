@@ -12,6 +12,7 @@ import grpc
 
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import ImageError
+from lookalike.server.telemetry import Telemetry
 from lookalike.server.thumbnails import thumbnail_or_note
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
@@ -36,14 +37,31 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         max_k: int,
         max_in_flight: int = 16,
         thumbnail_size: int = 160,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.engine = engine
         self.max_k = max_k
         self.max_in_flight = max_in_flight
         self.thumbnail_size = thumbnail_size
+        self.telemetry = telemetry or Telemetry()
         self._slots = threading.BoundedSemaphore(max_in_flight)
 
     def Search(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> search_pb2.SearchResponse:
+        with self.telemetry.call("Search", context) as call:
+            call.update(k=request.k, bytes=len(request.image))
+            response = self._search(request, context)
+            t = response.timings
+            call.update(
+                matches=len(response.matches),
+                decode_ms=round(t.decode_ms, 2),
+                embed_ms=round(t.embed_ms, 2),
+                search_ms=round(t.search_ms, 2),
+            )
+            return response
+
+    def _search(
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchResponse:
         started = time.perf_counter()
@@ -57,13 +75,21 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {self.max_in_flight} searches in flight; retry with backoff",
             )
+        self.telemetry.in_flight.inc()
         try:
             result = self.engine.search(request.image, request.k, deadline_guard(context))
         except ImageError as error:
-            log.info("Search refused: %s (%d bytes)", error, len(request.image))
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
         finally:
+            self.telemetry.in_flight.dec()
             self._slots.release()
+        for stage, ms in (
+            ("decode", result.decode_ms),
+            ("embed", result.embed_ms),
+            ("knn", result.search_ms),
+        ):
+            self.telemetry.stages.labels(stage).observe(ms / 1e3)
+        self.telemetry.batch_size.observe(1)
         manifest = self.engine.index.manifest
         matches = [
             search_pb2.Match(
@@ -79,7 +105,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             self._add_thumbnails(matches)
         left, top, right, bottom = result.prepared.box
         width, height = result.prepared.original_size
-        response = search_pb2.SearchResponse(
+        return search_pb2.SearchResponse(
             matches=matches,
             query_crop=search_pb2.CropBox(
                 left=left,
@@ -98,14 +124,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 total_ms=(time.perf_counter() - started) * 1e3,
             ),
         )
-        log.info(
-            "Search ok k=%d decode=%.1fms embed=%.1fms search=%.1fms",
-            request.k,
-            result.decode_ms,
-            result.embed_ms,
-            result.search_ms,
-        )
-        return response
 
     def _add_thumbnails(self, matches: list[search_pb2.Match]) -> None:
         root = Path(self.engine.index.manifest.gallery_root)
@@ -119,6 +137,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.GetInfoRequest, context: grpc.ServicerContext
     ) -> search_pb2.GetInfoResponse:
+        with self.telemetry.call("GetInfo", context):
+            return self._info()
+
+    def _info(self) -> search_pb2.GetInfoResponse:
         embedder, index = self.engine.embedder, self.engine.index
         return search_pb2.GetInfoResponse(
             model_name=embedder.info.name,
@@ -133,4 +155,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             knn_backend=self.engine.knn.backend,
             weights=embedder.info.weights,
             thumbnail_size=self.thumbnail_size,
+            startup_seconds=self.telemetry.startup_seconds,
+            warmup_seconds=self.telemetry.warmup_seconds,
         )

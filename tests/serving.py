@@ -63,8 +63,8 @@ def wait_until_serving(target: str, process: subprocess.Popen, timeout: float = 
 
 
 @contextmanager
-def in_process_server(embedder, index_dir: Path, **settings) -> Iterator[str]:
-    """A real server on a free loopback port with the given ServerConfig settings."""
+def running_server(embedder, index_dir: Path, **settings) -> Iterator:
+    """A real, started Server on a free loopback port with the given ServerConfig settings."""
     from lookalike.server.app import Server
     from lookalike.server.config import ServerConfig
     from lookalike.server.engine import SearchEngine
@@ -76,9 +76,16 @@ def in_process_server(embedder, index_dir: Path, **settings) -> Iterator[str]:
     server = Server(config, SearchEngine(embedder, GalleryIndex.open(index_dir)))
     server.start()
     try:
-        yield f"127.0.0.1:{server.port}"
+        yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def in_process_server(embedder, index_dir: Path, **settings) -> Iterator[str]:
+    """The target ("127.0.0.1:PORT") of a running_server."""
+    with running_server(embedder, index_dir, **settings) as server:
+        yield f"127.0.0.1:{server.port}"
 
 
 def rss_mb(pid: int) -> float:

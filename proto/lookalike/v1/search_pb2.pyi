@@ -81,7 +81,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size")
+    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size", "startup_seconds", "warmup_seconds")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,8 @@ class GetInfoResponse(_message.Message):
     KNN_BACKEND_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    STARTUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_fingerprint: str
     embedding_size: int
@@ -106,4 +108,6 @@ class GetInfoResponse(_message.Message):
     knn_backend: str
     weights: str
     thumbnail_size: int
-    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ...) -> None: ...
+    startup_seconds: float
+    warmup_seconds: float
+    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ..., startup_seconds: _Optional[float] = ..., warmup_seconds: _Optional[float] = ...) -> None: ...

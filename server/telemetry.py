@@ -1,0 +1,97 @@
+"""What the server tells its operators: Prometheus metrics and one log line per call."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+log = logging.getLogger("lookalike.calls")
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Telemetry:
+    """Metrics in a registry of their own, so several servers can live in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "lookalike_requests", "Calls by RPC and status code", ["rpc", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "lookalike_request_seconds",
+            "Whole call, by RPC",
+            ["rpc"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stages = Histogram(
+            "lookalike_stage_seconds",
+            "Search stages: decode, embed, knn",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "lookalike_embed_batch_size",
+            "Images per embedder run",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "lookalike_searches_in_flight", "Searches being worked on", registry=r
+        )
+        self.gallery_size = Gauge(
+            "lookalike_gallery_size", "Images in the index served", registry=r
+        )
+        self.provider = Gauge(
+            "lookalike_execution_provider",
+            "1 for the onnxruntime provider running the model",
+            ["provider"],
+            registry=r,
+        )
+        self.startup = Gauge("lookalike_startup_seconds", "From start to SERVING", registry=r)
+        self.warmup = Gauge("lookalike_warmup_seconds", "Warm-up before SERVING", registry=r)
+        self._http = None
+        self.startup_seconds = 0.0
+        self.warmup_seconds = 0.0
+
+    def record_start(self, startup_seconds: float, warmup_seconds: float) -> None:
+        self.startup_seconds, self.warmup_seconds = startup_seconds, warmup_seconds
+        self.startup.set(startup_seconds)
+        self.warmup.set(warmup_seconds)
+
+    def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        return self._http.server_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+
+    @contextmanager
+    def call(self, rpc: str, context: grpc.ServicerContext) -> Iterator[dict[str, object]]:
+        """Count, time and log one call; the caller adds its own fields to the dict."""
+        fields: dict[str, object] = {"rpc": rpc}
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            yield fields
+        except BaseException:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            seconds = time.perf_counter() - started
+            self.requests.labels(rpc, code.name).inc()
+            self.latency.labels(rpc).observe(seconds)
+            fields.update(code=code.name, total_ms=round(seconds * 1e3, 2))
+            log.info(
+                " ".join(f"{key}={value}" for key, value in fields.items()), extra={"call": fields}
+            )
