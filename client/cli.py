@@ -106,6 +106,8 @@ def format_table(result: SearchResult) -> str:
         f"{rank:>{widths[0]}}  {distance:>{widths[1]}}  {label:<{widths[2]}}  {path}"
         for rank, distance, label, path in rows
     ]
+    if result.crop_note:
+        lines.append(f"note: {result.crop_note}")
     t = result.timings
     lines.append(
         f"model {result.model_fingerprint}, index {result.index_version}; "

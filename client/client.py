@@ -68,6 +68,7 @@ class SearchResult:
     index_version: str
     timings: Timings
     query_crop: CropBox | None = None
+    crop_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,7 @@ class SearchClient:
             )
             if response.HasField("query_crop")
             else None,
+            crop_note=response.crop_note,
         )
 
     def info(self) -> ServerInfo:

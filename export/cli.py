@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="conv4_block1_1_conv",
         help="first ResNet101 layer to train; earlier layers stay frozen",
     )
-    train.add_argument("--crop", choices=["none", "center"], default="center")
+    train.add_argument("--crop", choices=["none", "center", "detect"], default="center")
     train.add_argument("--crop-fraction", type=float, default=None)
     train.add_argument(
         "--split",

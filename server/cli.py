@@ -49,9 +49,10 @@ def add_split_argument(parser: argparse.ArgumentParser) -> None:
 def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--crop",
-        choices=["none", "center"],
+        choices=["none", "center", "detect"],
         default=None,
         help="none: the whole frame; center: its middle (for pre-aligned sets like LFW); "
+        "detect: the largest face OpenCV finds, else the centre; "
         "default: the crop the model was trained with, else none",
     )
     parser.add_argument(

@@ -17,11 +17,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from lookalike.server.config import DEFAULT_MAX_PIXELS
 
-CropMode = Literal["none", "center"]
-CROP_MODES: tuple[str, ...] = ("none", "center")
+CropMode = Literal["none", "center", "detect"]
+CROP_MODES: tuple[str, ...] = ("none", "center", "detect")
+NO_FACE_NOTE = "no face found; the centre crop was used"
 
-# A 250x250 LFW frame holds the face in roughly its middle 45%; half the
-# shorter side keeps the whole face with a small margin.
+# An LFW frame holds the face in roughly its middle 45%; half the shorter
+# side keeps the whole face with a small margin.
 DEFAULT_CENTER_FRACTION = 0.5
 
 
@@ -42,8 +43,19 @@ class Crop:
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"crop fraction must be in (0, 1], not {self.fraction}")
 
+    def locate(self, image: Image.Image) -> tuple[tuple[int, int, int, int], str]:
+        """The region the model sees, and a note when detection fell back to the centre."""
+        if self.mode == "detect":
+            from lookalike.server.faces import largest_face
+
+            face = largest_face(image)
+            if face is not None:
+                return face, ""
+            return self.box(*image.size), NO_FACE_NOTE
+        return self.box(*image.size), ""
+
     def box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """(left, top, right, bottom) of the region the model sees."""
+        """(left, top, right, bottom) of the whole frame or its centre square."""
         if self.mode == "none":
             return (0, 0, width, height)
         side = max(1, round(min(width, height) * self.fraction))
@@ -115,13 +127,14 @@ class Prepared:
     pixels: np.ndarray  # (size, size, 3) float32, RGB 0..255
     box: tuple[int, int, int, int]
     original_size: tuple[int, int]
+    note: str = ""  # e.g. that face detection fell back to the centre crop
 
 
 def prepare(image: Image.Image, crop: Crop, size: int) -> Prepared:
-    box = crop.box(*image.size)
+    box, note = crop.locate(image)
     region = image.crop(box) if crop.mode != "none" else image
     resized = region.resize((size, size), Image.Resampling.BILINEAR)
-    return Prepared(np.asarray(resized, dtype=np.float32), box, image.size)
+    return Prepared(np.asarray(resized, dtype=np.float32), box, image.size, note)
 
 
 def load(data: bytes, crop: Crop, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:

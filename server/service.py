@@ -115,6 +115,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 image_width=width,
                 image_height=height,
             ),
+            crop_note=result.prepared.note,
             model_fingerprint=self.engine.embedder.info.fingerprint,
             index_version=manifest.version,
             timings=search_pb2.Timings(

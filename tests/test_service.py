@@ -122,3 +122,19 @@ def test_request_over_the_size_limit_is_resource_exhausted(server_target):
     with SearchClient(server_target) as client, pytest.raises(LookalikeError) as raised:
         client.search(b"\xff" * (9 * 1024 * 1024), k=1)
     assert raised.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_detect_index_reports_fallback_in_the_response(embedder, gallery_dir, tmp_path):
+    from lookalike.server.imaging import NO_FACE_NOTE, Crop
+    from lookalike.server.index import build_index
+    from tests.serving import in_process_server
+
+    build_index(gallery_dir, embedder, tmp_path / "index", crop=Crop("detect"), progress=False)
+    noise = np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)
+    from PIL import Image
+
+    from tests.imagegen import encode
+
+    with in_process_server(embedder, tmp_path / "index") as target, SearchClient(target) as client:
+        result = client.search(encode(Image.fromarray(noise), "PNG"), k=2)
+    assert result.crop_note == NO_FACE_NOTE

@@ -63,18 +63,20 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., embed_ms: _Optional[float] = ..., search_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("matches", "model_fingerprint", "index_version", "timings", "query_crop")
+    __slots__ = ("matches", "model_fingerprint", "index_version", "timings", "query_crop", "crop_note")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     QUERY_CROP_FIELD_NUMBER: _ClassVar[int]
+    CROP_NOTE_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
     model_fingerprint: str
     index_version: str
     timings: Timings
     query_crop: CropBox
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ..., index_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., query_crop: _Optional[_Union[CropBox, _Mapping]] = ...) -> None: ...
+    crop_note: str
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ..., index_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., query_crop: _Optional[_Union[CropBox, _Mapping]] = ..., crop_note: _Optional[str] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
