@@ -70,6 +70,13 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     add_connection_arguments(info)
     info.set_defaults(func=run_info, extra="client")
 
+    reload = subparsers.add_parser("reload", help="make the server switch to a rebuilt index")
+    reload.add_argument(
+        "--index", default="", help="index folder on the server (default: the one it serves)"
+    )
+    add_connection_arguments(reload)
+    reload.set_defaults(func=run_reload, extra="client")
+
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -156,6 +163,13 @@ def run_info(args: argparse.Namespace) -> int:
     else:
         for key, value in asdict(info).items():
             print(f"{key:>20}: {value}")
+    return 0
+
+
+def run_reload(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        version, size = client.reload_index(args.index)
+    print(f"serving index {version} ({size} images)")
     return 0
 
 

@@ -188,6 +188,12 @@ class SearchClient:
             crop_note=response.crop_note,
         )
 
+    def reload_index(self, index_path: str = "") -> tuple[str, int]:
+        """Ask the server to switch to a rebuilt index; returns (version, gallery size)."""
+        request = search_pb2.ReloadIndexRequest(index_path=index_path)
+        response = self._call(self._stub.ReloadIndex, request)
+        return response.index_version, response.gallery_size
+
     def info(self) -> ServerInfo:
         r = self._call(self._stub.GetInfo, search_pb2.GetInfoRequest())
         return ServerInfo(

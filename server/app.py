@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from lookalike.server.auth import BearerTokenInterceptor, read_token
 from lookalike.server.config import ServerConfig
 from lookalike.server.engine import SearchEngine
+from lookalike.server.index import InvalidIndexError
 from lookalike.server.service import SearchService
 from lookalike.server.telemetry import Telemetry
 from lookalike.v1 import search_pb2, search_pb2_grpc
@@ -52,12 +53,10 @@ class Server:
             ],
             maximum_concurrent_rpcs=threads,
         )
-        search_pb2_grpc.add_SearchServiceServicer_to_server(
-            SearchService(
-                engine, config.max_k, config.max_in_flight, config.thumbnail_size, self.telemetry
-            ),
-            self._grpc,
+        self.service = SearchService(
+            engine, config.max_k, config.max_in_flight, config.thumbnail_size, self.telemetry
         )
+        search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
@@ -115,6 +114,14 @@ class Server:
         self._grpc.wait_for_termination()
 
 
+def reload_index(server: Server) -> None:
+    """SIGHUP: switch to the index now in the served folder, or keep the old one."""
+    try:
+        server.service.swap_index()
+    except InvalidIndexError as error:
+        log.error("reload failed, kept the old index: %s", error)
+
+
 def serve(config: ServerConfig) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully and return 0."""
     began = time.perf_counter()
@@ -128,8 +135,12 @@ def serve(config: ServerConfig) -> int:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stopping.set()
 
+    def on_hangup(_signum: int, _frame: object) -> None:
+        threading.Thread(target=reload_index, args=(server,), name="reload").start()
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     server.start()
     stopping.wait()
     server.stop()

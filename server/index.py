@@ -116,7 +116,8 @@ class GalleryIndex:
     features: np.memmap
 
     @classmethod
-    def open(cls, path: Path) -> GalleryIndex:
+    def open(cls, path: Path, verify: bool = True) -> GalleryIndex:
+        """Map the index; ``verify`` also checks the feature file against its checksum."""
         manifest_file, features_file = path / MANIFEST, path / FEATURES
         for file in (manifest_file, features_file):
             if not file.is_file():
@@ -136,6 +137,11 @@ class GalleryIndex:
             raise InvalidIndexError(
                 f"{features_file} holds {features.dtype} {features.shape}, "
                 f"the manifest says float32 {expected}"
+            )
+        if verify and file_sha256(features_file) != manifest.features_sha256:
+            raise InvalidIndexError(
+                f"{features_file} does not match the checksum in its manifest: the file was "
+                "changed or damaged after the index was built; rebuild it"
             )
         if len(manifest.items) != manifest.rows:
             raise InvalidIndexError(
@@ -218,8 +224,10 @@ def build_index(
         del matrix
         if len(items) < len(images):
             _truncate_rows(staging / FEATURES, len(items))
+        checksum = file_sha256(staging / FEATURES)
         manifest = Manifest(
-            version=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()),
+            # when, and what: two builds in one second still differ
+            version=time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime()) + checksum[:8],
             model_name=embedder.info.name,
             model_fingerprint=embedder.info.fingerprint,
             input_size=size,
@@ -228,7 +236,7 @@ def build_index(
             gallery_root=str(gallery_root.resolve()),
             split=split,
             rows=len(items),
-            features_sha256=file_sha256(staging / FEATURES),
+            features_sha256=checksum,
             items=items,
             skipped=skipped,
         )

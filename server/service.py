@@ -12,6 +12,7 @@ import grpc
 
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import ImageError
+from lookalike.server.index import GalleryIndex, InvalidIndexError
 from lookalike.server.telemetry import Telemetry
 from lookalike.server.thumbnails import thumbnail_or_note
 from lookalike.v1 import search_pb2, search_pb2_grpc
@@ -45,6 +46,28 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.thumbnail_size = thumbnail_size
         self.telemetry = telemetry or Telemetry()
         self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._reloading = threading.Lock()
+
+    def swap_index(self, path: Path | None = None) -> tuple[GalleryIndex, GalleryIndex]:
+        """Open, check and warm a new index, then switch to it; returns (old, new).
+
+        Calls hold the engine they started with, so those in flight finish on
+        the old index; its mapping is released when the last of them ends.
+        """
+        with self._reloading:
+            old = self.engine
+            index = GalleryIndex.open(path or old.index.path)
+            fresh = SearchEngine(old.embedder, index, old.knn.algorithm, old.max_pixels)
+            fresh.warm_up(1)
+            self.engine = fresh
+            self.telemetry.gallery_size.set(len(index))
+            log.info(
+                "switched from index %s to %s (%d images)",
+                old.index.manifest.version,
+                index.manifest.version,
+                len(index),
+            )
+            return old.index, index
 
     def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
@@ -75,9 +98,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {self.max_in_flight} searches in flight; retry with backoff",
             )
+        engine = self.engine  # this call's engine, even if the index is swapped meanwhile
         self.telemetry.in_flight.inc()
         try:
-            result = self.engine.search(request.image, request.k, deadline_guard(context))
+            result = engine.search(request.image, request.k, deadline_guard(context))
         except ImageError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
         finally:
@@ -90,7 +114,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         ):
             self.telemetry.stages.labels(stage).observe(ms / 1e3)
         self.telemetry.batch_size.observe(1)
-        manifest = self.engine.index.manifest
+        manifest = engine.index.manifest
         matches = [
             search_pb2.Match(
                 rank=rank,
@@ -102,7 +126,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             for rank, hit in enumerate(result.hits, start=1)
         ]
         if request.thumbnails:
-            self._add_thumbnails(matches)
+            self._add_thumbnails(matches, engine)
         left, top, right, bottom = result.prepared.box
         width, height = result.prepared.original_size
         return search_pb2.SearchResponse(
@@ -116,7 +140,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 image_height=height,
             ),
             crop_note=result.prepared.note,
-            model_fingerprint=self.engine.embedder.info.fingerprint,
+            model_fingerprint=engine.embedder.info.fingerprint,
             index_version=manifest.version,
             timings=search_pb2.Timings(
                 decode_ms=result.decode_ms,
@@ -126,11 +150,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             ),
         )
 
-    def _add_thumbnails(self, matches: list[search_pb2.Match]) -> None:
-        root = Path(self.engine.index.manifest.gallery_root)
+    def _add_thumbnails(self, matches: list[search_pb2.Match], engine: SearchEngine) -> None:
+        root = Path(engine.index.manifest.gallery_root)
         for match in matches:
             match.thumbnail_jpeg, match.note = thumbnail_or_note(
-                root / match.path, self.thumbnail_size, self.engine.max_pixels
+                root / match.path, self.thumbnail_size, engine.max_pixels
             )
             if match.note:
                 log.warning("no thumbnail for %s: %s", match.path, match.note)
@@ -141,8 +165,24 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         with self.telemetry.call("GetInfo", context):
             return self._info()
 
+    def ReloadIndex(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.ReloadIndexRequest, context: grpc.ServicerContext
+    ) -> search_pb2.ReloadIndexResponse:
+        with self.telemetry.call("ReloadIndex", context) as call:
+            try:
+                old, new = self.swap_index(Path(request.index_path) if request.index_path else None)
+            except InvalidIndexError as error:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kept the old index: {error}")
+            call.update(index_version=new.manifest.version)
+            return search_pb2.ReloadIndexResponse(
+                index_version=new.manifest.version,
+                gallery_size=len(new),
+                previous_version=old.manifest.version,
+            )
+
     def _info(self) -> search_pb2.GetInfoResponse:
-        embedder, index = self.engine.embedder, self.engine.index
+        engine = self.engine
+        embedder, index = engine.embedder, engine.index
         return search_pb2.GetInfoResponse(
             model_name=embedder.info.name,
             model_fingerprint=embedder.info.fingerprint,
@@ -153,7 +193,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             gallery_size=len(index),
             index_version=index.manifest.version,
             max_k=self.max_k,
-            knn_backend=self.engine.knn.backend,
+            knn_backend=engine.knn.backend,
             weights=embedder.info.weights,
             thumbnail_size=self.thumbnail_size,
             startup_seconds=self.telemetry.startup_seconds,

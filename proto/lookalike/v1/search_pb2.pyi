@@ -113,3 +113,19 @@ class GetInfoResponse(_message.Message):
     startup_seconds: float
     warmup_seconds: float
     def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ..., startup_seconds: _Optional[float] = ..., warmup_seconds: _Optional[float] = ...) -> None: ...
+
+class ReloadIndexRequest(_message.Message):
+    __slots__ = ("index_path",)
+    INDEX_PATH_FIELD_NUMBER: _ClassVar[int]
+    index_path: str
+    def __init__(self, index_path: _Optional[str] = ...) -> None: ...
+
+class ReloadIndexResponse(_message.Message):
+    __slots__ = ("index_version", "gallery_size", "previous_version")
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    index_version: str
+    gallery_size: int
+    previous_version: str
+    def __init__(self, index_version: _Optional[str] = ..., gallery_size: _Optional[int] = ..., previous_version: _Optional[str] = ...) -> None: ...

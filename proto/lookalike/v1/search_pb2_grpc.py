@@ -48,6 +48,11 @@ class SearchServiceStub:
                 request_serializer=lookalike_dot_v1_dot_search__pb2.GetInfoRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_search__pb2.GetInfoResponse.FromString,
                 _registered_method=True)
+        self.ReloadIndex = channel.unary_unary(
+                '/lookalike.v1.SearchService/ReloadIndex',
+                request_serializer=lookalike_dot_v1_dot_search__pb2.ReloadIndexRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_search__pb2.ReloadIndexResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -71,6 +76,15 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReloadIndex(self, request, context):
+        """Open the index again (a rebuilt one, or another folder) and switch to it
+        between calls; calls in flight finish on the old one. The server also
+        reloads on SIGHUP. On failure the old index keeps serving.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -83,6 +97,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.GetInfo,
                     request_deserializer=lookalike_dot_v1_dot_search__pb2.GetInfoRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_search__pb2.GetInfoResponse.SerializeToString,
+            ),
+            'ReloadIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReloadIndex,
+                    request_deserializer=lookalike_dot_v1_dot_search__pb2.ReloadIndexRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_search__pb2.ReloadIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -143,6 +162,33 @@ class SearchService:
             '/lookalike.v1.SearchService/GetInfo',
             lookalike_dot_v1_dot_search__pb2.GetInfoRequest.SerializeToString,
             lookalike_dot_v1_dot_search__pb2.GetInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReloadIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.SearchService/ReloadIndex',
+            lookalike_dot_v1_dot_search__pb2.ReloadIndexRequest.SerializeToString,
+            lookalike_dot_v1_dot_search__pb2.ReloadIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,
