@@ -29,7 +29,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     index.add_argument("gallery", type=Path, metavar="GALLERY_DIR")
     index.add_argument("--model", type=Path, required=True, help="the ONNX embedder")
-    index.add_argument("--out", type=Path, required=True, metavar="INDEX_DIR")
+    where = index.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, metavar="INDEX_DIR", help="build a new index here")
+    where.add_argument(
+        "--into",
+        type=Path,
+        metavar="INDEX_DIR",
+        help="with --append: the index to add the gallery's new files to",
+    )
+    index.add_argument(
+        "--append",
+        action="store_true",
+        help="embed only files whose content --into does not hold yet, and "
+        "write a new version of it",
+    )
+    index.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a build that was killed, from what it already embedded",
+    )
+    index.add_argument(
+        "--max-failure-share",
+        type=float,
+        default=0.05,
+        help="fail when more than this share of files cannot be read (0.05)",
+    )
     add_crop_arguments(index)
     add_split_argument(index)
     index.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -92,10 +116,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    from lookalike.server.build import build_index
     from lookalike.server.embedder import Embedder, ModelError
-    from lookalike.server.index import InvalidIndexError, build_index
+    from lookalike.server.index import InvalidIndexError
 
-    crop = crop_from_args(args)
+    if args.append != (args.into is not None):
+        print("error: --append goes with --into INDEX_DIR (and --out without it)", file=sys.stderr)
+        return 2
+    out = args.into or args.out
     try:
         embedder = Embedder(args.model, args.device)
         print(
@@ -103,13 +131,24 @@ def run_index(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         report = build_index(
-            args.gallery, embedder, args.out, crop, args.batch_size, split=args.split
+            args.gallery,
+            embedder,
+            out,
+            crop_from_args(args),
+            args.batch_size,
+            split=args.split,
+            resume=args.resume,
+            append_to=args.into,
+            max_failure_share=args.max_failure_share,
         )
     except (ModelError, InvalidIndexError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(
-        f"indexed {report.rows} images into {report.path} in {report.seconds:.1f} s "
-        f"({report.images_per_second:.1f} images/s), {len(report.skipped)} skipped"
+        f"indexed {report.rows} images into {report.path}: {report.embedded} embedded in "
+        f"{report.seconds:.1f} s ({report.images_per_second:.1f} images/s), "
+        f"{report.duplicates} duplicates, {len(report.skipped)} skipped"
     )
+    for skipped in report.skipped:
+        print(f"  skipped {skipped['path']}: {skipped['error']}")
     return 0

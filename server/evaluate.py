@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lookalike.server.build import build_index
 from lookalike.server.config import Algorithm, Device
 from lookalike.server.embedder import Embedder
 from lookalike.server.engine import SearchEngine
 from lookalike.server.files import atomic_path
 from lookalike.server.gallery import Split
 from lookalike.server.imaging import Crop
-from lookalike.server.index import GalleryIndex, build_index
+from lookalike.server.index import GalleryIndex
 from lookalike.server.metrics import (
     RetrievalMetrics,
     VerificationMetrics,

@@ -45,7 +45,7 @@ def gallery_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def index_dir(gallery_dir, embedder, tmp_path_factory) -> Path:
-    from lookalike.server.index import build_index
+    from lookalike.server.build import build_index
 
     out = tmp_path_factory.mktemp("indexes") / "index"
     build_index(gallery_dir, embedder, out, progress=False)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 
 import grpc
+import numpy as np
 import pytest
 
 from lookalike.client import LookalikeError, SearchClient
-from lookalike.server.index import FEATURES, GalleryIndex, InvalidIndexError, build_index
+from lookalike.server.build import build_index
+from lookalike.server.index import FEATURES, GalleryIndex, InvalidIndexError
 from tests.serving import free_port, in_process_server, start_server_process, wait_until_serving
 
 
@@ -114,3 +118,54 @@ def test_sighup_reloads_the_served_folder(onnx_model, embedder, gallery_dir, tmp
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
     assert server.returncode == 0 and "switched from index" in stderr
+
+
+def test_killed_build_leaves_the_old_index_and_resumes_to_the_same_features(
+    onnx_model, embedder, gallery_dir, tmp_path
+):
+    from tests.imagegen import write_gallery
+
+    big = write_gallery(tmp_path / "big", people=60, photos=5, size=64)
+    out = tmp_path / "index"
+    build_index(
+        gallery_of(gallery_dir, ["person_00"], tmp_path / "old"), embedder, out, progress=False
+    )
+    old_version = GalleryIndex.open(out).manifest.version
+    command = [
+        sys.executable,
+        "-m",
+        "lookalike.client.cli",
+        "index",
+        str(big),
+        "--model",
+        str(onnx_model),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--batch-size",
+        "2",
+    ]
+    build = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    journal = tmp_path / ".index.building" / "journal.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and build.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 30:
+            build.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    build.communicate(timeout=60)
+    assert build.returncode == -signal.SIGKILL, "the build ended before it could be killed"
+    assert GalleryIndex.open(out).manifest.version == old_version  # untouched and valid
+    done = journal.read_text().count("\n")
+    assert 30 <= done < 300
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f": {300 - done} embedded" in resumed.stdout  # only what the kill left undone
+    fresh = build_index(big, embedder, tmp_path / "fresh", batch_size=2, progress=False)
+    a, b = GalleryIndex.open(out), GalleryIndex.open(tmp_path / "fresh")
+    assert len(a) == len(b) == fresh.rows == 300
+    assert [i.path for i in a.manifest.items] == [i.path for i in b.manifest.items]
+    np.testing.assert_allclose(a.features, b.features, rtol=1e-4, atol=1e-4)
+    assert not (tmp_path / ".index.building").exists()

@@ -8,9 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
+from lookalike.server.build import build_index
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import Crop
-from lookalike.server.index import FEATURES, MANIFEST, GalleryIndex, InvalidIndexError, build_index
+from lookalike.server.index import FEATURES, MANIFEST, GalleryIndex, InvalidIndexError
 from lookalike.server.knn import KnnSearcher
 
 
@@ -55,7 +56,9 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, gallery_dir, embedder
     gallery = tmp_path / "gallery"
     shutil.copytree(gallery_dir / "person_00", gallery / "person_00")
     (gallery / "person_00" / "broken.jpg").write_bytes(b"not a jpeg")
-    report = build_index(gallery, embedder, tmp_path / "index", progress=False)
+    report = build_index(
+        gallery, embedder, tmp_path / "index", progress=False, max_failure_share=0.5
+    )
     assert report.rows == 3
     assert [s["path"] for s in report.skipped] == ["person_00/broken.jpg"]
     index = GalleryIndex.open(tmp_path / "index")
@@ -123,3 +126,53 @@ def test_damaged_index_is_refused_with_a_clear_message(index_dir, tmp_path, dama
     damage(copy)
     with pytest.raises(InvalidIndexError, match=message):
         GalleryIndex.open(copy)
+
+
+def test_too_many_unreadable_files_fail_the_build_and_keep_it_for_resume(
+    tmp_path, gallery_dir, embedder
+):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(gallery_dir / "person_00", gallery / "person_00")
+    broken = gallery / "person_00" / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(InvalidIndexError, match="1 of 4 images could not be read"):
+        build_index(gallery, embedder, tmp_path / "index", progress=False)
+    assert not (tmp_path / "index").exists()
+    broken.unlink()
+    report = build_index(gallery, embedder, tmp_path / "index", progress=False, resume=True)
+    assert (report.rows, report.embedded, report.skipped) == (3, 0, [])
+
+
+def test_identical_files_are_indexed_once_with_every_path(tmp_path, gallery_dir, embedder):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(gallery_dir / "person_00", gallery / "person_00")
+    copy = gallery / "person_09" / "person_09_0001.jpg"
+    copy.parent.mkdir()
+    shutil.copy(gallery / "person_00" / "person_00_0002.jpg", copy)
+    report = build_index(gallery, embedder, tmp_path / "index", progress=False)
+    assert (report.rows, report.duplicates) == (3, 1)
+    items = GalleryIndex.open(tmp_path / "index").manifest.items
+    (twin,) = [item for item in items if item.also]
+    assert (twin.path, twin.also) == (
+        "person_00/person_00_0002.jpg",
+        ("person_09/person_09_0001.jpg",),
+    )
+
+
+def test_append_embeds_only_new_files(tmp_path, gallery_dir, embedder):
+    gallery = tmp_path / "gallery"
+    shutil.copytree(gallery_dir / "person_00", gallery / "person_00")
+    out = tmp_path / "index"
+    build_index(gallery, embedder, out, progress=False)
+    before = GalleryIndex.open(out)
+    old_rows, old_version = np.array(before.features), before.manifest.version
+    del before
+    shutil.copytree(gallery_dir / "person_01", gallery / "person_01")
+    report = build_index(gallery, embedder, out, progress=False, append_to=out)
+    assert (report.rows, report.embedded) == (6, 3)
+    after = GalleryIndex.open(out)
+    assert after.manifest.version != old_version
+    np.testing.assert_array_equal(after.features[:3], old_rows)
+    assert [i.label for i in after.manifest.items] == ["person_00"] * 3 + ["person_01"] * 3
+    again = build_index(gallery, embedder, out, progress=False, append_to=out)
+    assert (again.rows, again.embedded) == (6, 0)

@@ -24,10 +24,15 @@ from tests.serving import free_port, running_server, start_server_process, wait_
 
 def test_health_is_not_serving_until_warm_up_ends(onnx_model, index_dir):
     port = free_port()
-    server = start_server_process(onnx_model, index_dir, port, "--warmup-runs", "150")
+    server = start_server_process(onnx_model, index_dir, port, "--warmup-runs", "400")
     seen: list[int] = []
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        fast_reconnect = [
+            ("grpc.initial_reconnect_backoff_ms", 20),
+            ("grpc.min_reconnect_backoff_ms", 20),
+            ("grpc.max_reconnect_backoff_ms", 50),
+        ]
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=fast_reconnect) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:

@@ -125,8 +125,8 @@ def test_request_over_the_size_limit_is_resource_exhausted(server_target):
 
 
 def test_detect_index_reports_fallback_in_the_response(embedder, gallery_dir, tmp_path):
+    from lookalike.server.build import build_index
     from lookalike.server.imaging import NO_FACE_NOTE, Crop
-    from lookalike.server.index import build_index
     from tests.serving import in_process_server
 
     build_index(gallery_dir, embedder, tmp_path / "index", crop=Crop("detect"), progress=False)

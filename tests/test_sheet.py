@@ -12,8 +12,8 @@ from PIL import Image
 
 from lookalike.client import SearchClient
 from lookalike.client.sheet import render_sheet, sheet_size
+from lookalike.server.build import build_index
 from lookalike.server.imaging import Crop
-from lookalike.server.index import build_index
 from tests.serving import in_process_server
 
 

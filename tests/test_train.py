@@ -63,8 +63,9 @@ def test_training_checkpoints_every_epoch_and_resumes(trained):
 
 def test_checkpoint_exports_with_its_crop_and_normalisation(trained, tmp_path, faces):
     from lookalike.export.convert import ExportConfig, export_onnx
+    from lookalike.server.build import build_index
     from lookalike.server.embedder import Embedder
-    from lookalike.server.index import InvalidIndexError, build_index
+    from lookalike.server.index import InvalidIndexError
 
     report = export_onnx(ExportConfig(out=tmp_path / "tuned.onnx", checkpoint=trained))
     assert report.max_rel_diff < 1e-3

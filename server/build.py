@@ -1,0 +1,314 @@
+"""Building an index: staged, resumable, appendable, never half-written where a server looks.
+
+A build works in ``.<name>.building`` beside the destination. Every embedded
+batch is flushed to the staged matrix first and then recorded, one JSON line
+per gallery file, in ``journal.jsonl`` there; a killed build resumes
+(``resume=True``) from what the journal records. Only a finished build is
+renamed into place, and the old index stays whole until then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lookalike.server.embedder import Embedder, file_sha256
+from lookalike.server.gallery import GalleryImage, Split, content_id, list_gallery
+from lookalike.server.imaging import WHOLE_FRAME, Crop, ImageError, load
+from lookalike.server.index import (
+    FEATURES,
+    MANIFEST,
+    GalleryIndex,
+    InvalidIndexError,
+    Item,
+    Manifest,
+    check_crop,
+)
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "journal.jsonl"
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    path: Path
+    rows: int
+    embedded: int  # rows embedded by this run (not resumed, not appended from before)
+    duplicates: int
+    skipped: list[dict[str, str]]
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.embedded / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Journal:
+    """What a build has done so far, rebuilt from its journal after a kill."""
+
+    rows: list[Item] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
+    ids: dict[str, int] = field(default_factory=dict)  # content id -> row
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+    def add(self, record: dict) -> None:
+        self.done.add(record["path"])
+        if "error" in record:
+            self.skipped.append({"path": record["path"], "error": record["error"]})
+        elif record["id"] in self.ids:
+            row = self.ids[record["id"]]
+            item = self.rows[row]
+            self.rows[row] = Item(item.id, item.label, item.path, (*item.also, record["path"]))
+            self.duplicates += 1
+        else:
+            self.ids[record["id"]] = len(self.rows)
+            self.rows.append(Item(record["id"], record["label"], record["path"]))
+
+    @classmethod
+    def read(cls, path: Path) -> Journal:
+        journal = cls()
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break  # the line a kill cut short: its batch is redone
+                if "error" not in record:  # unreadable files get another try
+                    journal.add(record)
+        return journal
+
+
+def build_index(
+    gallery_root: Path,
+    embedder: Embedder,
+    out: Path,
+    crop: Crop | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    split: Split = "all",
+    resume: bool = False,
+    append_to: Path | None = None,
+    max_failure_share: float = 0.05,
+) -> BuildReport:
+    """Embed the gallery into a new index at ``out``, replacing any old one whole.
+
+    ``crop`` defaults to the model's own (for fine-tuned models) or the whole
+    frame. ``append_to``: start from that index's rows and embed only files whose
+    content it does not hold yet. Identical files are embedded once; the
+    manifest keeps every path.
+    """
+    started = time.perf_counter()
+    base = GalleryIndex.open(append_to) if append_to else None
+    if base:
+        base.check_model(embedder.info)
+        crop = crop or base.manifest.crop
+    crop = crop or embedder.info.crop or WHOLE_FRAME
+    check_crop(embedder.info, crop)
+    images = list_gallery(gallery_root, split)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.building"
+    if staging.exists() and not resume:
+        shutil.rmtree(staging)
+    resuming = staging.exists()
+    if resuming:
+        journal = Journal.read(staging / JOURNAL)
+        todo = [image for image in images if image.path not in journal.done]
+        matrix = _reserve(staging / FEATURES, len(journal.rows) + len(todo))
+        log.info("resuming: %d files already done, %d to go", len(journal.done), len(todo))
+    else:
+        staging.mkdir(mode=0o755)
+        journal = Journal()
+        capacity = len(images) + (len(base) if base else 0)
+        matrix = np.lib.format.open_memmap(
+            staging / FEATURES,
+            mode="w+",
+            dtype=np.float32,
+            shape=(capacity, embedder.info.embedding_size),
+        )
+        if base:
+            _copy_base(base, matrix, staging / JOURNAL, journal)
+        todo = [image for image in images if image.path not in journal.done]
+    before = len(journal.rows)
+    with (staging / JOURNAL).open("a") as record_file:
+        _embed(
+            gallery_root, todo, embedder, crop, batch_size, matrix, journal, record_file, progress
+        )
+    matrix.flush()
+    del matrix
+    failures = len(journal.skipped)
+    if not journal.rows:
+        shutil.rmtree(staging)
+        raise InvalidIndexError(f"none of the {len(images)} images under {gallery_root} decoded")
+    if images and failures / len(images) > max_failure_share:
+        raise InvalidIndexError(
+            f"{failures} of {len(images)} images could not be read, more than the "
+            f"{max_failure_share:.0%} allowed; first: {journal.skipped[0]}; the partial build "
+            f"is kept in {staging}: fix or remove those files, then --resume"
+        )
+    _finish(staging, out, journal, embedder, crop, gallery_root, split)
+    return BuildReport(
+        out,
+        len(journal.rows),
+        len(journal.rows) - before,
+        journal.duplicates,
+        journal.skipped,
+        time.perf_counter() - started,
+    )
+
+
+def _reserve(features: Path, rows: int) -> np.memmap:
+    """The staged matrix, grown when files were added to the gallery since the kill."""
+    matrix = np.load(features, mmap_mode="r+")
+    if matrix.shape[0] >= rows:
+        return matrix
+    grown = np.lib.format.open_memmap(
+        features.with_suffix(".grown.npy"),
+        mode="w+",
+        dtype=np.float32,
+        shape=(rows, matrix.shape[1]),
+    )
+    grown[: matrix.shape[0]] = matrix
+    grown.flush()
+    del matrix, grown
+    os.replace(features.with_suffix(".grown.npy"), features)
+    return np.load(features, mmap_mode="r+")
+
+
+def _copy_base(
+    base: GalleryIndex, matrix: np.ndarray, journal_file: Path, journal: Journal
+) -> None:
+    """An appended index starts as a copy of the old one's rows and journal."""
+    matrix[: len(base)] = base.features
+    matrix.flush()
+    with journal_file.open("a") as stream:
+        for item in base.manifest.items:
+            for path in (item.path, *item.also):
+                record = {"path": path, "id": item.id, "label": item.label}
+                journal.add(record)
+                stream.write(json.dumps(record) + "\n")
+
+
+def _read(root: Path, image: GalleryImage, crop: Crop, size: int) -> dict:
+    try:
+        data = (root / image.path).read_bytes()
+        return {
+            "path": image.path,
+            "label": image.label,
+            "id": content_id(data),
+            "pixels": load(data, crop, size).pixels,
+        }
+    except (OSError, ImageError) as error:
+        return {"path": image.path, "label": image.label, "error": str(error)}
+
+
+def _decoded(root: Path, images: list[GalleryImage], crop: Crop, size: int) -> Iterator[dict]:
+    """Decode on a thread pool, in gallery order, while the caller embeds."""
+    with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2)) as pool:
+        yield from pool.map(lambda image: _read(root, image, crop, size), images)
+
+
+def _embed(
+    root: Path,
+    images: list[GalleryImage],
+    embedder: Embedder,
+    crop: Crop,
+    batch_size: int,
+    matrix: np.ndarray,
+    journal: Journal,
+    record_file,  # noqa: ANN001
+    progress: bool,
+) -> None:
+    pending: list[dict] = []  # records of one batch, in order; at most one embedding per id
+    fresh: dict[str, int] = {}  # ids of this batch -> position among its embeddings
+
+    def flush() -> None:
+        batch = [r for r in pending if "pixels" in r]
+        if batch:
+            row = len(journal.rows)
+            matrix[row : row + len(batch)] = embedder.embed(np.stack([r["pixels"] for r in batch]))
+            matrix.flush()  # rows on disk before the journal says they are
+        for record in pending:
+            record.pop("pixels", None)
+            journal.add(record)
+            record_file.write(json.dumps(record) + "\n")
+        record_file.flush()
+        pending.clear()
+        fresh.clear()
+
+    with tqdm(total=len(images), unit="img", desc="indexing", disable=not progress) as bar:
+        for record in _decoded(root, images, crop, embedder.info.input_size):
+            if "error" in record:
+                log.warning("skipped %s: %s", record["path"], record["error"])
+            elif record["id"] in journal.ids or record["id"] in fresh:
+                record.pop("pixels")  # a duplicate: recorded, not embedded
+            else:
+                fresh[record["id"]] = len(fresh)
+            pending.append(record)
+            if len(fresh) == batch_size:
+                flush()
+            bar.update()
+        flush()
+
+
+def _finish(
+    staging: Path,
+    out: Path,
+    journal: Journal,
+    embedder: Embedder,
+    crop: Crop,
+    gallery_root: Path,
+    split: Split,
+) -> None:
+    rows = len(journal.rows)
+    full = np.load(staging / FEATURES, mmap_mode="r")
+    if full.shape[0] != rows:  # capacity reserved for skipped files and duplicates
+        trimmed = staging / "features.trimmed.npy"
+        np.save(trimmed, full[:rows])
+        del full
+        os.replace(trimmed, staging / FEATURES)
+    else:
+        del full
+    checksum = file_sha256(staging / FEATURES)
+    manifest = Manifest(
+        # when, and what: two builds in one second still differ
+        version=time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime()) + checksum[:8],
+        model_name=embedder.info.name,
+        model_fingerprint=embedder.info.fingerprint,
+        input_size=embedder.info.input_size,
+        embedding_size=embedder.info.embedding_size,
+        crop=crop,
+        gallery_root=str(gallery_root.resolve()),
+        split=split,
+        rows=rows,
+        features_sha256=checksum,
+        items=journal.rows,
+        skipped=journal.skipped,
+    )
+    (staging / MANIFEST).write_text(manifest.to_json())
+    (staging / JOURNAL).unlink()
+    _swap_into_place(staging, out)
+
+
+def _swap_into_place(staging: Path, out: Path) -> None:
+    """Put the finished index at ``out``; an old index there is removed only afterwards."""
+    if out.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, retired / out.name)
+        os.replace(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, out)
