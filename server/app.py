@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lookalike.server.auth import BearerTokenInterceptor, read_token
+from lookalike.server.batcher import MicroBatcher
 from lookalike.server.config import ServerConfig
 from lookalike.server.engine import SearchEngine
 from lookalike.server.index import InvalidIndexError
@@ -53,8 +54,14 @@ class Server:
             ],
             maximum_concurrent_rpcs=threads,
         )
+        self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
         self.service = SearchService(
-            engine, config.max_k, config.max_in_flight, config.thumbnail_size, self.telemetry
+            engine,
+            config.max_k,
+            config.max_in_flight,
+            config.thumbnail_size,
+            self.telemetry,
+            self.batcher,
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -81,7 +88,7 @@ class Server:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._grpc.start()
-        warmup = self.engine.warm_up(self.config.warmup_runs)
+        warmup = self.engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
         embedder = self.engine.embedder
         self.telemetry.gallery_size.set(len(self.engine.index))
         self.telemetry.provider.labels(embedder.provider).set(1)
@@ -108,6 +115,7 @@ class Server:
         """Refuse new calls and let those in flight finish within the grace period."""
         self.health.enter_graceful_shutdown()
         self._grpc.stop(self.config.grace_seconds).wait()
+        self.batcher.close()
         self.telemetry.close()
 
     def wait(self) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 Device = Literal["auto", "cpu", "cuda"]
-Algorithm = Literal["brute", "ball_tree", "kd_tree"]
+Algorithm = Literal["brute", "ball_tree", "kd_tree", "faiss"]
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
@@ -38,6 +38,8 @@ class ServerConfig:
     max_message_bytes: int = 8 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_in_flight: int = 16
+    batch_window_ms: float = 2.0
+    max_batch: int = 16
     thumbnail_size: int = 160
     grace_seconds: float = 10.0
     warmup_runs: int = 3
@@ -83,13 +85,19 @@ SETTINGS: dict[str, Setting] = {
     ),
     "knn_algorithm": Setting(
         str,
-        "scikit-learn algorithm; brute keeps the matrix mapped",
-        ("brute", "ball_tree", "kd_tree"),
+        "scikit-learn brute (keeps the matrix mapped), ball_tree, kd_tree; or faiss (exact)",
+        ("brute", "ball_tree", "kd_tree", "faiss"),
     ),
     "max_k": Setting(int, "largest k a Search may ask for"),
     "max_message_bytes": Setting(int, "largest request; larger get RESOURCE_EXHAUSTED"),
     "max_pixels": Setting(int, "largest image (width x height), checked before decoding"),
     "max_in_flight": Setting(int, "searches worked on at once; more get RESOURCE_EXHAUSTED"),
+    "batch_window_ms": Setting(
+        float,
+        "how long a search waits for others to share its "
+        "embedder run and k-NN call (0: only those already queued)",
+    ),
+    "max_batch": Setting(int, "most searches in one embedder run"),
     "thumbnail_size": Setting(int, "longest side of the thumbnails Search returns when asked"),
     "grace_seconds": Setting(float, "how long calls in flight may finish after SIGTERM"),
     "warmup_runs": Setting(int, "embedder runs before health turns SERVING"),

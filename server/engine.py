@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lookalike.server.batcher import DeadlinePassed, MicroBatcher
 from lookalike.server.config import DEFAULT_MAX_PIXELS, Algorithm, Device
 from lookalike.server.embedder import Embedder
 from lookalike.server.imaging import Prepared, load
@@ -67,39 +69,58 @@ class SearchEngine:
         manifest = self.index.manifest
         return load(data, manifest.crop, manifest.input_size, self.max_pixels)
 
-    def warm_up(self, runs: int) -> float:
+    def warm_up(self, runs: int, batch_sizes: tuple[int, ...] = (1,)) -> float:
         """First runs are slow (allocation, kernel choice); pay for them before SERVING."""
         started = time.perf_counter()
         size = self.embedder.info.input_size
-        for _ in range(runs):
-            features = self.embedder.embed(np.zeros((1, size, size, 3), np.float32))
-        if runs:
-            self.knn.search(features, 1)
+        for batch in batch_sizes:
+            for _ in range(runs):
+                features = self.embedder.embed(np.zeros((batch, size, size, 3), np.float32))
+            if runs:
+                self.knn.search(features, 1)
         return time.perf_counter() - started
 
     def search(
-        self, data: bytes, k: int, checkpoint: Callable[[], None] = lambda: None
+        self,
+        data: bytes,
+        k: int,
+        checkpoint: Callable[[], None] = lambda: None,
+        batcher: MicroBatcher | None = None,
+        deadline: float | None = None,
     ) -> SearchResult:
-        """``checkpoint`` runs before each stage; it raises to stop a call nobody waits for."""
+        """Decode, embed, search. ``checkpoint`` runs between stages and raises to stop a
+        call nobody waits for; with a ``batcher``, embedding and k-NN are shared with
+        concurrent calls, and ``deadline`` (time.monotonic()) bounds the wait for them.
+        """
         checkpoint()
         started = time.perf_counter()
         prepared = self.prepare(data)
         decoded = time.perf_counter()
         checkpoint()
-        features = self.embedder.embed(prepared.pixels[np.newaxis])
-        embedded = time.perf_counter()
-        checkpoint()
-        distances, rows = self.knn.search(features, k)
-        searched = time.perf_counter()
+        if batcher is None:
+            features = self.embedder.embed(prepared.pixels[np.newaxis])
+            embedded = time.perf_counter()
+            checkpoint()
+            distances, rows = self.knn.search(features, k)
+            distances, rows = distances[0], rows[0]
+            embed_ms, search_ms = (embedded - decoded) * 1e3, (time.perf_counter() - embedded) * 1e3
+        else:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            future = batcher.submit(self, prepared.pixels, k, deadline)
+            try:
+                answer = future.result(timeout=wait)
+            except (FutureTimeout, DeadlinePassed):
+                future.cancel()
+                checkpoint()  # the deadline passed: the checkpoint ends the call
+                raise
+            distances, rows = answer.distances, answer.rows
+            embed_ms, search_ms = answer.embed_ms, answer.search_ms
         items = self.index.manifest.items
-        hits = [
-            Hit(items[row], float(distance))
-            for row, distance in zip(rows[0], distances[0], strict=True)
-        ]
+        hits = [Hit(items[row], float(d)) for row, d in zip(rows, distances, strict=True)]
         return SearchResult(
             hits=hits,
             prepared=prepared,
             decode_ms=(decoded - started) * 1e3,
-            embed_ms=(embedded - decoded) * 1e3,
-            search_ms=(searched - embedded) * 1e3,
+            embed_ms=embed_ms,
+            search_ms=search_ms,
         )

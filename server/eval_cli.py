@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_crop_arguments(parser)
     add_split_argument(parser)
     parser.add_argument(
-        "--knn-algorithm", choices=["brute", "ball_tree", "kd_tree"], default="brute"
+        "--knn-algorithm", choices=["brute", "ball_tree", "kd_tree", "faiss"], default="brute"
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -1,4 +1,4 @@
-"""Exact k-nearest-neighbour search with scikit-learn over the mapped matrix."""
+"""Exact k-nearest-neighbour search over the mapped matrix: scikit-learn, or faiss."""
 
 from __future__ import annotations
 
@@ -13,23 +13,36 @@ class KnnSearcher:
 
     With ``algorithm="brute"`` scikit-learn keeps the memory map it is given,
     so the gallery lives in the page cache, shared, instead of in the heap;
-    tree algorithms copy the matrix into their own structure.
+    tree algorithms copy the matrix into their own structure. ``"faiss"`` runs
+    faiss' exact brute-force ``knn`` on the same mapping (the ``faiss`` extra).
+
+    scikit-learn's brute force recomputes the squared norms of every gallery
+    row on each call; they are computed once here and handed to it through
+    the ``Y_norm_squared`` argument of its Euclidean reduction.
     """
 
     def __init__(self, features: np.ndarray, algorithm: Algorithm = "brute") -> None:
         if features.dtype != np.float32:
             raise TypeError(f"the feature matrix must be float32, not {features.dtype}")
         self.algorithm = algorithm
-        self._nn = NearestNeighbors(algorithm=algorithm, metric="euclidean").fit(features)
         self.size = features.shape[0]
+        self._features = features
+        self._nn: NearestNeighbors | None = None
+        if algorithm == "faiss":
+            import faiss  # noqa: F401 (fail at start, not at the first query)
+        else:
+            self._nn = NearestNeighbors(algorithm=algorithm, metric="euclidean").fit(features)
+            self._norms = row_norms_squared(features) if algorithm == "brute" else None
 
     @property
     def backend(self) -> str:
-        return f"sklearn-{self.algorithm}"
+        return "faiss-flat" if self.algorithm == "faiss" else f"sklearn-{self.algorithm}"
 
     @property
     def matrix(self) -> np.ndarray:
-        """The matrix scikit-learn searches: for brute force, the caller's memmap itself."""
+        """The matrix searched: for brute force and faiss, the caller's memmap itself."""
+        if self._nn is None:
+            return self._features
         tree = getattr(self._nn, "_tree", None)
         return self._nn._fit_X if tree is None else np.asarray(tree.data)
 
@@ -37,5 +50,22 @@ class KnnSearcher:
         """Distances and row indices of the k nearest rows, nearest first, per query."""
         k = min(k, self.size)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self._nn is None:
+            import faiss
+
+            squared, indices = faiss.knn(queries, self._features, k)
+            return np.sqrt(np.maximum(squared, 0)), indices.astype(np.int64)
+        if self._norms is not None:
+            # scikit-learn pops this from the dict it is given, so give it afresh
+            self._nn.effective_metric_params_ = {"Y_norm_squared": self._norms}
         distances, indices = self._nn.kneighbors(queries, n_neighbors=k)
         return distances.astype(np.float32, copy=False), indices
+
+
+def row_norms_squared(features: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """Squared row norms in float64, read block by block so the mapping is not copied."""
+    norms = np.empty(features.shape[0], dtype=np.float64)
+    for start in range(0, features.shape[0], block):
+        rows = np.asarray(features[start : start + block], dtype=np.float64)
+        norms[start : start + block] = np.einsum("ij,ij->i", rows, rows)
+    return norms

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 
+from lookalike.server.batcher import MicroBatcher
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import ImageError
 from lookalike.server.index import GalleryIndex, InvalidIndexError
@@ -39,12 +40,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         max_in_flight: int = 16,
         thumbnail_size: int = 160,
         telemetry: Telemetry | None = None,
+        batcher: MicroBatcher | None = None,
     ) -> None:
         self.engine = engine
         self.max_k = max_k
         self.max_in_flight = max_in_flight
         self.thumbnail_size = thumbnail_size
         self.telemetry = telemetry or Telemetry()
+        self.batcher = batcher
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._reloading = threading.Lock()
 
@@ -101,7 +104,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         engine = self.engine  # this call's engine, even if the index is swapped meanwhile
         self.telemetry.in_flight.inc()
         try:
-            result = engine.search(request.image, request.k, deadline_guard(context))
+            remaining = context.time_remaining()
+            result = engine.search(
+                request.image,
+                request.k,
+                deadline_guard(context),
+                self.batcher,
+                None if remaining is None else time.monotonic() + remaining,
+            )
         except ImageError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
         finally:
@@ -113,7 +123,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             ("knn", result.search_ms),
         ):
             self.telemetry.stages.labels(stage).observe(ms / 1e3)
-        self.telemetry.batch_size.observe(1)
         manifest = engine.index.manifest
         matches = [
             search_pb2.Match(

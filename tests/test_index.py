@@ -176,3 +176,30 @@ def test_append_embeds_only_new_files(tmp_path, gallery_dir, embedder):
     assert [i.label for i in after.manifest.items] == ["person_00"] * 3 + ["person_01"] * 3
     again = build_index(gallery, embedder, out, progress=False, append_to=out)
     assert (again.rows, again.embedded) == (6, 0)
+
+
+@pytest.mark.parametrize("algorithm", ["ball_tree", "faiss"])
+def test_every_backend_returns_the_brute_force_neighbours(index_dir, algorithm):
+    index = GalleryIndex.open(index_dir)
+    queries = np.asarray(index.features[[0, 5, 11]]) + 0.01
+    brute = KnnSearcher(index.features, "brute")
+    other = KnnSearcher(index.features, algorithm)
+    for k in (1, 7, 18):
+        expected, got = brute.search(queries, k), other.search(queries, k)
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-4, atol=1e-3)
+    if algorithm == "faiss":
+        assert np.shares_memory(other.matrix, index.features)
+
+
+def test_precomputed_norms_give_scikit_learns_own_answer(index_dir):
+    from sklearn.neighbors import NearestNeighbors
+
+    index = GalleryIndex.open(index_dir)
+    queries = np.asarray(index.features[2:6]) * 1.01
+    plain = NearestNeighbors(algorithm="brute").fit(index.features).kneighbors(queries, 9)
+    searcher = KnnSearcher(index.features, "brute")
+    for _ in range(2):  # the norms must survive the first call
+        distances, rows = searcher.search(queries, 9)
+        np.testing.assert_array_equal(rows, plain[1])
+        np.testing.assert_allclose(distances, plain[0], rtol=1e-5)

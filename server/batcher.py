@@ -1,0 +1,127 @@
+"""Micro-batching: concurrent searches share one embedder run and one k-NN call.
+
+A ResNet101 forward pass costs far less per image in a batch than alone, and
+one k-NN call over a batch reads the gallery once instead of once per query.
+Calls wait at most ``window`` for company; a call whose deadline passes while
+it waits is dropped before any work is spent on it.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import defaultdict
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lookalike.server.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from lookalike.server.engine import SearchEngine
+
+
+class DeadlinePassed(Exception):
+    """The caller's deadline passed before its batch ran."""
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    distances: np.ndarray
+    rows: np.ndarray
+    embed_ms: float
+    search_ms: float
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class _Job:
+    engine: SearchEngine
+    pixels: np.ndarray
+    k: int
+    deadline: float | None  # time.monotonic() by which the caller stops waiting
+    future: Future
+
+
+class MicroBatcher:
+    def __init__(
+        self, window_seconds: float, max_batch: int, telemetry: Telemetry | None = None
+    ) -> None:
+        self.window = window_seconds
+        self.max_batch = max_batch
+        self.telemetry = telemetry
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+        self._thread.start()
+
+    def submit(
+        self, engine: SearchEngine, pixels: np.ndarray, k: int, deadline: float | None = None
+    ) -> Future:
+        """A future of this image's BatchAnswer."""
+        future: Future = Future()
+        self._queue.put(_Job(engine, pixels, k, deadline, future))
+        return future
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
+        jobs, until = [first], time.monotonic() + self.window
+        while len(jobs) < self.max_batch:
+            try:
+                job = self._queue.get(timeout=max(0.0, until - time.monotonic()))
+            except queue.Empty:
+                break
+            if job is None:
+                return jobs, True
+            jobs.append(job)
+        return jobs, False
+
+    def _run(self) -> None:
+        while (first := self._queue.get()) is not None:
+            jobs, closing = self._gather(first)
+            self._process(jobs)
+            if closing:
+                return
+
+    def _process(self, jobs: list[_Job]) -> None:
+        now = time.monotonic()
+        by_engine: dict[int, list[_Job]] = defaultdict(list)
+        for job in jobs:
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            if job.deadline is not None and job.deadline <= now:
+                job.future.set_exception(DeadlinePassed())
+            else:
+                by_engine[id(job.engine)].append(job)
+        for group in by_engine.values():  # one group unless an index swap happened mid-batch
+            try:
+                self._answer(group)
+            except Exception as error:  # every waiting caller must hear of it
+                for job in group:
+                    job.future.set_exception(error)
+
+    def _answer(self, group: list[_Job]) -> None:
+        engine = group[0].engine
+        started = time.perf_counter()
+        features = engine.embedder.embed(np.stack([job.pixels for job in group]))
+        embedded = time.perf_counter()
+        distances, rows = engine.knn.search(features, max(job.k for job in group))
+        searched = time.perf_counter()
+        if self.telemetry:
+            self.telemetry.batch_size.observe(len(group))
+        for n, job in enumerate(group):
+            k = min(job.k, rows.shape[1])
+            job.future.set_result(
+                BatchAnswer(
+                    distances[n, :k],
+                    rows[n, :k],
+                    (embedded - started) * 1e3,
+                    (searched - embedded) * 1e3,
+                    len(group),
+                )
+            )
