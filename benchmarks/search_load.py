@@ -80,6 +80,19 @@ def load(target: str, images: list[bytes], concurrency: int, seconds: float) -> 
     }
 
 
+def wait_until_up(target: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    with SearchClient(target, timeout=2, retries=0) as client:
+        while True:
+            try:
+                client.info()
+                return
+            except LookalikeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", type=Path, required=True)
@@ -116,8 +129,7 @@ def main() -> None:
     )
     target = f"127.0.0.1:{port}"
     try:
-        with SearchClient(target, timeout=120) as client:
-            client.info()
+        wait_until_up(target)
         print(f"{'conc':>4} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'vs raw':>6}")
         for concurrency in args.concurrency:
             result = load(target, images, concurrency, args.seconds)
