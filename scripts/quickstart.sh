@@ -42,13 +42,13 @@ port=${LOOKALIKE_PORT:-50051}
 lookalike serve --model "$work/model.onnx" --index "$work/index" --port "$port" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server' EXIT
-for _ in $(seq 60); do
-  lookalike info --server "localhost:$port" >/dev/null 2>&1 && break
+query=$(find -L "$gallery" -type f | sort | head -n 1)
+for _ in $(seq 120); do  # until warm-up is over and Search answers
+  lookalike search "$query" --server "localhost:$port" -k 1 --log-level ERROR >/dev/null 2>&1 && break
   sleep 1
 done
 lookalike info --server "localhost:$port"
 
-query=$(find -L "$gallery" -type f | sort | head -n 1)
 echo
 echo "Searching for $query:"
 lookalike search "$query" --server "localhost:$port" -k 10

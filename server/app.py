@@ -96,6 +96,7 @@ class Server:
         if self.config.metrics_port is not None:
             self.metrics_port = self.telemetry.serve_http(self.config.metrics_port)
             log.info("Prometheus metrics on port %d at /metrics", self.metrics_port)
+        self.service.ready.set()
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(

@@ -50,6 +50,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.batcher = batcher
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._reloading = threading.Lock()
+        # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
+        self.ready = threading.Event()
 
     def swap_index(self, path: Path | None = None) -> tuple[GalleryIndex, GalleryIndex]:
         """Open, check and warm a new index, then switch to it; returns (old, new).
@@ -91,6 +93,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchResponse:
         started = time.perf_counter()
+        if not self.ready.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
         if not 1 <= request.k <= self.max_k:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,

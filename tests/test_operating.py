@@ -22,10 +22,13 @@ from tests.imagegen import noise_image
 from tests.serving import free_port, running_server, start_server_process, wait_until_serving
 
 
-def test_health_is_not_serving_until_warm_up_ends(onnx_model, index_dir):
+def test_health_is_not_serving_and_search_unavailable_until_warm_up_ends(
+    onnx_model, index_dir, gallery_dir
+):
     port = free_port()
-    server = start_server_process(onnx_model, index_dir, port, "--warmup-runs", "400")
+    server = start_server_process(onnx_model, index_dir, port, "--warmup-runs", "60")
     seen: list[int] = []
+    early: list[LookalikeError | None] = []
     try:
         fast_reconnect = [
             ("grpc.initial_reconnect_backoff_ms", 20),
@@ -43,6 +46,8 @@ def test_health_is_not_serving_until_warm_up_ends(onnx_model, index_dir):
                     continue
                 if not seen or seen[-1] != status:
                     seen.append(status)
+                if status == health_pb2.HealthCheckResponse.NOT_SERVING and not early:
+                    early.append(try_search(f"127.0.0.1:{port}", gallery_dir))
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     break
                 time.sleep(0.02)
@@ -55,8 +60,20 @@ def test_health_is_not_serving_until_warm_up_ends(onnx_model, index_dir):
         health_pb2.HealthCheckResponse.NOT_SERVING,
         health_pb2.HealthCheckResponse.SERVING,
     ]
+    assert early[0] is not None and early[0].code == grpc.StatusCode.UNAVAILABLE
+    assert "warming up" in early[0].message
     assert info.warmup_seconds > 0
     assert info.startup_seconds >= info.warmup_seconds
+
+
+def try_search(target: str, gallery_dir) -> LookalikeError | None:
+    query = (gallery_dir / "person_00" / "person_00_0001.jpg").read_bytes()
+    with SearchClient(target, retries=0) as client:
+        try:
+            client.search(query, k=1)
+        except LookalikeError as error:
+            return error
+    return None
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
