@@ -8,7 +8,7 @@ can never go stale unnoticed.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 from grpc_tools import protoc
@@ -33,4 +33,12 @@ def generate(out_dir: Path = PROTO_ROOT) -> None:
 
 
 if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else PROTO_ROOT)
+    parser = argparse.ArgumentParser(description="Generate the lookalike protocol stubs.")
+    parser.add_argument(
+        "out_dir",
+        nargs="?",
+        type=Path,
+        default=PROTO_ROOT,
+        help="where to write them (default: beside the .proto files)",
+    )
+    generate(parser.parse_args().out_dir)

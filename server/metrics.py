@@ -15,24 +15,40 @@ from sklearn.model_selection import KFold
 
 def same_label_matrix(query_labels: np.ndarray, ranked_labels: np.ndarray) -> np.ndarray:
     """(queries, ranked) booleans: is the ranked item the query's person?"""
-    return ranked_labels == np.asarray(query_labels)[:, np.newaxis]
+    return np.asarray(ranked_labels) == np.asarray(query_labels)[:, np.newaxis]
 
 
 def hit_at_k(same: np.ndarray, k: int) -> float:
     """Share of queries with at least one image of the same person among the first k."""
-    return float(same[:, :k].any(axis=1).mean())
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    return float(np.asarray(same)[:, :k].any(axis=1).mean())
 
 
-def average_precisions(same: np.ndarray, n_relevant: np.ndarray) -> np.ndarray:
-    """AP of each query over its whole ranking: mean precision at each relevant rank.
+def average_precision(same_row: np.ndarray, n_relevant: int) -> float:
+    """AP of one query over its whole ranking; see `mean_average_precision`."""
+    return mean_average_precision(np.asarray(same_row)[np.newaxis, :], np.array([n_relevant]))
 
-    ``n_relevant`` counts the query's same-person gallery images (itself
-    excluded), so relevant images missing from a truncated ranking count as 0.
+
+def mean_average_precision(same: np.ndarray, n_relevant: np.ndarray) -> float:
+    """Mean over queries of the precision at each relevant rank, summed, over ``n_relevant``.
+
+    ``n_relevant`` counts each query's same-person gallery images (itself
+    excluded), not the ones ranked: a relevant image cut off by a truncated
+    ranking scores 0 instead of silently raising AP. A query with nothing
+    relevant has no AP, and more hits than relevant images means the counts
+    are wrong (often: the query itself was ranked), so both are refused.
     """
+    same = np.asarray(same, dtype=bool)
+    n_relevant = np.asarray(n_relevant)
+    if np.any(n_relevant < 1):
+        raise ValueError("every query needs at least one relevant gallery image for AP")
+    if np.any(same.sum(axis=1) > n_relevant):
+        raise ValueError("a ranking has more same-person items than its n_relevant")
     hits = np.cumsum(same, axis=1)
     ranks = np.arange(1, same.shape[1] + 1)
     precision_at_hits = np.where(same, hits / ranks, 0.0)
-    return precision_at_hits.sum(axis=1) / np.maximum(n_relevant, 1)
+    return float((precision_at_hits.sum(axis=1) / n_relevant).mean())
 
 
 @dataclass(frozen=True)
@@ -48,12 +64,14 @@ class RetrievalMetrics:
 def retrieval_metrics(
     same: np.ndarray, n_relevant: np.ndarray, max_k: int = 20
 ) -> RetrievalMetrics:
+    """The retrieval figures of one evaluation; the curve stops early on shorter rankings."""
+    same = np.asarray(same, dtype=bool)
     curve = np.cumsum(same[:, :max_k], axis=1) > 0
     return RetrievalMetrics(
         hit_at_1=hit_at_k(same, 1),
         hit_at_5=hit_at_k(same, 5),
         hit_at_20=hit_at_k(same, 20),
-        map=float(average_precisions(same, n_relevant).mean()),
+        map=mean_average_precision(same, n_relevant),
         mean_same_in_top20=float(same[:, :20].sum(axis=1).mean()),
         hit_curve=[float(v) for v in curve.mean(axis=0)],
     )
@@ -61,9 +79,9 @@ def retrieval_metrics(
 
 @dataclass(frozen=True)
 class VerificationMetrics:
-    accuracy: float
+    accuracy: float  # mean over the held-out folds
     accuracy_std: float
-    thresholds: list[float]
+    thresholds: list[float]  # one per fold, chosen on the other folds
     roc_auc: float
     fpr: list[float]
     tpr: list[float]
@@ -73,13 +91,23 @@ class VerificationMetrics:
 
 
 def best_threshold(distances: np.ndarray, is_same: np.ndarray) -> float:
-    """The distance threshold (same when distance <= it) with the highest accuracy."""
-    values = np.unique(distances)
+    """The distance threshold (same when distance <= it) with the highest accuracy.
+
+    Candidates are the midpoints between sorted distinct distances, plus one
+    below the smallest and one above the largest so that "all different" and
+    "all same" can win; ties go to the smallest threshold. Sorting once and
+    counting with cumulative sums keeps this O(n log n) on big pair sets.
+    """
+    order = np.argsort(distances, kind="stable")
+    ordered, same = distances[order], is_same[order]
+    values = np.unique(ordered)
     candidates = np.concatenate(
         [[values[0] - 1.0], (values[:-1] + values[1:]) / 2, [values[-1] + 1.0]]
     )
-    accuracies = [np.mean((distances <= t) == is_same) for t in candidates]
-    return float(candidates[int(np.argmax(accuracies))])
+    called_same = np.searchsorted(ordered, candidates, side="right")
+    same_called_same = np.concatenate([[0], np.cumsum(same)])[called_same]
+    different_called_different = (len(same) - same.sum()) - (called_same - same_called_same)
+    return float(candidates[int(np.argmax(same_called_same + different_called_different))])
 
 
 def verification_metrics(
@@ -87,8 +115,11 @@ def verification_metrics(
 ) -> VerificationMetrics:
     """Accuracy as in the LFW protocol: each fold's threshold is chosen on the other folds.
 
-    View 1 has no fixed folds, so pairs are shuffled into folds once
-    (KFold, random_state=0), mixing matched and mismatched pairs in each.
+    LFW View 2 has fixed folds, but View 1 (pairsDevTrain) has none and lists
+    all matched pairs before all mismatched ones, so contiguous folds would be
+    one-class. Pairs are shuffled into folds once instead (KFold, shuffle=True,
+    random_state=0), which mixes both kinds in each fold and is reproducible.
+    AUC ranks pairs by -distance: nearer means more likely the same person.
     """
     distances = np.asarray(distances, dtype=np.float64)
     is_same = np.asarray(is_same, dtype=bool)
@@ -105,7 +136,7 @@ def verification_metrics(
         roc_auc=float(roc_auc_score(is_same, -distances)),
         fpr=fpr.tolist(),
         tpr=tpr.tolist(),
-        pairs=int(len(distances)),
+        pairs=len(distances),
         matched=int(is_same.sum()),
         chance_accuracy=float(max(is_same.mean(), 1 - is_same.mean())),
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 class PairsFormatError(ValueError):
-    """A pairs file line that does not parse; the message names the file and line."""
+    """A pairs file that does not parse; the message names the file and line."""
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class Pair:
     left: tuple[str, int]
     right: tuple[str, int]
     same: bool
-    line: int
+    line: int  # 1-based, so errors found later (a missing image) can point at it
 
 
 def pair_image_path(name: str, index: int) -> str:
@@ -24,34 +24,45 @@ def pair_image_path(name: str, index: int) -> str:
 
 
 def read_pairs(path: Path) -> list[Pair]:
-    """Parse a pairs file; the header is a pair count (View 1) or ``folds count`` (View 2)."""
-    lines = path.read_text().splitlines()
+    """Parse a pairs file, checking it holds as many pairs of each kind as its header says.
+
+    The header is ``N`` (View 1: N matched then N mismatched pairs) or
+    ``folds N`` (View 2: folds * N of each). Fields may be separated by any
+    whitespace, and blank lines are ignored.
+    """
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines()
     if not lines:
         raise PairsFormatError(f"{path}: line 1: the file is empty, expected a count line")
-    header = lines[0].split()
-    try:
-        counts = [int(field) for field in header]
-    except ValueError:
-        raise PairsFormatError(f"{path}: line 1: expected a pair count, got {lines[0]!r}") from None
-    if len(counts) == 1:
-        expected = 2 * counts[0]
-    elif len(counts) == 2:
-        expected = 2 * counts[0] * counts[1]
-    else:
-        raise PairsFormatError(f"{path}: line 1: expected one or two counts, got {lines[0]!r}")
+    per_kind = _header(lines[0], path)
     pairs = [
-        parse_pair(fields, number, path)
+        _pair(fields, number, path)
         for number, line in enumerate(lines[1:], start=2)
         if (fields := line.split())
     ]
-    if len(pairs) != expected:
+    matched = sum(pair.same for pair in pairs)
+    if (matched, len(pairs) - matched) != (per_kind, per_kind):
         raise PairsFormatError(
-            f"{path}: line 1: the header promises {expected} pairs, the file has {len(pairs)}"
+            f"{path}: line 1: the header promises {2 * per_kind} pairs, the file has {len(pairs)}"
+            f" ({matched} matched and {len(pairs) - matched} mismatched; expected {per_kind} each)"
         )
     return pairs
 
 
-def parse_pair(fields: list[str], number: int, path: Path) -> Pair:
+def _header(line: str, path: Path) -> int:
+    """How many pairs of each kind the header promises."""
+    try:
+        counts = [int(field) for field in line.split()]
+    except ValueError:
+        raise PairsFormatError(f"{path}: line 1: expected a pair count, got {line!r}") from None
+    if not 1 <= len(counts) <= 2 or min(counts) < 1:
+        raise PairsFormatError(
+            f"{path}: line 1: expected 'N' or 'folds N' with positive integers, got {line!r}"
+        )
+    return counts[0] if len(counts) == 1 else counts[0] * counts[1]
+
+
+def _pair(fields: list[str], number: int, path: Path) -> Pair:
     def index(text: str) -> int:
         try:
             value = int(text)
