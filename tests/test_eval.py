@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from lookalike.server.gallery import list_gallery, person_split
@@ -90,10 +91,21 @@ def test_eval_builds_its_own_index_with_the_split(onnx_model, gallery_dir):
     assert report["split"] == "train" and report["crop"]["mode"] == "center"
 
 
-def test_pairs_image_missing_from_gallery_names_the_line(
-    onnx_model, gallery_dir, index_dir, tmp_path
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            ["person_01 1 2", "person_01 1 person_02 9"],
+            "line 3: image person_02/person_02_0009.jpg is not in the gallery",
+        ),
+        (["person_01 1 2", "person_01 x"], "line 3: expected 'Name i j'"),
+    ],
+    ids=["missing-image", "malformed-line"],
+)
+def test_bad_pairs_file_names_the_line(
+    onnx_model, gallery_dir, index_dir, tmp_path, lines, message
 ):
-    pairs = write_pairs(tmp_path / "pairs.txt", ["person_01 1 2", "person_01 1 person_02 9"], 1)
+    pairs = write_pairs(tmp_path / "pairs.txt", lines, 1)
     result = subprocess.run(
         [
             *EVAL,
@@ -112,30 +124,7 @@ def test_pairs_image_missing_from_gallery_names_the_line(
         timeout=300,
     )
     assert result.returncode == 2
-    assert "line 3: image person_02/person_02_0009.jpg is not in the gallery" in result.stderr
-
-
-def test_malformed_pairs_file_names_the_line(onnx_model, gallery_dir, index_dir, tmp_path):
-    pairs = write_pairs(tmp_path / "pairs.txt", ["person_01 1 2", "person_01 x"], 1)
-    result = subprocess.run(
-        [
-            *EVAL,
-            str(gallery_dir),
-            "--model",
-            str(onnx_model),
-            "--index",
-            str(index_dir),
-            "--pairs",
-            str(pairs),
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert "line 3: expected 'Name i j'" in result.stderr
+    assert message in result.stderr
 
 
 def test_split_is_by_person_and_stable():
