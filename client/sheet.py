@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
@@ -17,6 +18,7 @@ CELL = 160
 CAPTION = 40
 PAD = 10
 TITLE = 56
+NOTE_MARGIN = 6
 BACKGROUND = (250, 250, 250)
 INK = (25, 25, 25)
 MUTED = (110, 110, 110)
@@ -49,8 +51,35 @@ def sheet_size(k: int, columns: int = 7) -> tuple[int, int]:
     return SheetLayout(min(columns, k + 1), k + 1).size
 
 
+@cache
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
+
+
+def _shorten(
+    draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, width: int = CELL
+) -> str:
+    """The text, cut with an ellipsis where it would run into the next cell."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def _wrap(
+    draw: ImageDraw.ImageDraw, text: str, font: ImageFont.FreeTypeFont, max_lines: int
+) -> str:
+    """Words in lines as wide as a cell, so a long note stays inside its own."""
+    width = CELL - 2 * NOTE_MARGIN
+    lines: list[str] = []
+    for word in text.split():
+        if lines and draw.textlength(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    kept = lines[: max_lines - 1] + [" ".join(lines[max_lines - 1 :])]
+    return "\n".join(_shorten(draw, line, font, width) for line in kept if line)
 
 
 def _fit(image: Image.Image) -> tuple[Image.Image, float, tuple[int, int]]:
@@ -61,10 +90,9 @@ def _fit(image: Image.Image) -> tuple[Image.Image, float, tuple[int, int]]:
 
 
 def _caption(draw: ImageDraw.ImageDraw, x: int, y: int, lines: list[tuple[str, tuple]]) -> None:
+    font = _font(13)
     for n, (text, colour) in enumerate(lines):
-        while text and draw.textlength(text, font=_font(13)) > CELL:
-            text = text[:-2] + "…"
-        draw.text((x, y + CELL + 3 + 17 * n), text, fill=colour, font=_font(13))
+        draw.text((x, y + CELL + 3 + 17 * n), _shorten(draw, text, font), fill=colour, font=font)
 
 
 def _draw_query(
@@ -101,12 +129,13 @@ def _draw_match(sheet: Image.Image, match: Match, label: str | None, at: tuple[i
         sheet.paste(fitted, (x + dx, y + dy))
     else:
         draw.rectangle([x, y, x + CELL - 1, y + CELL - 1], fill=(220, 220, 220))
-        draw.text(
+        draw.multiline_text(
             (x + CELL // 2, y + CELL // 2),
-            match.note or "no thumbnail",
+            _wrap(draw, match.note or "no thumbnail", _font(12), max_lines=6),
             fill=MUTED,
             font=_font(12),
             anchor="mm",
+            align="center",
         )
     same = label is not None and match.label == label
     if same:

@@ -10,8 +10,8 @@ import sys
 import pytest
 from PIL import Image
 
-from lookalike.client import SearchClient
-from lookalike.client.sheet import render_sheet, sheet_size
+from lookalike.client import Match, SearchClient, SearchResult, Timings
+from lookalike.client.sheet import BACKGROUND, CELL, SheetLayout, render_sheet, sheet_size
 from lookalike.server.build import build_index
 from lookalike.server.imaging import Crop
 from tests.serving import in_process_server
@@ -93,3 +93,21 @@ def test_cli_writes_the_sheet(server_target, gallery_dir, tmp_path):
     with Image.open(out) as sheet:
         assert sheet.format == "PNG" and sheet.size == sheet_size(5)
     assert '"thumbnail": ' in result.stdout  # JSON stays JSON: thumbnails become sizes
+
+
+def test_a_long_note_stays_inside_its_cell():
+    query = io.BytesIO()
+    Image.new("RGB", (96, 96), (90, 120, 160)).save(query, format="PNG")
+    note = "gallery file unreadable: the image data is truncated or corrupt: " * 3
+    result = SearchResult(
+        matches=[
+            Match(rank, f"id{rank}", "someone", f"p{rank}.jpg", 1.0, None, note) for rank in (1, 2)
+        ],
+        model_fingerprint="f",
+        index_version="v",
+        timings=Timings(0, 0, 0, 0),
+    )
+    sheet = render_sheet(query.getvalue(), result)
+    (left, top), (right, _) = SheetLayout(3, 3).origin(1), SheetLayout(3, 3).origin(2)
+    gap = sheet.crop((left + CELL, top, right, top + CELL))
+    assert gap.getcolors() == [(gap.width * gap.height, BACKGROUND)]
