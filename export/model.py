@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
+import keras
 
 EMBEDDING_SIZE = 2048
 # keras.applications.resnet.preprocess_input ("caffe" mode): BGR order, ImageNet means.

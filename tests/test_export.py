@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -30,6 +32,9 @@ def test_metadata_describes_the_model(session):
     assert meta["lookalike.weights"] == "none"
     assert meta["lookalike.input_format"] == "NHWC float32 RGB 0-255"
     assert "preprocess_input" in meta["lookalike.preprocessing"]
+    assert meta["lookalike.exported_by"].startswith("lookalike ")
+    assert " tf2onnx " in meta["lookalike.exported_by"]
+    assert meta["lookalike.exported_by"].endswith(" opset 17")
 
 
 def test_a_batch_gives_the_same_rows_as_single_images(session):
@@ -42,24 +47,70 @@ def test_a_batch_gives_the_same_rows_as_single_images(session):
     assert not np.allclose(together[0], together[1])
 
 
-def test_in_graph_preprocessing_is_keras_resnet_preprocess_input():
+@pytest.fixture(scope="module")
+def keras_model():
+    """The Keras model the session fixture exported: same size, random weights, seed 0."""
+    from lookalike.export.model import build_embedder
+
+    return build_embedder(TEST_IMAGE_SIZE, "none", seed=0)
+
+
+@pytest.fixture
+def random_pixels():
+    rng = np.random.default_rng(5)
+    return rng.uniform(0, 255, (2, TEST_IMAGE_SIZE, TEST_IMAGE_SIZE, 3)).astype(np.float32)
+
+
+def test_onnx_gives_what_keras_gives(session, keras_model, random_pixels):
+    if session.get_modelmeta().custom_metadata_map["lookalike.weights"] != "none":
+        pytest.skip("LOOKALIKE_TEST_MODEL is not a random-weight export")
+    expected = np.asarray(keras_model(random_pixels, training=False))
+    (actual,) = session.run(["embedding"], {"pixels": random_pixels})
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_in_graph_preprocessing_is_keras_resnet_preprocess_input(keras_model, random_pixels):
     import keras
 
-    from lookalike.export.model import ResNetPreprocess
-
-    rng = np.random.default_rng(0)
-    rgb = rng.uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
-    expected = keras.applications.resnet.preprocess_input(rgb.copy())
+    expected = keras.applications.resnet.preprocess_input(random_pixels.copy())
+    in_graph = keras.ops.convert_to_numpy(keras_model.get_layer("preprocess")(random_pixels))
+    np.testing.assert_allclose(in_graph, expected, atol=1e-4)
+    # ...and it is what the backbone is fed: nothing before it, nothing between.
+    backbone = keras_model.get_layer("resnet101")
+    embedding = np.asarray(keras_model(random_pixels, training=False))
     np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(ResNetPreprocess()(rgb)), expected, atol=1e-4
+        embedding, backbone(expected, training=False), atol=1e-6 * np.abs(embedding).max()
     )
 
 
+@pytest.fixture
+def empty_keras_cache(monkeypatch, tmp_path):
+    """Weights a developer once downloaded must not let the download tests pass by."""
+    from keras.src.backend import config
+
+    monkeypatch.setattr(config, "_KERAS_DIR", str(tmp_path / "keras"))
+
+
+@pytest.mark.usefixtures("empty_keras_cache")
 def test_imagenet_without_network_names_the_weights_option():
+    """This workplace has no network: the download fails at once (name resolution)."""
     from lookalike.export.model import ExportError, build_embedder
 
     with pytest.raises(ExportError, match="--weights none"):
         build_embedder(32, "imagenet")
+
+
+@pytest.mark.usefixtures("empty_keras_cache")
+def test_cli_export_without_the_imagenet_weights_exits_2_and_writes_nothing(tmp_path, capsys):
+    from lookalike.export.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["export", "--image-size", "32", "--out", str(tmp_path / "m.onnx")])
+    assert args.weights == "imagenet"
+    assert args.func(args) == 2
+    assert "error: cannot download" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_local_weights_file_is_loaded(tmp_path):
