@@ -72,7 +72,10 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
 
     reload = subparsers.add_parser("reload", help="make the server switch to a rebuilt index")
     reload.add_argument(
-        "--index", default="", help="index folder on the server (default: the one it serves)"
+        "--index",
+        default="",
+        help="index folder on the server, or collection for a server on Milvus "
+        "(default: the one it serves)",
     )
     add_connection_arguments(reload)
     reload.set_defaults(func=run_reload, extra="client")

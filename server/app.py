@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lookalike.server.auth import BearerTokenInterceptor, read_token
+from lookalike.server.backend import BackendUnavailable
 from lookalike.server.batcher import MicroBatcher
 from lookalike.server.config import ServerConfig
 from lookalike.server.engine import SearchEngine
@@ -90,7 +91,7 @@ class Server:
         self._grpc.start()
         warmup = self.engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
         embedder = self.engine.embedder
-        self.telemetry.gallery_size.set(len(self.engine.index))
+        self.telemetry.gallery_size.set(len(self.engine.gallery))
         self.telemetry.provider.labels(embedder.provider).set(1)
         self.telemetry.record_start(time.perf_counter() - self.began, warmup)
         if self.config.metrics_port is not None:
@@ -100,14 +101,15 @@ class Server:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on port %d: model %s on %s, %d gallery images (index %s); "
+            "serving %s on port %d: model %s on %s, %d gallery images (index %s, %s); "
             "started in %.2f s, warm-up %.2f s",
             SERVICE_NAME,
             self.port,
             embedder.info.fingerprint,
             embedder.provider,
-            len(self.engine.index),
-            self.engine.index.manifest.version,
+            len(self.engine.gallery),
+            self.engine.gallery.info.version,
+            self.engine.gallery.name,
             self.telemetry.startup_seconds,
             warmup,
         )
@@ -127,16 +129,14 @@ def reload_index(server: Server) -> None:
     """SIGHUP: switch to the index now in the served folder, or keep the old one."""
     try:
         server.service.swap_index()
-    except InvalidIndexError as error:
+    except (InvalidIndexError, BackendUnavailable) as error:
         log.error("reload failed, kept the old index: %s", error)
 
 
 def serve(config: ServerConfig) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully and return 0."""
     began = time.perf_counter()
-    engine = SearchEngine.open(
-        config.model, config.index, config.device, config.knn_algorithm, config.max_pixels
-    )
+    engine = SearchEngine.open(config)
     server = Server(config, engine, began)
     stopping = threading.Event()
 

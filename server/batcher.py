@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lookalike.server.backend import Hit
 from lookalike.server.telemetry import Telemetry
 
 if TYPE_CHECKING:
@@ -30,8 +31,7 @@ class DeadlinePassed(Exception):
 
 @dataclass(frozen=True)
 class BatchAnswer:
-    distances: np.ndarray
-    rows: np.ndarray
+    hits: list[Hit]
     embed_ms: float
     search_ms: float
     batch_size: int
@@ -110,16 +110,14 @@ class MicroBatcher:
         started = time.perf_counter()
         features = engine.embedder.embed(np.stack([job.pixels for job in group]))
         embedded = time.perf_counter()
-        distances, rows = engine.knn.search(features, max(job.k for job in group))
+        found = engine.gallery.search(features, max(job.k for job in group))
         searched = time.perf_counter()
         if self.telemetry:
             self.telemetry.batch_size.observe(len(group))
-        for n, job in enumerate(group):
-            k = min(job.k, rows.shape[1])
+        for job, hits in zip(group, found, strict=True):
             job.future.set_result(
                 BatchAnswer(
-                    distances[n, :k],
-                    rows[n, :k],
+                    hits[: job.k],
                     (embedded - started) * 1e3,
                     (searched - embedded) * 1e3,
                     len(group),

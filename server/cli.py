@@ -58,7 +58,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_split_argument(index)
     index.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     index.add_argument("--batch-size", type=int, default=16)
+    index.add_argument(
+        "--backend",
+        choices=["memmap", "milvus"],
+        default="memmap",
+        help="milvus: also load the finished index into --collection at --milvus-uri",
+    )
+    add_milvus_arguments(index, required=False)
     index.set_defaults(func=run_index)
+
+    to_milvus = subparsers.add_parser(
+        "to-milvus",
+        help="load an index into a Milvus collection, without re-embedding",
+        description="Make a Milvus collection hold exactly the rows of INDEX_DIR. Loading "
+        "again adds no duplicates and deletes rows whose files left the index.",
+    )
+    to_milvus.add_argument("index", type=Path, metavar="INDEX_DIR")
+    add_milvus_arguments(to_milvus, required=True)
+    to_milvus.set_defaults(func=run_to_milvus)
+
+
+def add_milvus_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--milvus-uri",
+        required=required,
+        help="a Milvus Lite folder ending in .db, or a Milvus server (http://host:19530)",
+    )
+    parser.add_argument("--collection", required=required, help="the collection to load")
+    parser.add_argument(
+        "--index-type",
+        choices=["FLAT", "IVF_FLAT", "HNSW"],
+        default="FLAT",
+        help="FLAT: exact, the same neighbours as scikit-learn; IVF_FLAT, HNSW: approximate "
+        "(`lookalike eval --milvus-uri` reports their recall)",
+    )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="drop the collection first if it holds another model's vectors or index type",
+    )
+    parser.add_argument(
+        "--milvus-token-file", type=Path, default=None, help="a file holding the Milvus token"
+    )
 
 
 def add_split_argument(parser: argparse.ArgumentParser) -> None:
@@ -98,6 +139,7 @@ def crop_from_args(args: argparse.Namespace):  # noqa: ANN201 (Crop, imported la
 def run_serve(args: argparse.Namespace) -> int:
     from lookalike.server.app import serve
     from lookalike.server.auth import AuthError
+    from lookalike.server.backend import BackendUnavailable
     from lookalike.server.config import ConfigError, load_config
     from lookalike.server.embedder import ModelError
     from lookalike.server.index import InvalidIndexError
@@ -110,7 +152,15 @@ def run_serve(args: argparse.Namespace) -> int:
             return 0
         configure_logging(args.log_level, config.log_format)
         return serve(config)
-    except (ConfigError, ModelError, InvalidIndexError, AuthError, OSError, ValueError) as error:
+    except (
+        ConfigError,
+        ModelError,
+        InvalidIndexError,
+        AuthError,
+        BackendUnavailable,
+        OSError,
+        ValueError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -122,6 +172,9 @@ def run_index(args: argparse.Namespace) -> int:
 
     if args.append != (args.into is not None):
         print("error: --append goes with --into INDEX_DIR (and --out without it)", file=sys.stderr)
+        return 2
+    if (args.backend == "milvus") != bool(args.milvus_uri and args.collection):
+        print("error: --backend milvus goes with --milvus-uri and --collection", file=sys.stderr)
         return 2
     out = args.into or args.out
     try:
@@ -151,4 +204,29 @@ def run_index(args: argparse.Namespace) -> int:
     )
     for skipped in report.skipped:
         print(f"  skipped {skipped['path']}: {skipped['error']}")
+    return (
+        run_to_milvus(argparse.Namespace(**{**vars(args), "index": out})) if args.milvus_uri else 0
+    )
+
+
+def run_to_milvus(args: argparse.Namespace) -> int:
+    from lookalike.server.backend import BackendUnavailable
+    from lookalike.server.index import GalleryIndex, InvalidIndexError
+    from lookalike.server.milvus import MilvusException, MilvusTarget, load_index
+
+    token = args.milvus_token_file.read_text().strip() if args.milvus_token_file else ""
+    try:
+        report = load_index(
+            GalleryIndex.open(args.index),
+            MilvusTarget(args.milvus_uri, args.collection, token),
+            args.index_type,
+            replace_collection=args.replace,
+        )
+    except (InvalidIndexError, BackendUnavailable, MilvusException, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"loaded {report.rows} rows into collection {report.collection} at {args.milvus_uri} "
+        f"({report.index_type}, {report.deleted} stale rows deleted) in {report.seconds:.1f} s"
+    )
     return 0

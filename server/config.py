@@ -19,6 +19,7 @@ from typing import Literal
 
 Device = Literal["auto", "cpu", "cuda"]
 Algorithm = Literal["brute", "ball_tree", "kd_tree", "faiss"]
+Backend = Literal["memmap", "milvus"]
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
@@ -29,7 +30,12 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ServerConfig:
     model: Path
-    index: Path
+    index: Path | None = None
+    backend: Backend = "memmap"
+    milvus_uri: str | None = None
+    collection: str | None = None
+    milvus_token_file: Path | None = None
+    milvus_timeout_s: float = 10.0
     host: str = "[::]"
     port: int = 50051
     device: Device = "auto"
@@ -76,6 +82,19 @@ class Setting:
 SETTINGS: dict[str, Setting] = {
     "model": Setting(Path, "the ONNX embedder made by `lookalike export`"),
     "index": Setting(Path, "the index folder made by `lookalike index` with the same model"),
+    "backend": Setting(
+        str,
+        "memmap: search the mapped --index; milvus: search --collection in --milvus-uri",
+        ("memmap", "milvus"),
+    ),
+    "milvus_uri": Setting(
+        str, "a Milvus Lite folder ending in .db, or a Milvus server (http://host:19530)"
+    ),
+    "collection": Setting(str, "the Milvus collection made by `lookalike to-milvus`"),
+    "milvus_token_file": Setting(Path, "a file holding the Milvus token (user:password)"),
+    "milvus_timeout_s": Setting(
+        float, "how long to wait for Milvus before a Search answers UNAVAILABLE"
+    ),
     "host": Setting(str, "address to listen on (default: all interfaces)"),
     "port": Setting(int, "port to listen on"),
     "device": Setting(
@@ -164,10 +183,11 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] = os.enviro
     for name in SETTINGS:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
-    missing = [name for name in ("model", "index") if name not in values]
+    needed = {"memmap": ("model", "index"), "milvus": ("model", "milvus_uri", "collection")}
+    missing = [name for name in needed[str(values.get("backend", "memmap"))] if name not in values]
     if missing:
         raise ConfigError(
-            f"set {' and '.join('--' + m for m in missing)} (or in the config "
-            "file, or LOOKALIKE_MODEL / LOOKALIKE_INDEX)"
+            f"set {' and '.join('--' + m.replace('_', '-') for m in missing)} (or in the "
+            f"config file, or {' / '.join('LOOKALIKE_' + m.upper() for m in missing)})"
         )
     return ServerConfig(**values)  # type: ignore[arg-type]

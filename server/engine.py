@@ -10,22 +10,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from lookalike.server.backend import Hit, SearchBackend, open_backend
 from lookalike.server.batcher import DeadlinePassed, MicroBatcher
-from lookalike.server.config import DEFAULT_MAX_PIXELS, Algorithm, Device
+from lookalike.server.config import DEFAULT_MAX_PIXELS, ServerConfig
 from lookalike.server.embedder import Embedder
 from lookalike.server.imaging import Prepared, load
-from lookalike.server.index import GalleryIndex, Item
-from lookalike.server.knn import KnnSearcher
-
-
-@dataclass(frozen=True)
-class Hit:
-    item: Item
-    distance: float
 
 
 @dataclass(frozen=True)
@@ -38,36 +30,25 @@ class SearchResult:
 
 
 class SearchEngine:
-    """The embedder, the index it built, and the k-NN searcher over that index."""
+    """The embedder and the gallery it embedded, behind whichever search backend."""
 
     def __init__(
-        self,
-        embedder: Embedder,
-        index: GalleryIndex,
-        algorithm: Algorithm = "brute",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
+        self, embedder: Embedder, gallery: SearchBackend, max_pixels: int = DEFAULT_MAX_PIXELS
     ) -> None:
-        index.check_model(embedder.info)
+        gallery.check_model(embedder.info)
         self.embedder = embedder
-        self.index = index
-        self.knn = KnnSearcher(index.features, algorithm)
+        self.gallery = gallery
         self.max_pixels = max_pixels
 
     @classmethod
-    def open(
-        cls,
-        model: Path,
-        index: Path,
-        device: Device = "auto",
-        algorithm: Algorithm = "brute",
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-    ) -> SearchEngine:
-        return cls(Embedder(model, device), GalleryIndex.open(index), algorithm, max_pixels)
+    def open(cls, config: ServerConfig) -> SearchEngine:
+        embedder = Embedder(config.model, config.device)
+        return cls(embedder, open_backend(config), config.max_pixels)
 
     def prepare(self, data: bytes) -> Prepared:
-        """Decode and crop the way the index was built (raises ImageError)."""
-        manifest = self.index.manifest
-        return load(data, manifest.crop, manifest.input_size, self.max_pixels)
+        """Decode and crop the way the gallery was embedded (raises ImageError)."""
+        info = self.gallery.info
+        return load(data, info.crop, info.input_size, self.max_pixels)
 
     def warm_up(self, runs: int, batch_sizes: tuple[int, ...] = (1,)) -> float:
         """First runs are slow (allocation, kernel choice); pay for them before SERVING."""
@@ -77,7 +58,7 @@ class SearchEngine:
             for _ in range(runs):
                 features = self.embedder.embed(np.zeros((batch, size, size, 3), np.float32))
             if runs:
-                self.knn.search(features, 1)
+                self.gallery.search(features, 1)
         return time.perf_counter() - started
 
     def search(
@@ -101,8 +82,7 @@ class SearchEngine:
             features = self.embedder.embed(prepared.pixels[np.newaxis])
             embedded = time.perf_counter()
             checkpoint()
-            distances, rows = self.knn.search(features, k)
-            distances, rows = distances[0], rows[0]
+            (hits,) = self.gallery.search(features, k)
             embed_ms, search_ms = (embedded - decoded) * 1e3, (time.perf_counter() - embedded) * 1e3
         else:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -113,10 +93,7 @@ class SearchEngine:
                 future.cancel()
                 checkpoint()  # the deadline passed: the checkpoint ends the call
                 raise
-            distances, rows = answer.distances, answer.rows
-            embed_ms, search_ms = answer.embed_ms, answer.search_ms
-        items = self.index.manifest.items
-        hits = [Hit(items[row], float(d)) for row, d in zip(rows, distances, strict=True)]
+            hits, embed_ms, search_ms = answer.hits, answer.embed_ms, answer.search_ms
         return SearchResult(
             hits=hits,
             prepared=prepared,

@@ -40,14 +40,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--milvus-uri",
+        default=None,
+        help="also load the index into Milvus here and report its recall against exact search",
+    )
+    parser.add_argument(
+        "--collection",
+        default="lookalike_eval",
+        help="with --milvus-uri: the collection to (re)load (lookalike_eval)",
+    )
+    parser.add_argument("--index-type", choices=["FLAT", "IVF_FLAT", "HNSW"], default="FLAT")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from lookalike.server.backend import BackendUnavailable
     from lookalike.server.embedder import ModelError
     from lookalike.server.evaluate import EvalConfig, evaluate, write_report
     from lookalike.server.index import InvalidIndexError
+
+    milvus = None
+    if args.milvus_uri:
+        from lookalike.server.milvus import MilvusTarget
+
+        milvus = MilvusTarget(args.milvus_uri, args.collection)
 
     config = EvalConfig(
         gallery=args.gallery,
@@ -60,10 +78,12 @@ def run(args: argparse.Namespace) -> int:
         knn_algorithm=args.knn_algorithm,
         device=args.device,
         batch_size=args.batch_size,
+        milvus=milvus,
+        milvus_index_type=args.index_type,
     )
     try:
         report = evaluate(config)
-    except (ModelError, InvalidIndexError, OSError, ValueError) as error:
+    except (ModelError, InvalidIndexError, BackendUnavailable, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.out:
@@ -99,4 +119,10 @@ def format_report(report: dict[str, object]) -> str:
         f"{report['knn_backend']}: index {report['seconds_index']:.1f} s, "
         f"search {report['seconds_search']:.2f} s, total {report['seconds_total']:.1f} s"
     )
+    if milvus := report.get("milvus"):
+        lines.append(
+            f"milvus {milvus['index_type']} {milvus['search_params']}: recall@1 "
+            f"{milvus['recall_at_1']:.4f}  recall@10 {milvus['recall_at_10']:.4f} against exact "
+            f"search; load {milvus['seconds_load']:.1f} s, search {milvus['seconds_search']:.2f} s"
+        )
     return "\n".join(lines)

@@ -14,18 +14,22 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
 
+if TYPE_CHECKING:
+    from lookalike.server.milvus import MilvusTarget
+
 from lookalike.server.build import build_index
 from lookalike.server.config import Algorithm, Device
 from lookalike.server.embedder import Embedder
-from lookalike.server.engine import SearchEngine
 from lookalike.server.files import atomic_path
 from lookalike.server.gallery import Split
 from lookalike.server.imaging import Crop
 from lookalike.server.index import GalleryIndex
+from lookalike.server.knn import KnnSearcher
 from lookalike.server.metrics import (
     RetrievalMetrics,
     VerificationMetrics,
@@ -50,6 +54,8 @@ class EvalConfig:
     device: Device = "auto"
     batch_size: int = 16
     progress: bool = True
+    milvus: MilvusTarget | None = None  # also load into this collection and measure its recall
+    milvus_index_type: str = "FLAT"
 
 
 def open_or_build_index(config: EvalConfig, embedder: Embedder, scratch: Path) -> GalleryIndex:
@@ -68,16 +74,17 @@ def open_or_build_index(config: EvalConfig, embedder: Embedder, scratch: Path) -
     return GalleryIndex.open(path)
 
 
-def rank_gallery(engine: SearchEngine, rows: np.ndarray, progress: bool) -> np.ndarray:
+def rank_gallery(
+    index: GalleryIndex, knn: KnnSearcher, rows: np.ndarray, progress: bool
+) -> np.ndarray:
     """For each query row, every other gallery row, nearest first."""
-    size = len(engine.index)
+    size = len(index)
     ranked = np.empty((len(rows), size - 1), dtype=np.int64)
-    features = engine.index.features
     for start in tqdm(
         range(0, len(rows), QUERY_CHUNK), desc="searching", unit="chunk", disable=not progress
     ):
         chunk = rows[start : start + QUERY_CHUNK]
-        _, neighbours = engine.knn.search(features[chunk], size)
+        _, neighbours = knn.search(index.features[chunk], size)
         others = neighbours != chunk[:, np.newaxis]
         ranked[start : start + len(chunk)] = neighbours[others].reshape(len(chunk), size - 1)
     return ranked
@@ -111,6 +118,52 @@ def pair_distances(index: GalleryIndex, pairs_file: Path) -> tuple[np.ndarray, n
     return np.asarray(distances), np.asarray(same), skipped
 
 
+RECALL_AT = (1, 10)
+
+
+def milvus_recall(
+    index: GalleryIndex, ranked: np.ndarray, rows: np.ndarray, config: EvalConfig
+) -> dict[str, object]:
+    """Load the index into Milvus, ask it the same queries, and compare with exact search.
+
+    recall@k: the share of the exact k nearest other images that Milvus also
+    returns among its k nearest (the query itself left out of both).
+    """
+    from lookalike.server.milvus import MilvusBackend, load_index
+
+    load = load_index(
+        index, config.milvus, config.milvus_index_type, replace_collection=True, progress=False
+    )
+    backend = MilvusBackend.open(config.milvus)
+    row_of = {item.id: row for row, item in enumerate(index.manifest.items)}
+    depth = max(RECALL_AT)
+    found = np.full((len(rows), depth), -1, dtype=np.int64)
+    started = time.perf_counter()
+    for start in tqdm(
+        range(0, len(rows), QUERY_CHUNK), desc="milvus", unit="chunk", disable=not config.progress
+    ):
+        chunk = rows[start : start + QUERY_CHUNK]
+        for n, hits in enumerate(backend.search(index.features[chunk], depth + 1)):
+            others = [row_of[hit.item.id] for hit in hits if row_of[hit.item.id] != chunk[n]]
+            found[start + n, : len(others[:depth])] = others[:depth]
+    seconds = time.perf_counter() - started
+    recall = {
+        f"recall_at_{k}": float(
+            np.mean([len(set(f[:k]) & set(e[:k])) / k for f, e in zip(found, ranked, strict=True)])
+        )
+        for k in RECALL_AT
+    }
+    return {
+        "uri": config.milvus.uri,
+        "collection": config.milvus.collection,
+        "index_type": backend.index_type,
+        "search_params": backend.search_params,
+        **recall,
+        "seconds_load": load.seconds,
+        "seconds_search": seconds,
+    }
+
+
 @dataclass(frozen=True)
 class EvalReport:
     retrieval: RetrievalMetrics
@@ -141,14 +194,15 @@ def evaluate(config: EvalConfig) -> EvalReport:
     embedder = Embedder(config.model, config.device)
     with tempfile.TemporaryDirectory(prefix="lookalike-eval-") as scratch:
         index = open_or_build_index(config, embedder, Path(scratch))
+        index.check_model(embedder.info)
         indexed = time.perf_counter()
-        engine = SearchEngine(embedder, index, config.knn_algorithm)
+        knn = KnnSearcher(index.features, config.knn_algorithm)
         labels = np.array([item.label for item in index.manifest.items])
         counts = Counter(labels.tolist())
         rows = np.flatnonzero([counts[label] >= 2 for label in labels])
         if len(rows) == 0:
             raise ValueError(f"no person in {config.gallery} has two or more images to query")
-        ranked = rank_gallery(engine, rows, config.progress)
+        ranked = rank_gallery(index, knn, rows, config.progress)
         searched = time.perf_counter()
         same = labels[ranked] == labels[rows][:, np.newaxis]
         n_relevant = np.array([counts[label] - 1 for label in labels[rows]])
@@ -158,6 +212,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
             distances, is_same, pairs_skipped = pair_distances(index, config.pairs)
             verification = verification_metrics(distances, is_same)
         manifest = index.manifest
+        milvus = milvus_recall(index, ranked, rows, config) if config.milvus else None
     summary = {
         "model_fingerprint": embedder.info.fingerprint,
         "model_weights": embedder.info.weights,
@@ -171,10 +226,11 @@ def evaluate(config: EvalConfig) -> EvalReport:
         "queries": int(len(rows)),
         "pairs_file": str(config.pairs) if config.pairs else None,
         "pairs_skipped": pairs_skipped,
-        "knn_backend": engine.knn.backend,
+        "knn_backend": knn.backend,
         "seconds_total": time.perf_counter() - started,
         "seconds_index": indexed - started,
         "seconds_search": searched - indexed,
+        "milvus": milvus,
     }
     return EvalReport(retrieval, verification, summary)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +41,9 @@ class Item:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class GalleryInfo:
+    """What a server must know of a gallery, wherever its vectors live."""
+
     version: str
     model_name: str
     model_fingerprint: str
@@ -50,10 +52,39 @@ class Manifest:
     crop: Crop
     gallery_root: str
     split: Split
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "crop": self.crop.to_dict()})
+
+    @classmethod
+    def from_json(cls, text: str) -> GalleryInfo:
+        body = json.loads(text)
+        return cls(**{**body, "crop": Crop.from_dict(body["crop"])})
+
+    def check_model(self, model: ModelInfo, where: str) -> None:
+        """Refuse to search with a model other than the one that embedded the gallery."""
+        check_crop(model, self.crop)
+        if model.fingerprint != self.model_fingerprint:
+            raise InvalidIndexError(
+                f"{where} was built by model {self.model_fingerprint}, "
+                f"but the server loaded model {model.fingerprint} ({model.path}); "
+                "rebuild the index with this model or serve the model that built it"
+            )
+
+
+@dataclass(frozen=True)
+class Manifest(GalleryInfo):
+    """manifest.json: the GalleryInfo of an index folder, and what each row is."""
+
     rows: int
     features_sha256: str
     items: list[Item] = field(repr=False)
     skipped: list[dict[str, str]] = field(default_factory=list, repr=False)
+
+    @property
+    def info(self) -> GalleryInfo:
+        """The GalleryInfo part alone, without the rows."""
+        return GalleryInfo(**{f.name: getattr(self, f.name) for f in fields(GalleryInfo)})
 
     def to_json(self) -> str:
         body = {
@@ -147,14 +178,7 @@ class GalleryIndex:
         return cls(path=path, manifest=manifest, features=features)
 
     def check_model(self, model: ModelInfo) -> None:
-        """Refuse to search with a model other than the one that built the index."""
-        check_crop(model, self.manifest.crop)
-        if model.fingerprint != self.manifest.model_fingerprint:
-            raise InvalidIndexError(
-                f"the index {self.path} was built by model {self.manifest.model_fingerprint}, "
-                f"but the server loaded model {model.fingerprint} ({model.path}); "
-                "rebuild the index with this model or serve the model that built it"
-            )
+        self.manifest.info.check_model(model, f"the index {self.path}")
 
     def __len__(self) -> int:
         return self.manifest.rows

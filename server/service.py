@@ -10,10 +10,11 @@ from pathlib import Path
 
 import grpc
 
+from lookalike.server.backend import BackendUnavailable, SearchBackend
 from lookalike.server.batcher import MicroBatcher
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import ImageError
-from lookalike.server.index import GalleryIndex, InvalidIndexError
+from lookalike.server.index import InvalidIndexError
 from lookalike.server.telemetry import Telemetry
 from lookalike.server.thumbnails import thumbnail_or_note
 from lookalike.v1 import search_pb2, search_pb2_grpc
@@ -53,26 +54,28 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
         self.ready = threading.Event()
 
-    def swap_index(self, path: Path | None = None) -> tuple[GalleryIndex, GalleryIndex]:
-        """Open, check and warm a new index, then switch to it; returns (old, new).
+    def swap_index(self, location: str | None = None) -> tuple[SearchBackend, SearchBackend]:
+        """Open, check and warm a new gallery, then switch to it; returns (old, new).
 
-        Calls hold the engine they started with, so those in flight finish on
-        the old index; its mapping is released when the last of them ends.
+        ``location`` is an index folder, or a collection for the Milvus backend;
+        by default the one served, read afresh. Calls hold the engine they started
+        with, so those in flight finish on the old gallery; a memory-mapped
+        matrix is released when the last of them ends.
         """
         with self._reloading:
             old = self.engine
-            index = GalleryIndex.open(path or old.index.path)
-            fresh = SearchEngine(old.embedder, index, old.knn.algorithm, old.max_pixels)
+            gallery = old.gallery.reopen(location)
+            fresh = SearchEngine(old.embedder, gallery, old.max_pixels)
             fresh.warm_up(1)
             self.engine = fresh
-            self.telemetry.gallery_size.set(len(index))
+            self.telemetry.gallery_size.set(len(gallery))
             log.info(
-                "switched from index %s to %s (%d images)",
-                old.index.manifest.version,
-                index.manifest.version,
-                len(index),
+                "switched from gallery %s to %s (%d images)",
+                old.gallery.info.version,
+                gallery.info.version,
+                len(gallery),
             )
-            return old.index, index
+            return old.gallery, gallery
 
     def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
@@ -118,6 +121,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             )
         except ImageError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
+        except BackendUnavailable as error:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
         finally:
             self.telemetry.in_flight.dec()
             self._slots.release()
@@ -127,7 +132,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             ("knn", result.search_ms),
         ):
             self.telemetry.stages.labels(stage).observe(ms / 1e3)
-        manifest = engine.index.manifest
         matches = [
             search_pb2.Match(
                 rank=rank,
@@ -154,7 +158,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             ),
             crop_note=result.prepared.note,
             model_fingerprint=engine.embedder.info.fingerprint,
-            index_version=manifest.version,
+            index_version=engine.gallery.info.version,
             timings=search_pb2.Timings(
                 decode_ms=result.decode_ms,
                 embed_ms=result.embed_ms,
@@ -164,7 +168,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         )
 
     def _add_thumbnails(self, matches: list[search_pb2.Match], engine: SearchEngine) -> None:
-        root = Path(engine.index.manifest.gallery_root)
+        root = Path(engine.gallery.info.gallery_root)
         for match in matches:
             match.thumbnail_jpeg, match.note = thumbnail_or_note(
                 root / match.path, self.thumbnail_size, engine.max_pixels
@@ -183,19 +187,21 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     ) -> search_pb2.ReloadIndexResponse:
         with self.telemetry.call("ReloadIndex", context) as call:
             try:
-                old, new = self.swap_index(Path(request.index_path) if request.index_path else None)
+                old, new = self.swap_index(request.index_path or None)
             except InvalidIndexError as error:
                 context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kept the old index: {error}")
-            call.update(index_version=new.manifest.version)
+            except BackendUnavailable as error:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"kept the old index: {error}")
+            call.update(index_version=new.info.version)
             return search_pb2.ReloadIndexResponse(
-                index_version=new.manifest.version,
+                index_version=new.info.version,
                 gallery_size=len(new),
-                previous_version=old.manifest.version,
+                previous_version=old.info.version,
             )
 
     def _info(self) -> search_pb2.GetInfoResponse:
         engine = self.engine
-        embedder, index = engine.embedder, engine.index
+        embedder, gallery = engine.embedder, engine.gallery
         return search_pb2.GetInfoResponse(
             model_name=embedder.info.name,
             model_fingerprint=embedder.info.fingerprint,
@@ -203,10 +209,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             input_size=embedder.info.input_size,
             execution_provider=embedder.provider,
             providers=embedder.providers,
-            gallery_size=len(index),
-            index_version=index.manifest.version,
+            gallery_size=len(gallery),
+            index_version=gallery.info.version,
             max_k=self.max_k,
-            knn_backend=engine.knn.backend,
+            knn_backend=gallery.name,
             weights=embedder.info.weights,
             thumbnail_size=self.thumbnail_size,
             startup_seconds=self.telemetry.startup_seconds,

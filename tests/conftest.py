@@ -53,9 +53,27 @@ def index_dir(gallery_dir, embedder, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server_target(embedder, index_dir):
+def milvus_settings(index_dir, tmp_path_factory) -> dict[str, str]:
+    """index_dir loaded into a Milvus Lite collection: the server settings that search it."""
+    from lookalike.server.index import GalleryIndex
+    from lookalike.server.milvus import MilvusTarget, load_index
+
+    uri = str(tmp_path_factory.mktemp("milvus") / "gallery.db")
+    load_index(GalleryIndex.open(index_dir), MilvusTarget(uri, "gallery"), progress=False)
+    return {"backend": "milvus", "milvus_uri": uri, "collection": "gallery"}
+
+
+@pytest.fixture(scope="session", params=["memmap", "milvus"])
+def backend(request) -> str:
+    """Each end-to-end test runs against both search backends."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def server_target(request, backend, embedder, index_dir):
     """A real gRPC server on a free loopback port, in this process."""
-    with in_process_server(embedder, index_dir) as target:
+    settings = request.getfixturevalue("milvus_settings") if backend == "milvus" else {}
+    with in_process_server(embedder, index_dir, **settings) as target:
         yield target
 
 

@@ -63,17 +63,17 @@ def wait_until_serving(target: str, process: subprocess.Popen, timeout: float = 
 
 
 @contextmanager
-def running_server(embedder, index_dir: Path, **settings) -> Iterator:
+def running_server(embedder, index_dir: Path | None, **settings) -> Iterator:
     """A real, started Server on a free loopback port with the given ServerConfig settings."""
     from lookalike.server.app import Server
+    from lookalike.server.backend import open_backend
     from lookalike.server.config import ServerConfig
     from lookalike.server.engine import SearchEngine
-    from lookalike.server.index import GalleryIndex
 
     config = ServerConfig(
         model=embedder.info.path, index=index_dir, host="127.0.0.1", port=0, **settings
     )
-    server = Server(config, SearchEngine(embedder, GalleryIndex.open(index_dir)))
+    server = Server(config, SearchEngine(embedder, open_backend(config)))
     server.start()
     try:
         yield server

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from lookalike.client import SearchClient
+from lookalike.server.backend import MemmapBackend
 from lookalike.server.batcher import DeadlinePassed, MicroBatcher
 from lookalike.server.engine import SearchEngine
 from lookalike.server.gallery import list_gallery
@@ -19,7 +20,7 @@ from tests.serving import running_server
 
 def test_concurrent_callers_each_get_their_own_answer(embedder, index_dir, gallery_dir):
     images = list_gallery(gallery_dir)[:16]
-    engine = SearchEngine(embedder, GalleryIndex.open(index_dir))
+    engine = SearchEngine(embedder, MemmapBackend(GalleryIndex.open(index_dir)))
     expected = {
         image.path: [
             hit.item.id
@@ -55,7 +56,7 @@ def test_concurrent_callers_each_get_their_own_answer(embedder, index_dir, galle
 
 
 def test_a_call_whose_deadline_passed_costs_no_work(embedder, index_dir):
-    engine = SearchEngine(embedder, GalleryIndex.open(index_dir))
+    engine = SearchEngine(embedder, MemmapBackend(GalleryIndex.open(index_dir)))
     telemetry = Telemetry()
     batcher = MicroBatcher(0.01, 4, telemetry)
     try:
@@ -66,7 +67,7 @@ def test_a_call_whose_deadline_passed_costs_no_work(embedder, index_dir):
         with pytest.raises(DeadlinePassed):
             late.result(timeout=10)
         on_time = batcher.submit(engine, np.zeros((size, size, 3), np.float32), 3)
-        assert len(on_time.result(timeout=10).rows) == 3
+        assert len(on_time.result(timeout=10).hits) == 3
     finally:
         batcher.close()
     assert telemetry.registry.get_sample_value("lookalike_embed_batch_size_sum") == 1

@@ -117,7 +117,7 @@ def test_sighup_reloads_the_served_folder(onnx_model, embedder, gallery_dir, tmp
     finally:
         server.send_signal(signal.SIGTERM)
         _, stderr = server.communicate(timeout=60)
-    assert server.returncode == 0 and "switched from index" in stderr
+    assert server.returncode == 0 and "switched from gallery" in stderr
 
 
 def test_killed_build_leaves_the_old_index_and_resumes_to_the_same_features(

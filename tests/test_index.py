@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from lookalike.server.backend import MemmapBackend
 from lookalike.server.build import build_index
 from lookalike.server.engine import SearchEngine
 from lookalike.server.imaging import Crop
@@ -30,7 +31,7 @@ def test_index_holds_one_float32_row_per_image(index_dir, gallery_dir, embedder)
     assert index_dir.stat().st_mode & 0o777 == 0o755  # servers may run as another user
     row = 7
     data = (gallery_dir / manifest.items[row].path).read_bytes()
-    engine = SearchEngine(embedder, index)
+    engine = SearchEngine(embedder, MemmapBackend(index))
     direct = embedder.embed(engine.prepare(data).pixels[np.newaxis])[0]
     np.testing.assert_allclose(index.features[row], direct, rtol=1e-5, atol=1e-4)
 
@@ -104,7 +105,7 @@ def test_index_of_another_model_is_refused(index_dir, tmp_path, embedder):
     manifest["model"]["fingerprint"] = "0123456789abcdef"
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(InvalidIndexError, match="built by model 0123456789abcdef"):
-        SearchEngine(embedder, GalleryIndex.open(copy))
+        SearchEngine(embedder, MemmapBackend(GalleryIndex.open(copy)))
 
 
 @pytest.mark.parametrize(

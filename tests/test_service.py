@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lookalike.client import LookalikeError, SearchClient
+from lookalike.server.index import GalleryIndex
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 
@@ -49,7 +50,7 @@ def test_pil_image_and_bytes_are_accepted(server_target, gallery_dir):
     assert from_pil.path == from_bytes.path == "person_01/person_01_0003.jpg"
 
 
-def test_get_info_reports_model_index_and_provider(server_target, embedder, index_dir):
+def test_get_info_reports_model_index_and_provider(server_target, backend, embedder, index_dir):
     with SearchClient(server_target) as client:
         info = client.info()
     assert info.model_fingerprint == embedder.info.fingerprint
@@ -59,7 +60,8 @@ def test_get_info_reports_model_index_and_provider(server_target, embedder, inde
     assert info.execution_provider == "CPUExecutionProvider"
     assert info.providers == ["CPUExecutionProvider"]
     assert info.gallery_size == 18
-    assert info.knn_backend == "sklearn-brute"
+    assert info.knn_backend == {"memmap": "sklearn-brute", "milvus": "milvus-flat"}[backend]
+    assert info.index_version == GalleryIndex.open(index_dir).manifest.version
     assert info.weights == "none"
 
 

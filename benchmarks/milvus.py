@@ -1,0 +1,109 @@
+"""The Milvus backend (Milvus Lite, embedded) next to the memmap + scikit-learn default.
+
+    python benchmarks/milvus.py --sizes 10000 100000
+
+For each N, a synthetic index of N random 2048-d rows is written once; then,
+per backend: the time from the index folder to a searchable gallery (for
+Milvus: loading the collection, FLAT or HNSW), milliseconds per query for one
+query and for 64 at once, their ratio to scikit-learn in the same run, and
+recall@10 against exact search. Random Gaussian rows are the hard case for
+approximate indexes (no clusters to exploit); `lookalike eval --milvus-uri`
+measures recall on real faces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from knn import per_query_ms, synthetic_matrix  # noqa: E402
+
+from lookalike.server.backend import MemmapBackend, SearchBackend  # noqa: E402
+from lookalike.server.embedder import file_sha256  # noqa: E402
+from lookalike.server.imaging import WHOLE_FRAME  # noqa: E402
+from lookalike.server.index import FEATURES, MANIFEST, GalleryIndex, Item, Manifest  # noqa: E402
+from lookalike.server.milvus import MilvusBackend, MilvusTarget, load_index  # noqa: E402
+
+K = 10
+
+
+def synthetic_index(folder: Path, rows: int, dim: int) -> GalleryIndex:
+    """An index folder around a synthetic matrix: three rows a made-up person."""
+    index = folder / f"index-{rows}x{dim}"
+    if not (index / MANIFEST).exists():
+        matrix = synthetic_matrix(folder, rows, dim)
+        index.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(matrix.filename, index / FEATURES)
+        manifest = Manifest(
+            version=f"synthetic-{rows}",
+            model_name="synthetic",
+            model_fingerprint="0" * 16,
+            input_size=224,
+            embedding_size=dim,
+            crop=WHOLE_FRAME,
+            gallery_root=str(folder),
+            split="all",
+            rows=rows,
+            features_sha256=file_sha256(index / FEATURES),
+            items=[
+                Item(f"{row:016x}", f"p{row // 3}", f"p{row // 3}/{row}.jpg") for row in range(rows)
+            ],
+        )
+        (index / MANIFEST).write_text(manifest.to_json())
+    return GalleryIndex.open(index, verify=False)
+
+
+def neighbour_ids(backend: SearchBackend, queries: np.ndarray) -> list[list[str]]:
+    return [[hit.item.id for hit in hits] for hits in backend.search(queries, K)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--dim", type=int, default=2048)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/lookalike-bench"))
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    single = rng.standard_normal((1, args.dim), dtype=np.float32)
+    batch = rng.standard_normal((64, args.dim), dtype=np.float32)
+    print(
+        f"{'N':>7} {'backend':<18} {'ready s':>8} {'1 query ms':>11} {'ratio':>6} "
+        f"{'64 q ms/q':>10} {'ratio':>6} {'recall@10':>10}"
+    )
+    for rows in args.sizes:
+        index = synthetic_index(args.dir, rows, args.dim)
+        started = time.perf_counter()
+        exact = MemmapBackend(GalleryIndex.open(index.path), "brute")
+        ready = {"sklearn-brute": time.perf_counter() - started}
+        backends: dict[str, SearchBackend] = {"sklearn-brute": exact}
+        for index_type in ("FLAT", "HNSW"):
+            uri = args.dir / f"milvus-{rows}-{index_type}.db"
+            shutil.rmtree(uri, ignore_errors=True)
+            target = MilvusTarget(str(uri), "bench", timeout_s=600)
+            ready[f"milvus-{index_type}"] = load_index(index, target, index_type).seconds
+            backends[f"milvus-{index_type}"] = MilvusBackend.open(target)
+        truth = neighbour_ids(exact, batch)
+        base: tuple[float, float] | None = None
+        for name, backend in backends.items():
+            one = per_query_ms(backend.search, single, args.repeat)
+            many = per_query_ms(backend.search, batch, max(1, args.repeat // 2))
+            base = base or (one, many)
+            found = neighbour_ids(backend, batch)
+            recall = np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)])
+            print(
+                f"{rows:>7} {name:<18} {ready[name]:>8.1f} {one:>11.2f} {one / base[0]:>6.2f} "
+                f"{many:>10.2f} {many / base[1]:>6.2f} {recall:>10.3f}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

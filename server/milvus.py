@@ -1,0 +1,301 @@
+"""The gallery in a Milvus collection: loading an index there, and searching it.
+
+A collection holds one row per index row: the content id as primary key, the
+vector, the label, the path and the paths of identical files. Its properties
+hold the GalleryInfo of the index it was loaded from (model fingerprint, crop,
+version), so a server refuses a collection embedded by another model, as it
+refuses such an index folder. The URI is a Milvus Lite folder whose name ends
+in ``.db`` (embedded in the process: laptops and tests) or a Milvus server or
+cluster (``http://host:19530``). Needs the ``milvus`` extra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+from pymilvus import DataType, MilvusClient, MilvusException
+from tqdm import tqdm
+
+from lookalike.server.backend import BackendUnavailable, Hit
+from lookalike.server.config import ServerConfig
+from lookalike.server.embedder import ModelInfo
+from lookalike.server.index import GalleryIndex, GalleryInfo, InvalidIndexError, Item
+
+log = logging.getLogger(__name__)
+
+IndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
+INDEX_TYPES: tuple[str, ...] = ("FLAT", "IVF_FLAT", "HNSW")
+INFO_PROPERTY = "lookalike.gallery"
+SEARCH_PROPERTY = "lookalike.search_params"
+UNFINISHED = ""  # the version a collection has until its first load completes
+OUTPUT_FIELDS = ["label", "path", "also"]
+MAX_PATH = 4096
+MAX_ALSO = 65_535
+
+
+@dataclass(frozen=True)
+class MilvusTarget:
+    """Which Milvus, which collection, and how long to wait for either."""
+
+    uri: str
+    collection: str
+    token: str = ""
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_server_config(cls, config: ServerConfig) -> MilvusTarget:
+        token = config.milvus_token_file.read_text().strip() if config.milvus_token_file else ""
+        return cls(config.milvus_uri or "", config.collection or "", token, config.milvus_timeout_s)
+
+
+def connect(target: MilvusTarget) -> MilvusClient:
+    """A client, or BackendUnavailable within the timeout (never a hang)."""
+    try:
+        return MilvusClient(uri=target.uri, token=target.token, timeout=target.timeout_s)
+    except (MilvusException, OSError) as error:
+        raise BackendUnavailable(f"cannot reach Milvus at {target.uri}: {error}") from None
+
+
+def index_parameters(index_type: IndexType, rows: int) -> tuple[dict, dict]:
+    """Build and search parameters: exact for FLAT; for the approximate types the
+    usual starting points (nlist about 4 sqrt(N); HNSW M 16), which eval's recall judges.
+    """
+    if index_type == "IVF_FLAT":
+        nlist = max(1, min(65_536, round(4 * math.sqrt(rows))))
+        return {"nlist": nlist}, {"nprobe": max(1, nlist // 8)}
+    if index_type == "HNSW":
+        return {"M": 16, "efConstruction": 200}, {"ef": 128}
+    return {}, {}
+
+
+def _schema(dim: int):  # noqa: ANN202 (pymilvus CollectionSchema)
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("label", DataType.VARCHAR, max_length=MAX_PATH)
+    schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
+    schema.add_field("also", DataType.VARCHAR, max_length=MAX_ALSO)  # JSON list of paths
+    return schema
+
+
+def read_properties(client: MilvusClient, target: MilvusTarget) -> tuple[GalleryInfo, dict, str]:
+    """The collection's GalleryInfo, search parameters and index type, or InvalidIndexError."""
+    where = f"collection {target.collection!r} in Milvus at {target.uri}"
+    if not client.has_collection(target.collection, timeout=target.timeout_s):
+        raise InvalidIndexError(
+            f"there is no {where}; load an index into it with `lookalike to-milvus INDEX_DIR "
+            f"--milvus-uri {target.uri} --collection {target.collection}`"
+        )
+    properties = client.describe_collection(target.collection, timeout=target.timeout_s).get(
+        "properties", {}
+    )
+    if INFO_PROPERTY not in properties:
+        raise InvalidIndexError(f"the {where} was not made by lookalike (no {INFO_PROPERTY})")
+    search = json.loads(properties.get(SEARCH_PROPERTY, "{}"))
+    index = client.describe_index(target.collection, "vector", timeout=target.timeout_s)
+    return GalleryInfo.from_json(properties[INFO_PROPERTY]), search, index["index_type"]
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    collection: str
+    rows: int
+    deleted: int  # rows of files no longer in the index
+    index_type: str
+    seconds: float
+
+
+def load_index(
+    index: GalleryIndex,
+    target: MilvusTarget,
+    index_type: IndexType = "FLAT",
+    batch_size: int = 256,
+    replace_collection: bool = False,
+    progress: bool = True,
+) -> LoadReport:
+    """Make the collection hold exactly the index's rows, without re-embedding.
+
+    Rows are upserted by content id, so loading again duplicates nothing and a
+    killed load is finished by running it again; rows whose files left the index
+    are deleted. A collection of another model is refused unless
+    ``replace_collection`` drops it first. The version property is written last:
+    until then a new collection is refused by servers as unfinished.
+    """
+    started = time.perf_counter()
+    client = connect(target)
+    info, name = index.manifest.info, target.collection
+    build, search = index_parameters(index_type, len(index))
+    if client.has_collection(name):
+        if replace_collection:
+            client.drop_collection(name)
+        else:
+            _check_compatible(client, target, info, index_type)
+    if not client.has_collection(name):
+        parameters = client.prepare_index_params()
+        parameters.add_index("vector", index_type=index_type, metric_type="L2", params=build)
+        client.create_collection(
+            name,
+            schema=_schema(info.embedding_size),
+            index_params=parameters,
+            properties={INFO_PROPERTY: replace(info, version=UNFINISHED).to_json()},
+        )
+    items = index.manifest.items
+    with tqdm(total=len(items), unit="row", desc=f"loading {name}", disable=not progress) as bar:
+        for start in range(0, len(items), batch_size):
+            vectors = np.asarray(index.features[start : start + batch_size])
+            client.upsert(
+                name,
+                [
+                    {
+                        "id": item.id,
+                        "vector": vector,
+                        "label": item.label,
+                        "path": item.path,
+                        "also": json.dumps(item.also),
+                    }
+                    for item, vector in zip(items[start : start + batch_size], vectors, strict=True)
+                ],
+                timeout=target.timeout_s,
+            )
+            bar.update(len(vectors))
+    kept = {item.id for item in items}
+    stale = [row_id for row_id in _ids(client, name) if row_id not in kept]
+    for start in range(0, len(stale), 1000):
+        client.delete(name, ids=stale[start : start + 1000])
+    client.flush(name)
+    client.alter_collection_properties(
+        name, properties={INFO_PROPERTY: info.to_json(), SEARCH_PROPERTY: json.dumps(search)}
+    )
+    client.load_collection(name)
+    rows = count_rows(client, name)
+    client.close()
+    return LoadReport(name, rows, len(stale), index_type, time.perf_counter() - started)
+
+
+def _check_compatible(
+    client: MilvusClient, target: MilvusTarget, info: GalleryInfo, index_type: str
+) -> None:
+    held, _, held_type = read_properties(client, target)
+    if (held.model_fingerprint, held.crop, held.embedding_size) != (
+        info.model_fingerprint,
+        info.crop,
+        info.embedding_size,
+    ):
+        raise InvalidIndexError(
+            f"collection {target.collection!r} holds vectors of model {held.model_fingerprint} "
+            f"(crop {held.crop.mode}), not {info.model_fingerprint} (crop {info.crop.mode}); "
+            "load into another collection, or pass --replace to drop it first"
+        )
+    if held_type != index_type:
+        raise InvalidIndexError(
+            f"collection {target.collection!r} has a {held_type} index, not {index_type}; "
+            "pass --replace to rebuild it"
+        )
+
+
+def _ids(client: MilvusClient, name: str) -> Iterator[str]:
+    iterator = client.query_iterator(name, batch_size=1000, filter="", output_fields=["id"])
+    try:
+        while rows := iterator.next():
+            yield from (row["id"] for row in rows)
+    finally:
+        iterator.close()
+
+
+def count_rows(client: MilvusClient, name: str) -> int:
+    (row,) = client.query(name, filter="", output_fields=["count(*)"])
+    return int(row["count(*)"])
+
+
+class MilvusBackend:
+    """A lookalike collection in Milvus, searched with L2 like the memmap backend."""
+
+    def __init__(
+        self,
+        client: MilvusClient,
+        target: MilvusTarget,
+        info: GalleryInfo,
+        size: int,
+        search_params: dict,
+        index_type: str,
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.info = info
+        self.size = size
+        self.search_params = search_params
+        self.index_type = index_type
+
+    @classmethod
+    def open(cls, target: MilvusTarget) -> MilvusBackend:
+        client = connect(target)
+        try:
+            info, search, index_type = read_properties(client, target)
+            if info.version == UNFINISHED:
+                raise InvalidIndexError(
+                    f"the load into collection {target.collection!r} did not finish; "
+                    "run `lookalike to-milvus` again"
+                )
+            client.load_collection(target.collection, timeout=target.timeout_s)
+            size = count_rows(client, target.collection)
+        except MilvusException as error:
+            raise BackendUnavailable(f"Milvus at {target.uri}: {error}") from None
+        log.info(
+            "Milvus collection %s at %s: %d rows, %s index",
+            target.collection,
+            target.uri,
+            size,
+            index_type,
+        )
+        return cls(client, target, info, size, search, index_type)
+
+    @property
+    def name(self) -> str:
+        return f"milvus-{self.index_type.lower()}"
+
+    def __len__(self) -> int:
+        return self.size
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        k = min(k, self.size)
+        params = dict(self.search_params)
+        if "ef" in params:  # HNSW explores at least k candidates
+            params["ef"] = max(params["ef"], k)
+        try:
+            results = self.client.search(
+                self.target.collection,
+                data=list(np.asarray(queries, dtype=np.float32)),
+                limit=k,
+                output_fields=OUTPUT_FIELDS,
+                search_params={"metric_type": "L2", "params": params},
+                timeout=self.target.timeout_s,
+            )
+        except MilvusException as error:
+            raise BackendUnavailable(
+                f"Milvus at {self.target.uri} did not answer: {error}"
+            ) from None
+        return [[_hit(found) for found in hits] for hits in results]
+
+    def check_model(self, model: ModelInfo) -> None:
+        self.info.check_model(
+            model, f"collection {self.target.collection!r} in Milvus at {self.target.uri}"
+        )
+
+    def reopen(self, location: str | None = None) -> MilvusBackend:
+        return MilvusBackend.open(
+            replace(self.target, collection=location or self.target.collection)
+        )
+
+
+def _hit(found: dict) -> Hit:
+    entity = found["entity"]
+    item = Item(found["id"], entity["label"], entity["path"], tuple(json.loads(entity["also"])))
+    # Milvus' L2 is the squared distance; the other backends answer the distance itself.
+    return Hit(item, math.sqrt(max(found["distance"], 0.0)))

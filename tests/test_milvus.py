@@ -1,0 +1,238 @@
+"""The Milvus backend on Milvus Lite: embedded in this process, or as its own server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import grpc
+import numpy as np
+import pytest
+from pymilvus import MilvusClient, MilvusException
+
+from lookalike.client import LookalikeError, SearchClient
+from lookalike.server.backend import MemmapBackend
+from lookalike.server.build import build_index
+from lookalike.server.engine import SearchEngine
+from lookalike.server.evaluate import EvalConfig, evaluate
+from lookalike.server.index import GalleryIndex, InvalidIndexError
+from lookalike.server.milvus import (
+    INFO_PROPERTY,
+    MilvusBackend,
+    MilvusTarget,
+    count_rows,
+    load_index,
+)
+from tests.serving import free_port, in_process_server, wait_until_serving
+
+CLI = [sys.executable, "-m", "lookalike.client.cli"]
+
+
+@pytest.fixture
+def lite_uri(tmp_path) -> str:
+    return str(tmp_path / "milvus.db")
+
+
+def ids(found) -> list[list[str]]:
+    return [[hit.item.id for hit in hits] for hits in found]
+
+
+def test_same_queries_give_the_same_ids_in_the_same_order(index_dir, milvus_settings):
+    index = GalleryIndex.open(index_dir)
+    exact = MemmapBackend(index)
+    milvus = MilvusBackend.open(MilvusTarget(milvus_settings["milvus_uri"], "gallery"))
+    rng = np.random.default_rng(3)
+    features = np.asarray(index.features)
+    queries = np.concatenate(
+        [features + rng.normal(0, 0.05, features.shape) * features.std(), features[:2] * 1.5]
+    ).astype(np.float32)
+    for k in (1, 5, 18, 50):
+        expected, found = exact.search(queries, k), milvus.search(queries, k)
+        assert ids(found) == ids(expected)
+        np.testing.assert_allclose(
+            [[h.distance for h in hits] for hits in found],
+            [[h.distance for h in hits] for hits in expected],
+            rtol=1e-3,
+        )
+    assert [h.item for h in milvus.search(features[:1], 1)[0]] == [index.manifest.items[0]]
+
+
+def test_loading_again_adds_no_rows_and_drops_files_that_left(
+    embedder, gallery_dir, index_dir, lite_uri, tmp_path
+):
+    target = MilvusTarget(lite_uri, "faces")
+    first = load_index(GalleryIndex.open(index_dir), target, progress=False)
+    again = load_index(GalleryIndex.open(index_dir), target, progress=False)
+    assert (first.rows, again.rows, again.deleted) == (18, 18, 0)
+    smaller_gallery = tmp_path / "smaller"
+    for person in ("person_00", "person_01", "person_02", "person_03"):
+        shutil.copytree(gallery_dir / person, smaller_gallery / person)
+    build_index(smaller_gallery, embedder, tmp_path / "smaller-index", progress=False)
+    shrunk = load_index(GalleryIndex.open(tmp_path / "smaller-index"), target, progress=False)
+    assert (shrunk.rows, shrunk.deleted) == (12, 6)
+    backend = MilvusBackend.open(target)
+    assert len(backend) == 12
+    labels = {
+        hit.item.label
+        for hit in backend.search(np.asarray(GalleryIndex.open(index_dir).features), 18)[0]
+    }
+    assert labels == {"person_00", "person_01", "person_02", "person_03"}
+
+
+def test_a_missing_collection_is_refused_with_the_command_that_makes_it(onnx_model, lite_uri):
+    serve = subprocess.run(
+        [*CLI, "serve", "--model", str(onnx_model), "--backend", "milvus"]
+        + ["--milvus-uri", lite_uri, "--collection", "nobody", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert serve.returncode == 2
+    assert "there is no collection 'nobody'" in serve.stderr
+    assert "lookalike to-milvus INDEX_DIR" in serve.stderr
+
+
+def test_a_collection_of_another_model_is_refused(embedder, index_dir, lite_uri):
+    target = MilvusTarget(lite_uri, "faces")
+    load_index(GalleryIndex.open(index_dir), target, progress=False)
+    client = MilvusClient(lite_uri)
+    info = json.loads(client.describe_collection("faces")["properties"][INFO_PROPERTY])
+    info["model_fingerprint"] = "0123456789abcdef"
+    client.alter_collection_properties("faces", properties={INFO_PROPERTY: json.dumps(info)})
+    with pytest.raises(InvalidIndexError, match="built by model 0123456789abcdef"):
+        SearchEngine(embedder, MilvusBackend.open(target))
+    with pytest.raises(InvalidIndexError, match="--replace"):
+        load_index(GalleryIndex.open(index_dir), target, progress=False)
+    assert load_index(GalleryIndex.open(index_dir), target, replace_collection=True).rows == 18
+    SearchEngine(embedder, MilvusBackend.open(target))  # the model's own vectors again
+
+
+def test_an_unfinished_load_is_refused(index_dir, lite_uri):
+    target = MilvusTarget(lite_uri, "faces")
+    load_index(GalleryIndex.open(index_dir), target, progress=False)
+    client = MilvusClient(lite_uri)
+    info = json.loads(client.describe_collection("faces")["properties"][INFO_PROPERTY])
+    client.alter_collection_properties(
+        "faces", properties={INFO_PROPERTY: json.dumps({**info, "version": ""})}
+    )
+    with pytest.raises(InvalidIndexError, match="did not finish"):
+        MilvusBackend.open(target)
+
+
+def test_index_into_milvus_then_serve_from_it(onnx_model, gallery_dir, lite_uri, tmp_path):
+    """The CLI end to end, in subprocesses: embed, load, serve, search."""
+    index = subprocess.run(
+        [*CLI, "index", str(gallery_dir), "--model", str(onnx_model)]
+        + ["--out", str(tmp_path / "index"), "--device", "cpu", "--backend", "milvus"]
+        + ["--milvus-uri", lite_uri, "--collection", "faces"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert index.returncode == 0, index.stderr
+    assert "loaded 18 rows into collection faces" in index.stdout
+    port = free_port()
+    server = subprocess.Popen(  # no --index; the collection named by the environment
+        [*CLI, "serve", "--model", str(onnx_model), "--backend", "milvus"]
+        + ["--milvus-uri", lite_uri, "--host", "127.0.0.1", "--port", str(port)]
+        + ["--device", "cpu", "--warmup-runs", "1"],
+        env={**os.environ, "LOOKALIKE_COLLECTION": "faces"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_serving(f"127.0.0.1:{port}", server)
+        with SearchClient(f"127.0.0.1:{port}") as client:
+            result = client.search(gallery_dir / "person_04" / "person_04_0002.jpg", k=3)
+            info = client.info()
+        assert result.matches[0].path == "person_04/person_04_0002.jpg"
+        assert (info.knn_backend, info.gallery_size) == ("milvus-flat", 18)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+
+
+def test_milvus_unreachable_at_start_fails_fast(onnx_model):
+    serve = subprocess.run(
+        [*CLI, "serve", "--model", str(onnx_model), "--backend", "milvus", "--device", "cpu"]
+        + ["--milvus-uri", f"http://127.0.0.1:{free_port()}", "--collection", "faces"]
+        + ["--milvus-timeout-s", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert serve.returncode == 2
+    assert "cannot reach Milvus at http://127.0.0.1:" in serve.stderr
+
+
+@pytest.fixture
+def milvus_server(tmp_path):
+    """Milvus Lite as its own gRPC server process, the way a remote Milvus is reached."""
+    port = free_port()
+    process = subprocess.Popen(
+        ["milvus-lite", "server", "--data-dir", str(tmp_path / "milvus-data")]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            MilvusClient(uri, timeout=1).close()
+            break
+        except MilvusException:  # not listening yet
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "milvus-lite server did not start"
+            time.sleep(0.2)
+    yield process, uri
+    process.kill()
+    process.wait()
+
+
+def test_milvus_lost_while_serving_gives_unavailable_not_a_hang(
+    embedder, index_dir, gallery_dir, milvus_server
+):
+    process, uri = milvus_server
+    load_index(GalleryIndex.open(index_dir), MilvusTarget(uri, "faces"), progress=False)
+    query = gallery_dir / "person_02" / "person_02_0001.jpg"
+    settings = {"backend": "milvus", "milvus_uri": uri, "collection": "faces"}
+    with (
+        in_process_server(embedder, None, milvus_timeout_s=2, **settings) as target,
+        SearchClient(target, timeout=120) as client,
+    ):
+        assert client.search(query, k=1).matches[0].path == "person_02/person_02_0001.jpg"
+        process.kill()
+        process.wait()
+        with pytest.raises(LookalikeError) as raised:
+            client.search(query, k=1)
+        assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "Milvus at " + uri in raised.value.message
+        assert client.info().gallery_size == 18  # the server itself is still up
+
+
+def test_eval_reports_the_recall_of_milvus_against_exact_search(
+    onnx_model, gallery_dir, index_dir, lite_uri
+):
+    config = EvalConfig(
+        gallery=gallery_dir,
+        model=onnx_model,
+        index=index_dir,
+        device="cpu",
+        progress=False,
+        milvus=MilvusTarget(lite_uri, "eval"),
+    )
+    flat = evaluate(config).summary["milvus"]
+    assert (flat["index_type"], flat["recall_at_1"], flat["recall_at_10"]) == ("FLAT", 1.0, 1.0)
+    hnsw = evaluate(replace(config, milvus_index_type="HNSW")).summary["milvus"]
+    assert hnsw["index_type"] == "HNSW" and hnsw["search_params"] == {"ef": 128}
+    assert 0.0 <= hnsw["recall_at_10"] <= 1.0
+    assert count_rows(MilvusClient(lite_uri), "eval") == 18
