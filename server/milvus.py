@@ -132,12 +132,13 @@ def load_index(
     client = connect(target)
     info, name = index.manifest.info, target.collection
     build, search = index_parameters(index_type, len(index))
-    if client.has_collection(name):
-        if replace_collection:
-            client.drop_collection(name)
-        else:
-            _check_compatible(client, target, info, index_type)
-    if not client.has_collection(name):
+    existed = client.has_collection(name)
+    if existed and replace_collection:
+        client.drop_collection(name)
+        existed = False
+    if existed:
+        _check_compatible(client, target, info, index_type)
+    else:
         parameters = client.prepare_index_params()
         parameters.add_index("vector", index_type=index_type, metric_type="L2", params=build)
         client.create_collection(
@@ -166,10 +167,11 @@ def load_index(
             )
             bar.update(len(vectors))
     kept = {item.id for item in items}
-    stale = [row_id for row_id in _ids(client, name) if row_id not in kept]
+    stale = [row_id for row_id in _ids(client, name) if row_id not in kept] if existed else []
     for start in range(0, len(stale), 1000):
         client.delete(name, ids=stale[start : start + 1000])
     client.flush(name)
+    _wait_for_index(client, target)
     client.alter_collection_properties(
         name, properties={INFO_PROPERTY: info.to_json(), SEARCH_PROPERTY: json.dumps(search)}
     )
@@ -200,8 +202,19 @@ def _check_compatible(
         )
 
 
+def _wait_for_index(client: MilvusClient, target: MilvusTarget, poll_s: float = 0.5) -> None:
+    """Milvus builds the vector index in the background; until it is done a search
+    scans instead, so a load is finished only when every row is indexed."""
+    while True:
+        state = client.describe_index(target.collection, "vector", timeout=target.timeout_s)
+        if state.get("pending_index_rows", 0) == 0 and state.get("state") != "InProgress":
+            return
+        time.sleep(poll_s)
+
+
 def _ids(client: MilvusClient, name: str) -> Iterator[str]:
-    iterator = client.query_iterator(name, batch_size=1000, filter="", output_fields=["id"])
+    # Each page is a filtered scan on Milvus Lite: few large pages, not many small ones.
+    iterator = client.query_iterator(name, batch_size=16_384, filter="", output_fields=["id"])
     try:
         while rows := iterator.next():
             yield from (row["id"] for row in rows)
