@@ -54,12 +54,14 @@ def test_same_queries_give_the_same_ids_in_the_same_order(index_dir, milvus_sett
     ).astype(np.float32)
     for k in (1, 5, 18, 50):
         expected, found = exact.search(queries, k), milvus.search(queries, k)
-        assert ids(found) == ids(expected)
-        np.testing.assert_allclose(
-            [[h.distance for h in hits] for hits in found],
-            [[h.distance for h in hits] for hits in expected],
-            rtol=1e-3,
-        )
+        near = [[h.distance for h in hits] for hits in expected]
+        np.testing.assert_allclose([[h.distance for h in hits] for hits in found], near, rtol=1e-4)
+        for want, got, d in zip(ids(expected), ids(found), near, strict=True):
+            # the same id at every rank, except between rows tied within float32 rounding
+            tied = {i for i in range(1, len(d)) if abs(d[i] - d[i - 1]) <= 1e-4 * d[i]}
+            untied = [i for i in range(len(d)) if i not in tied and i + 1 not in tied]
+            assert [got[i] for i in untied] == [want[i] for i in untied]
+            assert sorted(got) == sorted(want)
     assert [h.item for h in milvus.search(features[:1], 1)[0]] == [index.manifest.items[0]]
 
 
