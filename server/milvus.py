@@ -177,7 +177,6 @@ def load_index(
     )
     client.load_collection(name)
     rows = count_rows(client, name)
-    client.close()
     return LoadReport(name, rows, len(stale), index_type, time.perf_counter() - started)
 
 
