@@ -55,10 +55,22 @@ class MilvusTarget:
         return cls(config.milvus_uri or "", config.collection or "", token, config.milvus_timeout_s)
 
 
+# pymilvus pings every 10 s even on an idle connection. Milvus Lite's gRPC server
+# keeps gRPC's defaults, which allow no pings while no call is open, so after a
+# minute or so idle it closes the connection (GOAWAY "too_many_pings") and the
+# next call can fail. That server runs in this process: no network to watch.
+LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
+
+
 def connect(target: MilvusTarget) -> MilvusClient:
-    """A client, or BackendUnavailable within the timeout (never a hang)."""
+    """A client, or BackendUnavailable within the timeout (never a hang).
+
+    pymilvus shares one connection per address among clients, with the channel
+    options of the first, so every client in this process is made here.
+    """
+    options = {"grpc_options": LITE_GRPC_OPTIONS} if target.uri.endswith(".db") else {}
     try:
-        return MilvusClient(uri=target.uri, token=target.token, timeout=target.timeout_s)
+        return MilvusClient(uri=target.uri, token=target.token, timeout=target.timeout_s, **options)
     except (MilvusException, OSError) as error:
         raise BackendUnavailable(f"cannot reach Milvus at {target.uri}: {error}") from None
 

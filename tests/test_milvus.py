@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from lookalike.server.milvus import (
     INFO_PROPERTY,
     MilvusBackend,
     MilvusTarget,
+    connect,
     count_rows,
     load_index,
 )
@@ -103,7 +105,7 @@ def test_a_missing_collection_is_refused_with_the_command_that_makes_it(onnx_mod
 def test_a_collection_of_another_model_is_refused(embedder, index_dir, lite_uri):
     target = MilvusTarget(lite_uri, "faces")
     load_index(GalleryIndex.open(index_dir), target, progress=False)
-    client = MilvusClient(lite_uri)
+    client = connect(target)
     info = json.loads(client.describe_collection("faces")["properties"][INFO_PROPERTY])
     info["model_fingerprint"] = "0123456789abcdef"
     client.alter_collection_properties("faces", properties={INFO_PROPERTY: json.dumps(info)})
@@ -118,7 +120,7 @@ def test_a_collection_of_another_model_is_refused(embedder, index_dir, lite_uri)
 def test_an_unfinished_load_is_refused(index_dir, lite_uri):
     target = MilvusTarget(lite_uri, "faces")
     load_index(GalleryIndex.open(index_dir), target, progress=False)
-    client = MilvusClient(lite_uri)
+    client = connect(target)
     info = json.loads(client.describe_collection("faces")["properties"][INFO_PROPERTY])
     client.alter_collection_properties(
         "faces", properties={INFO_PROPERTY: json.dumps({**info, "version": ""})}
@@ -237,4 +239,34 @@ def test_eval_reports_the_recall_of_milvus_against_exact_search(
     hnsw = evaluate(replace(config, milvus_index_type="HNSW")).summary["milvus"]
     assert hnsw["index_type"] == "HNSW" and hnsw["search_params"] == {"ef": 128}
     assert 0.0 <= hnsw["recall_at_10"] <= 1.0
-    assert count_rows(MilvusClient(lite_uri), "eval") == 18
+    assert count_rows(connect(MilvusTarget(lite_uri, "eval")), "eval") == 18
+
+
+IDLE_CONNECTION = """
+import sys, time
+from lookalike.server.milvus import MilvusTarget, connect
+client = connect(MilvusTarget(sys.argv[1], "faces"))
+client.list_collections()
+time.sleep(12)  # pymilvus' default keepalive pings at 10 s
+client.list_collections()
+"""
+# a ping the server judges against an earlier one; "@-∞" (the first ping) never matches
+JUDGED_PING = re.compile(r"received ping \d+: now=@(\d+)ms \S+ next_allowed_ping=@(\d+)ms")
+
+
+def test_an_idle_lite_connection_earns_no_ping_strikes(lite_uri):
+    """Milvus Lite's gRPC server allows no pings on an idle connection; three
+    strikes and it closes the connection (GOAWAY "too_many_pings"), and a
+    client that meets that during a reconnect fails.
+    """
+    run = subprocess.run(
+        [sys.executable, "-c", IDLE_CONNECTION, lite_uri],
+        env={**os.environ, "GRPC_VERBOSITY": "debug", "GRPC_TRACE": "http_keepalive"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "received ping" in run.stderr, "gRPC's keepalive trace changed: nothing to judge"
+    pings = JUDGED_PING.findall(run.stderr)
+    assert [(now, allowed) for now, allowed in pings if int(now) < int(allowed)] == []
