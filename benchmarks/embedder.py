@@ -5,7 +5,8 @@
 --keras also builds the same ResNet101 in Keras (random weights) and times
 `predict` on the same batches; --int8 quantises the model dynamically with
 onnxruntime's quantization tools (int8 weights, ConvInteger/MatMulInteger)
-and times it too. Ratios are taken within this one run.
+and times it too; --int8-model times a static int8 copy made by
+`lookalike quantize` instead. Ratios are taken within this one run.
 """
 
 from __future__ import annotations
@@ -48,10 +49,14 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 16, 32])
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     parser.add_argument("--keras", action="store_true")
-    parser.add_argument("--int8", action="store_true")
+    int8_choice = parser.add_mutually_exclusive_group()
+    int8_choice.add_argument("--int8", action="store_true", help="dynamic int8, made here")
+    int8_choice.add_argument("--int8-model", type=Path, help="a `lookalike quantize` output")
     args = parser.parse_args()
     embedder = Embedder(args.model, device="auto")
     int8 = quantized(args.model) if args.int8 else None
+    if args.int8_model:
+        int8 = Embedder(args.int8_model, device="auto")
     size = embedder.info.input_size
     keras_model = None
     if args.keras:

@@ -89,7 +89,7 @@ class Embedder:
             )
         if CUDA in requested_providers(device) and self.provider != CUDA:
             log.warning("the CUDA execution provider did not load; running on %s", self.provider)
-        self._input = self._session.get_inputs()[0].name
+        self.input_name = self._session.get_inputs()[0].name
         self.info = self._read_info(model_path)
         log.info("embedder %s (%s) on %s", self.info.name, self.info.fingerprint, self.provider)
 
@@ -120,5 +120,5 @@ class Embedder:
         brute-force path only when the query matches the matrix's dtype.
         """
         batch = np.ascontiguousarray(pixels, dtype=np.float32)
-        (features,) = self._session.run(None, {self._input: batch})
+        (features,) = self._session.run(None, {self.input_name: batch})
         return np.ascontiguousarray(features, dtype=np.float32)

@@ -16,9 +16,10 @@ class KnnSearcher:
     tree algorithms copy the matrix into their own structure. ``"faiss"`` runs
     faiss' exact brute-force ``knn`` on the same mapping (the ``faiss`` extra).
 
-    scikit-learn's brute force recomputes the squared norms of every gallery
-    row on each call; they are computed once here and handed to it through
-    the ``Y_norm_squared`` argument of its Euclidean reduction.
+    scikit-learn's brute force and faiss' ``knn`` recompute the squared norms
+    of every gallery row on each call, a second pass over the matrix; they are
+    computed once here and handed to scikit-learn through the ``Y_norm_squared``
+    argument of its Euclidean reduction, and to faiss' ``knn_L2sqr``.
     """
 
     def __init__(self, features: np.ndarray, algorithm: Algorithm = "brute") -> None:
@@ -28,11 +29,15 @@ class KnnSearcher:
         self.size = features.shape[0]
         self._features = features
         self._nn: NearestNeighbors | None = None
+        self._norms: np.ndarray | None = None
         if algorithm == "faiss":
             import faiss  # noqa: F401 (fail at start, not at the first query)
+
+            self._norms = row_norms_squared(features).astype(np.float32)
         else:
             self._nn = NearestNeighbors(algorithm=algorithm, metric="euclidean").fit(features)
-            self._norms = row_norms_squared(features) if algorithm == "brute" else None
+            if algorithm == "brute":
+                self._norms = row_norms_squared(features)
 
     @property
     def backend(self) -> str:
@@ -51,15 +56,32 @@ class KnnSearcher:
         k = min(k, self.size)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self._nn is None:
-            import faiss
-
-            squared, indices = faiss.knn(queries, self._features, k)
-            return np.sqrt(np.maximum(squared, 0)), indices.astype(np.int64)
+            return self._faiss_search(queries, k)
         if self._norms is not None:
             # scikit-learn pops this from the dict it is given, so give it afresh
             self._nn.effective_metric_params_ = {"Y_norm_squared": self._norms}
         distances, indices = self._nn.kneighbors(queries, n_neighbors=k)
         return distances.astype(np.float32, copy=False), indices
+
+    def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """faiss' exact search (the function behind ``faiss.knn``) with the stored norms."""
+        from faiss import knn_L2sqr, swig_ptr
+
+        squared = np.empty((len(queries), k), dtype=np.float32)
+        indices = np.empty((len(queries), k), dtype=np.int64)
+        rows, dim = self._features.shape
+        knn_L2sqr(
+            swig_ptr(queries),
+            swig_ptr(self._features),
+            dim,
+            len(queries),
+            rows,
+            k,
+            swig_ptr(squared),
+            swig_ptr(indices),
+            swig_ptr(self._norms),
+        )
+        return np.sqrt(np.maximum(squared, 0)), indices
 
 
 def row_norms_squared(features: np.ndarray, block: int = 65_536) -> np.ndarray:
