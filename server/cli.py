@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lookalike.server.config import add_server_arguments
+from lookalike.server.config import MILVUS_INDEX_TYPES, add_server_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -87,7 +87,7 @@ def add_milvus_arguments(parser: argparse.ArgumentParser, required: bool) -> Non
     parser.add_argument("--collection", required=required, help="the collection to load")
     parser.add_argument(
         "--index-type",
-        choices=["FLAT", "IVF_FLAT", "HNSW"],
+        choices=MILVUS_INDEX_TYPES,
         default="FLAT",
         help="FLAT: exact, the same neighbours as scikit-learn; IVF_FLAT, HNSW: approximate "
         "(`lookalike eval --milvus-uri` reports their recall)",
@@ -212,9 +212,9 @@ def run_index(args: argparse.Namespace) -> int:
 def run_to_milvus(args: argparse.Namespace) -> int:
     from lookalike.server.backend import BackendUnavailable
     from lookalike.server.index import GalleryIndex, InvalidIndexError
-    from lookalike.server.milvus import MilvusException, MilvusTarget, load_index
+    from lookalike.server.milvus import MilvusException, MilvusTarget, load_index, read_token
 
-    token = args.milvus_token_file.read_text().strip() if args.milvus_token_file else ""
+    token = read_token(args.milvus_token_file)
     try:
         report = load_index(
             GalleryIndex.open(args.index),

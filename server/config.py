@@ -15,11 +15,13 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 Device = Literal["auto", "cpu", "cuda"]
 Algorithm = Literal["brute", "ball_tree", "kd_tree", "faiss"]
 Backend = Literal["memmap", "milvus"]
+MilvusIndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
+MILVUS_INDEX_TYPES: tuple[str, ...] = get_args(MilvusIndexType)
 DEFAULT_MAX_PIXELS = 40_000_000
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from lookalike.server.cli import add_crop_arguments, add_split_argument, crop_from_args
+from lookalike.server.config import MILVUS_INDEX_TYPES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="lookalike_eval",
         help="with --milvus-uri: the collection to (re)load (lookalike_eval)",
     )
-    parser.add_argument("--index-type", choices=["FLAT", "IVF_FLAT", "HNSW"], default="FLAT")
+    parser.add_argument("--index-type", choices=MILVUS_INDEX_TYPES, default="FLAT")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from lookalike.server.milvus import MilvusTarget
 
 from lookalike.server.build import build_index
-from lookalike.server.config import Algorithm, Device
+from lookalike.server.config import Algorithm, Device, MilvusIndexType
 from lookalike.server.embedder import Embedder
 from lookalike.server.files import atomic_path
 from lookalike.server.gallery import Split
@@ -55,7 +55,7 @@ class EvalConfig:
     batch_size: int = 16
     progress: bool = True
     milvus: MilvusTarget | None = None  # also load into this collection and measure its recall
-    milvus_index_type: str = "FLAT"
+    milvus_index_type: MilvusIndexType = "FLAT"
 
 
 def open_or_build_index(config: EvalConfig, embedder: Embedder, scratch: Path) -> GalleryIndex:

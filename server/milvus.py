@@ -17,21 +17,19 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Literal
+from pathlib import Path
 
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 from tqdm import tqdm
 
 from lookalike.server.backend import BackendUnavailable, Hit
-from lookalike.server.config import ServerConfig
+from lookalike.server.config import MilvusIndexType, ServerConfig
 from lookalike.server.embedder import ModelInfo
 from lookalike.server.index import GalleryIndex, GalleryInfo, InvalidIndexError, Item
 
 log = logging.getLogger(__name__)
 
-IndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
-INDEX_TYPES: tuple[str, ...] = ("FLAT", "IVF_FLAT", "HNSW")
 INFO_PROPERTY = "lookalike.gallery"
 SEARCH_PROPERTY = "lookalike.search_params"
 UNFINISHED = ""  # the version a collection has until its first load completes
@@ -51,8 +49,13 @@ class MilvusTarget:
 
     @classmethod
     def from_server_config(cls, config: ServerConfig) -> MilvusTarget:
-        token = config.milvus_token_file.read_text().strip() if config.milvus_token_file else ""
+        token = read_token(config.milvus_token_file)
         return cls(config.milvus_uri or "", config.collection or "", token, config.milvus_timeout_s)
+
+
+def read_token(path: Path | None) -> str:
+    """The Milvus token from its file (kept out of flags, environment and logs), or none."""
+    return path.read_text().strip() if path else ""
 
 
 # pymilvus pings every 10 s even on an idle connection. Milvus Lite's gRPC server
@@ -75,7 +78,7 @@ def connect(target: MilvusTarget) -> MilvusClient:
         raise BackendUnavailable(f"cannot reach Milvus at {target.uri}: {error}") from None
 
 
-def index_parameters(index_type: IndexType, rows: int) -> tuple[dict, dict]:
+def index_parameters(index_type: MilvusIndexType, rows: int) -> tuple[dict, dict]:
     """Build and search parameters: exact for FLAT; for the approximate types the
     usual starting points (nlist about 4 sqrt(N); HNSW M 16), which eval's recall judges.
     """
@@ -127,7 +130,7 @@ class LoadReport:
 def load_index(
     index: GalleryIndex,
     target: MilvusTarget,
-    index_type: IndexType = "FLAT",
+    index_type: MilvusIndexType = "FLAT",
     batch_size: int = 256,
     replace_collection: bool = False,
     progress: bool = True,
