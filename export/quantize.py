@@ -49,6 +49,10 @@ class QuantizeConfig:
     batch_size: int = 8
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        if self.images < 1 or self.batch_size < 1:
+            raise QuantizeError("--images and the batch size must be at least 1")
+
     @classmethod
     def from_args(cls, args: argparse.Namespace, crop: Crop | None) -> QuantizeConfig:
         return cls(

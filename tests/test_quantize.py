@@ -54,16 +54,26 @@ def test_an_index_of_the_fp32_model_refuses_the_int8_model(index_dir, int8_model
         GalleryIndex.open(index_dir).check_model(int8.info)
 
 
-def test_no_calibration_images_exits_2_and_writes_nothing(onnx_model, tmp_path):
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"calibration": "empty"}, "no images of split 'all'"),
+        ({"extra": ["--images", "0"]}, "--images and the batch size must be at least 1"),
+        ({"model": "missing.onnx"}, "model file not found"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(onnx_model, gallery_dir, tmp_path, change, message):
     (tmp_path / "empty" / "somebody").mkdir(parents=True)
+    model = tmp_path / change["model"] if "model" in change else onnx_model
+    calibration = tmp_path / change["calibration"] if "calibration" in change else gallery_dir
     out = tmp_path / "int8.onnx"
     run = subprocess.run(
-        [sys.executable, "-m", "lookalike.client.cli", "quantize", str(onnx_model)]
-        + ["--calibration", str(tmp_path / "empty"), "--out", str(out)],
+        [sys.executable, "-m", "lookalike.client.cli", "quantize", str(model)]
+        + ["--calibration", str(calibration), "--out", str(out), *change.get("extra", [])],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert run.returncode == 2, run.stderr
-    assert "no images" in run.stderr
+    assert message in run.stderr
     assert list(tmp_path.glob("*.onnx*")) == []
