@@ -39,6 +39,9 @@ from lookalike.server.metrics import (
 from lookalike.server.pairs import PairsFormatError, pair_image_path, read_pairs
 
 QUERY_CHUNK = 256
+# Milvus Lite's FLAT search costs tens of milliseconds per query, so a chunk of
+# 256 can outlast the Milvus timeout; 16 is the server's own largest batch.
+MILVUS_QUERY_CHUNK = 16
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,12 @@ def milvus_recall(
     found = np.full((len(rows), depth), -1, dtype=np.int64)
     started = time.perf_counter()
     for start in tqdm(
-        range(0, len(rows), QUERY_CHUNK), desc="milvus", unit="chunk", disable=not config.progress
+        range(0, len(rows), MILVUS_QUERY_CHUNK),
+        desc="milvus",
+        unit="chunk",
+        disable=not config.progress,
     ):
-        chunk = rows[start : start + QUERY_CHUNK]
+        chunk = rows[start : start + MILVUS_QUERY_CHUNK]
         for n, hits in enumerate(backend.search(index.features[chunk], depth + 1)):
             others = [row_of[hit.item.id] for hit in hits if row_of[hit.item.id] != chunk[n]]
             found[start + n, : len(others[:depth])] = others[:depth]

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import grpc
 import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 from tqdm import tqdm
@@ -241,6 +242,10 @@ def count_rows(client: MilvusClient, name: str) -> int:
     return int(row["count(*)"])
 
 
+def describe_rpc_error(error: grpc.RpcError) -> str:
+    return error.code().name if isinstance(error, grpc.Call) else type(error).__name__
+
+
 class MilvusBackend:
     """A lookalike collection in Milvus, searched with L2 like the memmap backend."""
 
@@ -304,6 +309,11 @@ class MilvusBackend:
                 search_params={"metric_type": "L2", "params": params},
                 timeout=self.target.timeout_s,
             )
+        except grpc.RpcError as error:  # pymilvus lets a missed deadline through as is
+            raise BackendUnavailable(
+                f"Milvus at {self.target.uri} did not answer within "
+                f"{self.target.timeout_s:g} s ({describe_rpc_error(error)})"
+            ) from None
         except MilvusException as error:
             raise BackendUnavailable(
                 f"Milvus at {self.target.uri} did not answer: {error}"

@@ -18,7 +18,7 @@ import pytest
 from pymilvus import MilvusClient, MilvusException
 
 from lookalike.client import LookalikeError, SearchClient
-from lookalike.server.backend import MemmapBackend
+from lookalike.server.backend import BackendUnavailable, MemmapBackend
 from lookalike.server.build import build_index
 from lookalike.server.engine import SearchEngine
 from lookalike.server.evaluate import EvalConfig, evaluate
@@ -115,6 +115,17 @@ def test_a_collection_of_another_model_is_refused(embedder, index_dir, lite_uri)
         load_index(GalleryIndex.open(index_dir), target, progress=False)
     assert load_index(GalleryIndex.open(index_dir), target, replace_collection=True).rows == 18
     SearchEngine(embedder, MilvusBackend.open(target))  # the model's own vectors again
+
+
+def test_a_search_past_the_milvus_timeout_is_unavailable_not_a_grpc_error(index_dir, lite_uri):
+    target = MilvusTarget(lite_uri, "faces")
+    load_index(GalleryIndex.open(index_dir), target, progress=False)
+    backend = MilvusBackend.open(target)
+    queries = GalleryIndex.open(index_dir).features[:4]
+    assert len(backend.search(queries, 5)) == 4
+    backend.target = replace(target, timeout_s=1e-4)
+    with pytest.raises(BackendUnavailable, match="did not answer within 0.0001 s"):
+        backend.search(queries, 5)
 
 
 def test_an_unfinished_load_is_refused(index_dir, lite_uri):
