@@ -212,7 +212,7 @@ def run_index(args: argparse.Namespace) -> int:
 def run_to_milvus(args: argparse.Namespace) -> int:
     from lookalike.server.backend import BackendUnavailable
     from lookalike.server.index import GalleryIndex, InvalidIndexError
-    from lookalike.server.milvus import MilvusException, MilvusTarget, load_index, read_token
+    from lookalike.server.milvus import MilvusTarget, load_index, read_token
 
     token = read_token(args.milvus_token_file)
     try:
@@ -222,7 +222,7 @@ def run_to_milvus(args: argparse.Namespace) -> int:
             args.index_type,
             replace_collection=args.replace,
         )
-    except (InvalidIndexError, BackendUnavailable, MilvusException, OSError) as error:
+    except (InvalidIndexError, BackendUnavailable, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

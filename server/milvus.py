@@ -16,6 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -66,6 +67,22 @@ def read_token(path: Path | None) -> str:
 LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
 
 
+@contextmanager
+def unavailable_on_failure(target: MilvusTarget, failed: str) -> Iterator[None]:
+    """Any failure of Milvus inside as BackendUnavailable, its message starting ``failed``.
+
+    pymilvus raises MilvusException for most failures but lets a missed deadline
+    through as the bare grpc.RpcError, so both are caught here, once.
+    """
+    try:
+        yield
+    except grpc.RpcError as error:
+        code = error.code().name if isinstance(error, grpc.Call) else type(error).__name__
+        raise BackendUnavailable(f"{failed} within {target.timeout_s:g} s ({code})") from None
+    except (MilvusException, OSError) as error:
+        raise BackendUnavailable(f"{failed}: {error}") from None
+
+
 def connect(target: MilvusTarget) -> MilvusClient:
     """A client, or BackendUnavailable within the timeout (never a hang).
 
@@ -73,10 +90,8 @@ def connect(target: MilvusTarget) -> MilvusClient:
     options of the first, so every client in this process is made here.
     """
     options = {"grpc_options": LITE_GRPC_OPTIONS} if target.uri.endswith(".db") else {}
-    try:
+    with unavailable_on_failure(target, f"cannot reach Milvus at {target.uri}"):
         return MilvusClient(uri=target.uri, token=target.token, timeout=target.timeout_s, **options)
-    except (MilvusException, OSError) as error:
-        raise BackendUnavailable(f"cannot reach Milvus at {target.uri}: {error}") from None
 
 
 def index_parameters(index_type: MilvusIndexType, rows: int) -> tuple[dict, dict]:
@@ -146,54 +161,58 @@ def load_index(
     """
     started = time.perf_counter()
     client = connect(target)
-    info, name = index.manifest.info, target.collection
-    build, search = index_parameters(index_type, len(index))
-    existed = client.has_collection(name)
-    if existed and replace_collection:
-        client.drop_collection(name)
-        existed = False
-    if existed:
-        _check_compatible(client, target, info, index_type)
-    else:
-        parameters = client.prepare_index_params()
-        parameters.add_index("vector", index_type=index_type, metric_type="L2", params=build)
-        client.create_collection(
-            name,
-            schema=_schema(info.embedding_size),
-            index_params=parameters,
-            properties={INFO_PROPERTY: replace(info, version=UNFINISHED).to_json()},
-        )
-    items = index.manifest.items
-    with tqdm(total=len(items), unit="row", desc=f"loading {name}", disable=not progress) as bar:
-        for start in range(0, len(items), batch_size):
-            vectors = np.asarray(index.features[start : start + batch_size])
-            client.upsert(
+    with unavailable_on_failure(target, f"loading into Milvus at {target.uri} failed"):
+        info, name = index.manifest.info, target.collection
+        build, search = index_parameters(index_type, len(index))
+        existed = client.has_collection(name)
+        if existed and replace_collection:
+            client.drop_collection(name)
+            existed = False
+        if existed:
+            _check_compatible(client, target, info, index_type)
+        else:
+            parameters = client.prepare_index_params()
+            parameters.add_index("vector", index_type=index_type, metric_type="L2", params=build)
+            client.create_collection(
                 name,
-                [
-                    {
-                        "id": item.id,
-                        "vector": vector,
-                        "label": item.label,
-                        "path": item.path,
-                        "also": json.dumps(item.also),
-                    }
-                    for item, vector in zip(items[start : start + batch_size], vectors, strict=True)
-                ],
-                timeout=target.timeout_s,
+                schema=_schema(info.embedding_size),
+                index_params=parameters,
+                properties={INFO_PROPERTY: replace(info, version=UNFINISHED).to_json()},
             )
-            bar.update(len(vectors))
-    kept = {item.id for item in items}
-    stale = [row_id for row_id in _ids(client, name) if row_id not in kept] if existed else []
-    for start in range(0, len(stale), 1000):
-        client.delete(name, ids=stale[start : start + 1000])
-    client.flush(name)
-    _wait_for_index(client, target)
-    client.alter_collection_properties(
-        name, properties={INFO_PROPERTY: info.to_json(), SEARCH_PROPERTY: json.dumps(search)}
-    )
-    client.load_collection(name)
-    rows = count_rows(client, name)
+        _upsert(client, target, index, batch_size, progress)
+        kept = {item.id for item in index.manifest.items}
+        stale = [row_id for row_id in _ids(client, name) if row_id not in kept] if existed else []
+        for start in range(0, len(stale), 1000):
+            client.delete(name, ids=stale[start : start + 1000])
+        client.flush(name)
+        _wait_for_index(client, target)
+        client.alter_collection_properties(
+            name, properties={INFO_PROPERTY: info.to_json(), SEARCH_PROPERTY: json.dumps(search)}
+        )
+        client.load_collection(name)
+        rows = count_rows(client, name)
     return LoadReport(name, rows, len(stale), index_type, time.perf_counter() - started)
+
+
+def _upsert(
+    client: MilvusClient, target: MilvusTarget, index: GalleryIndex, batch: int, progress: bool
+) -> None:
+    items, name = index.manifest.items, target.collection
+    with tqdm(total=len(items), unit="row", desc=f"loading {name}", disable=not progress) as bar:
+        for start in range(0, len(items), batch):
+            vectors = np.asarray(index.features[start : start + batch])
+            rows = [
+                {
+                    "id": item.id,
+                    "vector": vector,
+                    "label": item.label,
+                    "path": item.path,
+                    "also": json.dumps(item.also),
+                }
+                for item, vector in zip(items[start : start + batch], vectors, strict=True)
+            ]
+            client.upsert(name, rows, timeout=target.timeout_s)
+            bar.update(len(vectors))
 
 
 def _check_compatible(
@@ -242,10 +261,6 @@ def count_rows(client: MilvusClient, name: str) -> int:
     return int(row["count(*)"])
 
 
-def describe_rpc_error(error: grpc.RpcError) -> str:
-    return error.code().name if isinstance(error, grpc.Call) else type(error).__name__
-
-
 class MilvusBackend:
     """A lookalike collection in Milvus, searched with L2 like the memmap backend."""
 
@@ -268,7 +283,7 @@ class MilvusBackend:
     @classmethod
     def open(cls, target: MilvusTarget) -> MilvusBackend:
         client = connect(target)
-        try:
+        with unavailable_on_failure(target, f"Milvus at {target.uri} failed"):
             info, search, index_type = read_properties(client, target)
             if info.version == UNFINISHED:
                 raise InvalidIndexError(
@@ -277,8 +292,6 @@ class MilvusBackend:
                 )
             client.load_collection(target.collection, timeout=target.timeout_s)
             size = count_rows(client, target.collection)
-        except MilvusException as error:
-            raise BackendUnavailable(f"Milvus at {target.uri}: {error}") from None
         log.info(
             "Milvus collection %s at %s: %d rows, %s index",
             target.collection,
@@ -300,7 +313,7 @@ class MilvusBackend:
         params = dict(self.search_params)
         if "ef" in params:  # HNSW explores at least k candidates
             params["ef"] = max(params["ef"], k)
-        try:
+        with unavailable_on_failure(self.target, f"Milvus at {self.target.uri} did not answer"):
             results = self.client.search(
                 self.target.collection,
                 data=list(np.asarray(queries, dtype=np.float32)),
@@ -309,15 +322,6 @@ class MilvusBackend:
                 search_params={"metric_type": "L2", "params": params},
                 timeout=self.target.timeout_s,
             )
-        except grpc.RpcError as error:  # pymilvus lets a missed deadline through as is
-            raise BackendUnavailable(
-                f"Milvus at {self.target.uri} did not answer within "
-                f"{self.target.timeout_s:g} s ({describe_rpc_error(error)})"
-            ) from None
-        except MilvusException as error:
-            raise BackendUnavailable(
-                f"Milvus at {self.target.uri} did not answer: {error}"
-            ) from None
         return [[_hit(found) for found in hits] for hits in results]
 
     def check_model(self, model: ModelInfo) -> None:

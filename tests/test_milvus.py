@@ -117,15 +117,18 @@ def test_a_collection_of_another_model_is_refused(embedder, index_dir, lite_uri)
     SearchEngine(embedder, MilvusBackend.open(target))  # the model's own vectors again
 
 
-def test_a_search_past_the_milvus_timeout_is_unavailable_not_a_grpc_error(index_dir, lite_uri):
+def test_milvus_past_its_timeout_is_unavailable_not_a_grpc_error(index_dir, lite_uri):
     target = MilvusTarget(lite_uri, "faces")
     load_index(GalleryIndex.open(index_dir), target, progress=False)
     backend = MilvusBackend.open(target)
     queries = GalleryIndex.open(index_dir).features[:4]
     assert len(backend.search(queries, 5)) == 4
-    backend.target = replace(target, timeout_s=1e-4)
+    hurried = replace(target, timeout_s=1e-4)
+    backend.target = hurried
     with pytest.raises(BackendUnavailable, match="did not answer within 0.0001 s"):
         backend.search(queries, 5)
+    with pytest.raises(BackendUnavailable, match="failed within 0.0001 s"):
+        load_index(GalleryIndex.open(index_dir), hurried, progress=False)
 
 
 def test_an_unfinished_load_is_refused(index_dir, lite_uri):
