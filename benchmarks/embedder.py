@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.embedder import Embedder
+from lookalike.server.vision.embedder import Embedder
 
 
 def images_per_second(run, size: int, batch: int, seconds: float) -> float:  # noqa: ANN001

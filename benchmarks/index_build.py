@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.build import build_index
-from lookalike.server.embedder import Embedder
-from lookalike.server.imaging import Crop
+from lookalike.server.index.build import build_index
+from lookalike.server.vision.embedder import Embedder
+from lookalike.server.vision.imaging import Crop
 
 
 def main() -> None:

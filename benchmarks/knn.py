@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.knn import KnnSearcher
+from lookalike.server.backends.knn import KnnSearcher
 
 K = 20
 

@@ -24,11 +24,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from knn import per_query_ms, synthetic_matrix  # noqa: E402
 
-from lookalike.server.backend import BackendUnavailable, MemmapBackend, SearchBackend  # noqa: E402
-from lookalike.server.embedder import file_sha256  # noqa: E402
-from lookalike.server.imaging import WHOLE_FRAME  # noqa: E402
-from lookalike.server.index import FEATURES, MANIFEST, GalleryIndex, Item, Manifest  # noqa: E402
-from lookalike.server.milvus import MilvusBackend, MilvusTarget, load_index  # noqa: E402
+from lookalike.server.backends.base import BackendUnavailable, SearchBackend  # noqa: E402
+from lookalike.server.backends.memmap import MemmapBackend  # noqa: E402
+from lookalike.server.backends.milvus import MilvusBackend, MilvusTarget, load_index  # noqa: E402
+from lookalike.server.index.store import FEATURES, MANIFEST, GalleryIndex, Item, Manifest  # noqa: E402
+from lookalike.server.vision.embedder import file_sha256  # noqa: E402
+from lookalike.server.vision.imaging import WHOLE_FRAME  # noqa: E402
 
 K = 10
 

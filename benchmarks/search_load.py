@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.client import LookalikeError, SearchClient
-from lookalike.server.embedder import Embedder
+from lookalike.server.vision.embedder import Embedder
 
 
 def free_port() -> int:

@@ -1,7 +1,9 @@
-"""The `lookalike` command: search and info here, the server and export commands when installed.
+"""The `lookalike` command: search, info and reload here; the others loaded when asked for.
 
 The thin client install ships the code of every command but only the client's
-dependencies; a command whose extra is missing says which one to install.
+dependencies. A command of another part of lookalike is imported only when it
+is the one run, so `lookalike search` loads no server module; one whose extra
+is missing says which to install.
 """
 
 from __future__ import annotations
@@ -15,35 +17,82 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lookalike.client.client import LookalikeError, SearchClient, SearchResult
-from lookalike.server.logs import configure_logging
+from lookalike.common.logs import configure_logging
+from lookalike.common.tokens import TokenFileError, read_token
 
 DEFAULT_SERVER = "localhost:50051"
 
-# The module behind each extra's commands, and the extra that brings its dependencies.
-COMMAND_MODULES = {
-    "lookalike.server.cli": "server",
-    "lookalike.server.eval_cli": "eval",
-    "lookalike.export.cli": "export",
+
+class MissingExtra(Exception):
+    """A command's module needs a package its extra would install."""
+
+    def __init__(self, command: str, package: str | None, extra: str) -> None:
+        super().__init__(
+            f"`lookalike {command}` needs {package}, which is not installed; "
+            f"install it with: pip install 'lookalike[{extra}]'"
+        )
+
+
+# The commands of the other parts: the function that adds each one's parser
+# ("module:function"), the extra that brings its dependencies, and its line in
+# `lookalike --help`.
+COMMANDS = {
+    "serve": ("lookalike.server.cli:add_serve_parser", "server", "run the gRPC search server"),
+    "index": (
+        "lookalike.server.cli:add_index_parser",
+        "server",
+        "embed a gallery folder into an index",
+    ),
+    "to-milvus": (
+        "lookalike.server.cli:add_to_milvus_parser",
+        "milvus",
+        "load an index into a Milvus collection, without re-embedding",
+    ),
+    "eval": (
+        "lookalike.server.evaluation.cli:add_eval_parser",
+        "eval",
+        "measure retrieval and verification quality",
+    ),
+    "export": (
+        "lookalike.export.cli:add_export_parser",
+        "export",
+        "convert the Keras ResNet101 embedder to ONNX",
+    ),
+    "train": ("lookalike.export.cli:add_train_parser", "export", "fine-tune the embedder on faces"),
+    "quantize": (
+        "lookalike.export.cli:add_quantize_parser",
+        "export",
+        "make an int8 copy of an exported embedder",
+    ),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with the real parser of ``command`` alone among the other parts' commands
+    (the rest are listed by name and help line, without importing their modules)."""
     parser = argparse.ArgumentParser(
         prog="lookalike", description="Reverse image search for faces."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _register_client_commands(subparsers)
-    for module_name, extra in COMMAND_MODULES.items():
-        importlib.import_module(module_name).register(subparsers)
-        for command in subparsers.choices.values():
-            if command.get_default("extra") is None:
-                command.set_defaults(extra=extra)
-    for command in subparsers.choices.values():
-        command.add_argument(
-            "--log-level",
-            default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO"),
-            help="DEBUG, INFO, WARNING or ERROR (env LOOKALIKE_LOG_LEVEL)",
-        )
+    for name, (adder, extra, help_line) in COMMANDS.items():
+        if name != command:
+            subparsers.add_parser(name, help=help_line, add_help=False)
+            continue
+        module_name, _, function = adder.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            raise MissingExtra(name, error.name, extra) from None
+        getattr(module, function)(subparsers)
+        subparsers.choices[name].set_defaults(extra=extra)
+    for name, command_parser in subparsers.choices.items():
+        if name not in COMMANDS or name == command:
+            command_parser.add_argument(
+                "--log-level",
+                default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO"),
+                help="DEBUG, INFO, WARNING or ERROR (env LOOKALIKE_LOG_LEVEL)",
+            )
     return parser
 
 
@@ -104,7 +153,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def connect(args: argparse.Namespace) -> SearchClient:
-    token = args.token_file.read_text().strip() if args.token_file else None
+    token = read_token(args.token_file) if args.token_file else None
     return SearchClient(args.server, timeout=args.timeout, token=token, tls=args.tls, ca=args.ca)
 
 
@@ -150,7 +199,7 @@ def result_to_json(result: SearchResult) -> dict[str, object]:
 
 def write_sheet(args: argparse.Namespace, query: bytes, result: SearchResult) -> None:
     from lookalike.client.sheet import render_sheet
-    from lookalike.server.files import atomic_path
+    from lookalike.common.files import atomic_path
 
     sheet = render_sheet(query, result, args.label, title=f"query {args.image.name}")
     with atomic_path(args.sheet) as staging:
@@ -177,19 +226,24 @@ def run_reload(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((word for word in argv if not word.startswith("-")), None)
+    try:
+        args = build_parser(command).parse_args(argv)
+    except MissingExtra as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
     try:
         return args.func(args)
     except LookalikeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except TokenFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except ModuleNotFoundError as error:
-        print(
-            f"error: `lookalike {args.command}` needs {error.name}, which is not installed; "
-            f"install it with: pip install 'lookalike[{args.extra}]'",
-            file=sys.stderr,
-        )
+        print(f"error: {MissingExtra(args.command, error.name, args.extra)}", file=sys.stderr)
         return 2
 
 

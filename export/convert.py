@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -16,9 +15,9 @@ import onnx
 import tensorflow as tf
 import tf2onnx
 
+from lookalike.common.files import atomic_path
 from lookalike.export.model import EMBEDDING_SIZE, ExportError, build_embedder
-from lookalike.server.embedder import file_fingerprint
-from lookalike.server.files import atomic_path
+from lookalike.server.vision.embedder import file_fingerprint
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "embedding"
@@ -33,17 +32,6 @@ class ExportConfig:
     opset: int = 17
     seed: int = 0
     verify_batch: int = 2
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> ExportConfig:
-        return cls(
-            out=args.out,
-            weights=args.weights,
-            image_size=args.image_size,
-            checkpoint=args.checkpoint,
-            opset=args.opset,
-            seed=args.seed,
-        )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ QuantizeLinear/Conv/DequantizeLinear group into an int8 convolution kernel.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from collections.abc import Iterator
@@ -28,10 +27,10 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
-from lookalike.server.embedder import Embedder, file_fingerprint
-from lookalike.server.files import atomic_path
-from lookalike.server.gallery import Split, list_gallery
-from lookalike.server.imaging import WHOLE_FRAME, Crop, ImageError, load
+from lookalike.common.files import atomic_path
+from lookalike.server.index.gallery import Split, list_gallery
+from lookalike.server.vision.embedder import Embedder, file_fingerprint
+from lookalike.server.vision.imaging import WHOLE_FRAME, Crop, ImageError, load
 
 
 class QuantizeError(RuntimeError):
@@ -52,17 +51,6 @@ class QuantizeConfig:
     def __post_init__(self) -> None:
         if self.images < 1 or self.batch_size < 1:
             raise QuantizeError("--images and the batch size must be at least 1")
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace, crop: Crop | None) -> QuantizeConfig:
-        return cls(
-            model=args.model,
-            calibration=args.calibration,
-            out=args.out,
-            crop=crop,
-            split=args.split,
-            images=args.images,
-        )
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from lookalike.common.files import atomic_path
 from lookalike.export.model import build_embedder
-from lookalike.server.files import atomic_path
-from lookalike.server.gallery import GalleryImage, list_gallery
-from lookalike.server.imaging import Crop, ImageError, decode, load
-from lookalike.server.knn import KnnSearcher
-from lookalike.server.metrics import hit_at_k
+from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
+from lookalike.server.index.gallery import GalleryImage, list_gallery
+from lookalike.server.vision.imaging import Crop, ImageError, decode, load
 
 EMBEDDER_LAYER = "embedder"
 # Share of the training people held out to report validation hit@1 each epoch.
@@ -202,8 +201,7 @@ class ValidationHitAt1(keras.callbacks.Callback):
         features = np.asarray(
             embedder.predict(self.pixels, batch_size=32, verbose=0), dtype=np.float32
         )
-        _, neighbours = KnnSearcher(features).search(features, 2)
-        return hit_at_k(self.labels[neighbours[:, 1:]] == self.labels[:, np.newaxis], 1)
+        return leave_one_out_hit_at_1(features, self.labels)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         print(

@@ -1,7 +1,7 @@
-"""`lookalike serve` and `lookalike index`.
+"""`lookalike serve`, `index` and `to-milvus`.
 
-Imported by the CLI dispatcher even on a thin-client install, so the heavy
-server dependencies are imported inside the commands, not here.
+Imported only when one of these commands runs; the heavy dependencies are
+imported inside the commands, so `--help` stays quick.
 """
 
 from __future__ import annotations
@@ -10,21 +10,31 @@ import argparse
 import sys
 from pathlib import Path
 
-from lookalike.server.config import MILVUS_INDEX_TYPES, add_server_arguments
+from lookalike.server.backends.base import BACKEND_NAMES
+from lookalike.server.online.config import add_server_arguments
+from lookalike.server.options import (
+    add_batch_size_argument,
+    add_crop_arguments,
+    add_device_argument,
+    add_milvus_arguments,
+    add_split_argument,
+    crop_from_args,
+    milvus_target_from_args,
+)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser(
         "serve",
-        help="run the gRPC search server",
         description="Serve Search over a gallery index with the model that built it.",
     )
     add_server_arguments(serve)
     serve.set_defaults(func=run_serve)
 
+
+def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
     index = subparsers.add_parser(
         "index",
-        help="embed a gallery folder into an index",
         description="Embed every image under GALLERY_DIR/<label>/ into INDEX_DIR.",
     )
     index.add_argument("gallery", type=Path, metavar="GALLERY_DIR")
@@ -56,94 +66,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_crop_arguments(index)
     add_split_argument(index)
-    index.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    index.add_argument("--batch-size", type=int, default=16)
+    add_device_argument(index)
+    add_batch_size_argument(index, 16)
     index.add_argument(
         "--backend",
-        choices=["memmap", "milvus"],
+        choices=BACKEND_NAMES,
         default="memmap",
         help="milvus: also load the finished index into --collection at --milvus-uri",
     )
     add_milvus_arguments(index, required=False)
+    add_replace_argument(index)
     index.set_defaults(func=run_index)
 
+
+def add_to_milvus_parser(subparsers: argparse._SubParsersAction) -> None:
     to_milvus = subparsers.add_parser(
         "to-milvus",
-        help="load an index into a Milvus collection, without re-embedding",
         description="Make a Milvus collection hold exactly the rows of INDEX_DIR. Loading "
         "again adds no duplicates and deletes rows whose files left the index.",
     )
     to_milvus.add_argument("index", type=Path, metavar="INDEX_DIR")
     add_milvus_arguments(to_milvus, required=True)
+    add_replace_argument(to_milvus)
     to_milvus.set_defaults(func=run_to_milvus)
 
 
-def add_milvus_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
-    parser.add_argument(
-        "--milvus-uri",
-        required=required,
-        help="a Milvus Lite folder ending in .db, or a Milvus server (http://host:19530)",
-    )
-    parser.add_argument("--collection", required=required, help="the collection to load")
-    parser.add_argument(
-        "--index-type",
-        choices=MILVUS_INDEX_TYPES,
-        default="FLAT",
-        help="FLAT: exact, the same neighbours as scikit-learn; IVF_FLAT, HNSW: approximate "
-        "(`lookalike eval --milvus-uri` reports their recall)",
-    )
+def add_replace_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replace",
         action="store_true",
         help="drop the collection first if it holds another model's vectors or index type",
     )
-    parser.add_argument(
-        "--milvus-token-file", type=Path, default=None, help="a file holding the Milvus token"
-    )
-
-
-def add_split_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--split",
-        choices=["all", "train", "test"],
-        default="all",
-        help="only the people of this split (a fixed hash of each name puts 30%% in test)",
-    )
-
-
-def add_crop_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--crop",
-        choices=["none", "center", "detect"],
-        default=None,
-        help="none: the whole frame; center: its middle (for pre-aligned sets like LFW); "
-        "detect: the largest face OpenCV finds, else the centre; "
-        "default: the crop the model was trained with, else none",
-    )
-    parser.add_argument(
-        "--crop-fraction",
-        type=float,
-        default=None,
-        help="side of the centre crop as a share of the shorter side (0.5)",
-    )
-
-
-def crop_from_args(args: argparse.Namespace):  # noqa: ANN201 (Crop, imported lazily)
-    from lookalike.server.imaging import Crop
-
-    if args.crop is None:
-        return None
-    return Crop(args.crop) if args.crop_fraction is None else Crop(args.crop, args.crop_fraction)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from lookalike.server.app import serve
-    from lookalike.server.auth import AuthError
-    from lookalike.server.backend import BackendUnavailable
-    from lookalike.server.config import ConfigError, load_config
-    from lookalike.server.embedder import ModelError
-    from lookalike.server.index import InvalidIndexError
-    from lookalike.server.logs import configure_logging
+    from lookalike.common.logs import configure_logging
+    from lookalike.common.tokens import TokenFileError
+    from lookalike.server.backends.base import BackendUnavailable
+    from lookalike.server.index.store import InvalidIndexError
+    from lookalike.server.online.app import serve
+    from lookalike.server.online.config import ConfigError, load_config
+    from lookalike.server.vision.embedder import ModelError
 
     try:
         config = load_config(args)
@@ -156,7 +119,7 @@ def run_serve(args: argparse.Namespace) -> int:
         ConfigError,
         ModelError,
         InvalidIndexError,
-        AuthError,
+        TokenFileError,
         BackendUnavailable,
         OSError,
         ValueError,
@@ -166,9 +129,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_index(args: argparse.Namespace) -> int:
-    from lookalike.server.build import build_index
-    from lookalike.server.embedder import Embedder, ModelError
-    from lookalike.server.index import InvalidIndexError
+    from lookalike.server.index.build import build_index
+    from lookalike.server.index.store import InvalidIndexError
+    from lookalike.server.vision.embedder import Embedder, ModelError
 
     if args.append != (args.into is not None):
         print("error: --append goes with --into INDEX_DIR (and --out without it)", file=sys.stderr)
@@ -210,19 +173,19 @@ def run_index(args: argparse.Namespace) -> int:
 
 
 def run_to_milvus(args: argparse.Namespace) -> int:
-    from lookalike.server.backend import BackendUnavailable
-    from lookalike.server.index import GalleryIndex, InvalidIndexError
-    from lookalike.server.milvus import MilvusTarget, load_index, read_token
+    from lookalike.common.tokens import TokenFileError
+    from lookalike.server.backends.base import BackendUnavailable
+    from lookalike.server.backends.milvus import load_index
+    from lookalike.server.index.store import GalleryIndex, InvalidIndexError
 
-    token = read_token(args.milvus_token_file)
     try:
         report = load_index(
             GalleryIndex.open(args.index),
-            MilvusTarget(args.milvus_uri, args.collection, token),
+            milvus_target_from_args(args),
             args.index_type,
             replace_collection=args.replace,
         )
-    except (InvalidIndexError, BackendUnavailable, OSError) as error:
+    except (InvalidIndexError, BackendUnavailable, TokenFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(

@@ -32,7 +32,7 @@ def onnx_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(onnx_model):
-    from lookalike.server.embedder import Embedder
+    from lookalike.server.vision.embedder import Embedder
 
     return Embedder(onnx_model, device="cpu")
 
@@ -45,7 +45,7 @@ def gallery_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def index_dir(gallery_dir, embedder, tmp_path_factory) -> Path:
-    from lookalike.server.build import build_index
+    from lookalike.server.index.build import build_index
 
     out = tmp_path_factory.mktemp("indexes") / "index"
     build_index(gallery_dir, embedder, out, progress=False)
@@ -55,8 +55,8 @@ def index_dir(gallery_dir, embedder, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def milvus_settings(index_dir, tmp_path_factory) -> dict[str, str]:
     """index_dir loaded into a Milvus Lite collection: the server settings that search it."""
-    from lookalike.server.index import GalleryIndex
-    from lookalike.server.milvus import MilvusTarget, load_index
+    from lookalike.server.backends.milvus import MilvusTarget, load_index
+    from lookalike.server.index.store import GalleryIndex
 
     uri = str(tmp_path_factory.mktemp("milvus") / "gallery.db")
     load_index(GalleryIndex.open(index_dir), MilvusTarget(uri, "gallery"), progress=False)

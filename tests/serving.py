@@ -65,10 +65,9 @@ def wait_until_serving(target: str, process: subprocess.Popen, timeout: float = 
 @contextmanager
 def running_server(embedder, index_dir: Path | None, **settings) -> Iterator:
     """A real, started Server on a free loopback port with the given ServerConfig settings."""
-    from lookalike.server.app import Server
-    from lookalike.server.backend import open_backend
-    from lookalike.server.config import ServerConfig
-    from lookalike.server.engine import SearchEngine
+    from lookalike.server.online.app import Server
+    from lookalike.server.online.config import ServerConfig
+    from lookalike.server.online.engine import SearchEngine, open_backend
 
     config = ServerConfig(
         model=embedder.info.path, index=index_dir, host="127.0.0.1", port=0, **settings

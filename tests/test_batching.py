@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from lookalike.client import SearchClient
-from lookalike.server.backend import MemmapBackend
-from lookalike.server.batcher import DeadlinePassed, MicroBatcher
-from lookalike.server.engine import SearchEngine
-from lookalike.server.gallery import list_gallery
-from lookalike.server.index import GalleryIndex
-from lookalike.server.telemetry import Telemetry
+from lookalike.server.backends.memmap import MemmapBackend
+from lookalike.server.index.gallery import list_gallery
+from lookalike.server.index.store import GalleryIndex
+from lookalike.server.online.batcher import DeadlinePassed, MicroBatcher
+from lookalike.server.online.engine import SearchEngine
+from lookalike.server.online.telemetry import Telemetry
 from tests.serving import running_server
 
 
@@ -62,11 +62,14 @@ def test_a_call_whose_deadline_passed_costs_no_work(embedder, index_dir):
     try:
         size = embedder.info.input_size
         late = batcher.submit(
-            engine, np.zeros((size, size, 3), np.float32), 3, deadline=time.monotonic() - 1
+            engine.embed_and_search,
+            np.zeros((size, size, 3), np.float32),
+            3,
+            deadline=time.monotonic() - 1,
         )
         with pytest.raises(DeadlinePassed):
             late.result(timeout=10)
-        on_time = batcher.submit(engine, np.zeros((size, size, 3), np.float32), 3)
+        on_time = batcher.submit(engine.embed_and_search, np.zeros((size, size, 3), np.float32), 3)
         assert len(on_time.result(timeout=10).hits) == 3
     finally:
         batcher.close()

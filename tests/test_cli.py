@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from lookalike.server.index import GalleryIndex
+from lookalike.server.index.store import GalleryIndex
 from tests.serving import free_port, start_server_process, wait_until_serving
 
 LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]

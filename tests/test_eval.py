@@ -9,7 +9,7 @@ import sys
 import pytest
 from PIL import Image
 
-from lookalike.server.gallery import list_gallery, person_split
+from lookalike.server.index.gallery import list_gallery, person_split
 
 EVAL = [sys.executable, "-m", "lookalike.client.cli", "eval"]
 

@@ -102,10 +102,10 @@ def test_imagenet_without_network_names_the_weights_option():
 
 @pytest.mark.usefixtures("empty_keras_cache")
 def test_cli_export_without_the_imagenet_weights_exits_2_and_writes_nothing(tmp_path, capsys):
-    from lookalike.export.cli import register
+    from lookalike.export.cli import add_export_parser
 
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
+    add_export_parser(parser.add_subparsers())
     args = parser.parse_args(["export", "--image-size", "32", "--out", str(tmp_path / "m.onnx")])
     assert args.weights == "imagenet"
     assert args.func(args) == 2

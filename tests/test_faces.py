@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from lookalike.server.imaging import NO_FACE_NOTE, Crop, load
+from lookalike.server.vision.imaging import NO_FACE_NOTE, Crop, load
 from tests.imagegen import encode, noise_image
 
 

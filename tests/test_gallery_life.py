@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from lookalike.client import LookalikeError, SearchClient
-from lookalike.server.build import build_index
-from lookalike.server.index import FEATURES, GalleryIndex, InvalidIndexError
+from lookalike.server.index.build import build_index
+from lookalike.server.index.store import FEATURES, GalleryIndex, InvalidIndexError
 from tests.serving import free_port, in_process_server, start_server_process, wait_until_serving
 
 

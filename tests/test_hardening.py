@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lookalike.client import LookalikeError, SearchClient
-from lookalike.server.imaging import ImageError, decode
+from lookalike.server.vision.imaging import ImageError, decode
 from tests.imagegen import encode, noise_image
 from tests.serving import (
     free_port,

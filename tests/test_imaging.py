@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.server.imaging import Crop, ImageError, decode, load
+from lookalike.server.vision.imaging import Crop, ImageError, decode, load
 from tests.imagegen import encode, noise_image
 
 

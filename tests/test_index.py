@@ -8,12 +8,12 @@ import shutil
 import numpy as np
 import pytest
 
-from lookalike.server.backend import MemmapBackend
-from lookalike.server.build import build_index
-from lookalike.server.engine import SearchEngine
-from lookalike.server.imaging import Crop
-from lookalike.server.index import FEATURES, MANIFEST, GalleryIndex, InvalidIndexError
-from lookalike.server.knn import KnnSearcher
+from lookalike.server.backends.knn import KnnSearcher
+from lookalike.server.backends.memmap import MemmapBackend
+from lookalike.server.index.build import build_index
+from lookalike.server.index.store import FEATURES, MANIFEST, GalleryIndex, InvalidIndexError
+from lookalike.server.online.engine import SearchEngine
+from lookalike.server.vision.imaging import Crop
 
 
 def test_index_holds_one_float32_row_per_image(index_dir, gallery_dir, embedder):

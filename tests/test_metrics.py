@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.server.metrics import (
-    average_precision,
+from lookalike.server.evaluation.pairs import Pair, PairsFormatError, pair_image_path, read_pairs
+from lookalike.server.evaluation.scores import (
     best_threshold,
     hit_at_k,
     mean_average_precision,
@@ -19,7 +19,6 @@ from lookalike.server.metrics import (
     same_label_matrix,
     verification_metrics,
 )
-from lookalike.server.pairs import Pair, PairsFormatError, pair_image_path, read_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 T, F = True, False
@@ -53,7 +52,8 @@ def test_hit_at_k_counts_queries_with_any_same_person_in_the_first_k():
     ],
 )
 def test_average_precision_by_hand(row, n_relevant, expected):
-    assert average_precision(np.array(row), n_relevant) == pytest.approx(expected)
+    one_query = mean_average_precision(np.array([row]), np.array([n_relevant]))
+    assert one_query == pytest.approx(expected)
 
 
 def test_mean_average_precision_is_the_mean_of_the_rows():
@@ -67,7 +67,7 @@ def test_average_precision_refuses_counts_that_cannot_be_right():
         mean_average_precision(np.array([[F, F]]), np.array([0]))
     # two hits but one relevant image: usually the query ranked against itself
     with pytest.raises(ValueError, match="more same-person items"):
-        average_precision(np.array([T, T]), 1)
+        mean_average_precision(np.array([[T, T]]), np.array([1]))
 
 
 def test_retrieval_metrics_by_hand():
@@ -213,7 +213,7 @@ def test_lfw_dev_train_pairs_parse():
 
 
 def test_plots_module_imports_without_matplotlib():
-    code = "import sys, lookalike.server.plots; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, lookalike.server.evaluation.plots; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
@@ -221,7 +221,7 @@ def test_plots_are_readable_pngs(tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from lookalike.server.plots import plot_hit_curve, plot_roc
+    from lookalike.server.evaluation.plots import plot_hit_curve, plot_roc
 
     metrics = verification_metrics(np.array([1.0, 3.0, 2.0, 4.0] * 5), np.array([T, T, F, F] * 5))
     plot_roc(metrics.fpr, metrics.tpr, metrics.roc_auc, tmp_path / "roc.png")

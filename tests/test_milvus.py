@@ -18,12 +18,9 @@ import pytest
 from pymilvus import MilvusClient, MilvusException
 
 from lookalike.client import LookalikeError, SearchClient
-from lookalike.server.backend import BackendUnavailable, MemmapBackend
-from lookalike.server.build import build_index
-from lookalike.server.engine import SearchEngine
-from lookalike.server.evaluate import EvalConfig, evaluate
-from lookalike.server.index import GalleryIndex, InvalidIndexError
-from lookalike.server.milvus import (
+from lookalike.server.backends.base import BackendUnavailable
+from lookalike.server.backends.memmap import MemmapBackend
+from lookalike.server.backends.milvus import (
     INFO_PROPERTY,
     MilvusBackend,
     MilvusTarget,
@@ -31,6 +28,10 @@ from lookalike.server.milvus import (
     count_rows,
     load_index,
 )
+from lookalike.server.evaluation.evaluate import EvalConfig, evaluate
+from lookalike.server.index.build import build_index
+from lookalike.server.index.store import GalleryIndex, InvalidIndexError
+from lookalike.server.online.engine import SearchEngine
 from tests.serving import free_port, in_process_server, wait_until_serving
 
 CLI = [sys.executable, "-m", "lookalike.client.cli"]
@@ -258,7 +259,7 @@ def test_eval_reports_the_recall_of_milvus_against_exact_search(
 
 IDLE_CONNECTION = """
 import sys, time
-from lookalike.server.milvus import MilvusTarget, connect
+from lookalike.server.backends.milvus import MilvusTarget, connect
 client = connect(MilvusTarget(sys.argv[1], "faces"))
 client.list_collections()
 time.sleep(12)  # pymilvus' default keepalive pings at 10 s

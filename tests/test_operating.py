@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from lookalike.client import LookalikeError, SearchClient
-from lookalike.server.config import ConfigError, add_server_arguments, load_config
+from lookalike.server.online.config import ConfigError, add_server_arguments, load_config
 from tests.imagegen import noise_image
 from tests.serving import free_port, running_server, start_server_process, wait_until_serving
 

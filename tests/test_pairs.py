@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lookalike.server.pairs import Pair, PairsFormatError, pair_image_path, read_pairs
+from lookalike.server.evaluation.pairs import Pair, PairsFormatError, pair_image_path, read_pairs
 
 
 def write(tmp_path, text):

@@ -10,9 +10,9 @@ import onnx
 import pytest
 
 from lookalike.export.quantize import QuantizeConfig, min_cosine, quantize
-from lookalike.server.embedder import Embedder
-from lookalike.server.imaging import WHOLE_FRAME, prepare
-from lookalike.server.index import GalleryIndex, InvalidIndexError
+from lookalike.server.index.store import GalleryIndex, InvalidIndexError
+from lookalike.server.vision.embedder import Embedder
+from lookalike.server.vision.imaging import WHOLE_FRAME, prepare
 from tests.conftest import TEST_IMAGE_SIZE
 from tests.imagegen import person_image
 

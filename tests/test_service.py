@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from lookalike.client import LookalikeError, SearchClient
-from lookalike.server.index import GalleryIndex
+from lookalike.server.index.store import GalleryIndex
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 
@@ -127,8 +127,8 @@ def test_request_over_the_size_limit_is_resource_exhausted(server_target):
 
 
 def test_detect_index_reports_fallback_in_the_response(embedder, gallery_dir, tmp_path):
-    from lookalike.server.build import build_index
-    from lookalike.server.imaging import NO_FACE_NOTE, Crop
+    from lookalike.server.index.build import build_index
+    from lookalike.server.vision.imaging import NO_FACE_NOTE, Crop
     from tests.serving import in_process_server
 
     build_index(gallery_dir, embedder, tmp_path / "index", crop=Crop("detect"), progress=False)

@@ -12,8 +12,8 @@ from PIL import Image
 
 from lookalike.client import Match, SearchClient, SearchResult, Timings
 from lookalike.client.sheet import BACKGROUND, CELL, SheetLayout, render_sheet, sheet_size
-from lookalike.server.build import build_index
-from lookalike.server.imaging import Crop
+from lookalike.server.index.build import build_index
+from lookalike.server.vision.imaging import Crop
 from tests.serving import in_process_server
 
 

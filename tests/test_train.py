@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from lookalike.server.imaging import Crop
+from lookalike.server.vision.imaging import Crop
 from tests.imagegen import write_gallery
 
 SIZE = 32
@@ -63,9 +63,9 @@ def test_training_checkpoints_every_epoch_and_resumes(trained):
 
 def test_checkpoint_exports_with_its_crop_and_normalisation(trained, tmp_path, faces):
     from lookalike.export.convert import ExportConfig, export_onnx
-    from lookalike.server.build import build_index
-    from lookalike.server.embedder import Embedder
-    from lookalike.server.index import InvalidIndexError
+    from lookalike.server.index.build import build_index
+    from lookalike.server.index.store import InvalidIndexError
+    from lookalike.server.vision.embedder import Embedder
 
     report = export_onnx(ExportConfig(out=tmp_path / "tuned.onnx", checkpoint=trained))
     assert report.max_rel_diff < 1e-3
@@ -82,7 +82,7 @@ def test_checkpoint_exports_with_its_crop_and_normalisation(trained, tmp_path, f
     embedder = Embedder(report.path, device="cpu")
     assert embedder.info.crop == Crop("center")
     index = build_index(faces, embedder, tmp_path / "index", progress=False)
-    from lookalike.server.index import GalleryIndex
+    from lookalike.server.index.store import GalleryIndex
 
     assert GalleryIndex.open(tmp_path / "index").manifest.crop == Crop("center")
     assert index.rows == 20
@@ -93,8 +93,8 @@ def test_checkpoint_exports_with_its_crop_and_normalisation(trained, tmp_path, f
 def test_training_crop_is_the_index_and_server_crop(faces):
     """Same file, same crop, same pixels: training sees what search will see."""
     from lookalike.export.train import pixels_of
-    from lookalike.server.gallery import list_gallery
-    from lookalike.server.imaging import load
+    from lookalike.server.index.gallery import list_gallery
+    from lookalike.server.vision.imaging import load
 
     image = list_gallery(faces)[3]
     config = config_for(faces, faces / "unused.keras")

@@ -25,11 +25,6 @@ def hit_at_k(same: np.ndarray, k: int) -> float:
     return float(np.asarray(same)[:, :k].any(axis=1).mean())
 
 
-def average_precision(same_row: np.ndarray, n_relevant: int) -> float:
-    """AP of one query over its whole ranking; see `mean_average_precision`."""
-    return mean_average_precision(np.asarray(same_row)[np.newaxis, :], np.array([n_relevant]))
-
-
 def mean_average_precision(same: np.ndarray, n_relevant: np.ndarray) -> float:
     """Mean over queries of the precision at each relevant rank, summed, over ``n_relevant``.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from lookalike.server.imaging import ImageError, decode
+from lookalike.server.vision.imaging import ImageError, decode
 
 JPEG_QUALITY = 85
 

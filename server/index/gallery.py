@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 Split = Literal["all", "train", "test"]
-SPLITS: tuple[str, ...] = ("all", "train", "test")
+SPLITS: tuple[str, ...] = get_args(Split)
 # Share of people held out for testing: never trained on, never tuned on.
 TEST_SHARE = 0.3
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 
-from lookalike.server.backend import BackendUnavailable, SearchBackend
-from lookalike.server.batcher import MicroBatcher
-from lookalike.server.engine import SearchEngine
-from lookalike.server.imaging import ImageError
-from lookalike.server.index import InvalidIndexError
-from lookalike.server.telemetry import Telemetry
-from lookalike.server.thumbnails import thumbnail_or_note
+from lookalike.server.backends.base import BackendUnavailable, SearchBackend
+from lookalike.server.index.store import InvalidIndexError
+from lookalike.server.online.engine import SearchEngine, SearchOutcome
+from lookalike.server.online.telemetry import Telemetry
+from lookalike.server.online.thumbnails import thumbnail_or_note
+from lookalike.server.vision.imaging import ImageError
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -41,14 +41,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         max_in_flight: int = 16,
         thumbnail_size: int = 160,
         telemetry: Telemetry | None = None,
-        batcher: MicroBatcher | None = None,
     ) -> None:
         self.engine = engine
         self.max_k = max_k
         self.max_in_flight = max_in_flight
         self.thumbnail_size = thumbnail_size
         self.telemetry = telemetry or Telemetry()
-        self.batcher = batcher
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._reloading = threading.Lock()
         # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
@@ -64,25 +62,28 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         """
         with self._reloading:
             old = self.engine
-            gallery = old.gallery.reopen(location)
-            fresh = SearchEngine(old.embedder, gallery, old.max_pixels)
+            fresh = old.with_backend(old.backend.reopen(location))
             fresh.warm_up(1)
             self.engine = fresh
-            self.telemetry.gallery_size.set(len(gallery))
+            self.telemetry.gallery_size.set(len(fresh.backend))
             log.info(
                 "switched from gallery %s to %s (%d images)",
-                old.gallery.info.version,
-                gallery.info.version,
-                len(gallery),
+                old.backend.info.version,
+                fresh.backend.info.version,
+                len(fresh.backend),
             )
-            return old.gallery, gallery
+            return old.backend, fresh.backend
 
     def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchResponse:
         with self.telemetry.call("Search", context) as call:
             call.update(k=request.k, bytes=len(request.image))
-            response = self._search(request, context)
+            started = time.perf_counter()
+            with self._admitted(request, context):
+                engine = self.engine  # this call's engine, even if the index is swapped
+                outcome = self._run(engine, request, context)
+            response = self._response(request, engine, outcome, started)
             t = response.timings
             call.update(
                 matches=len(response.matches),
@@ -92,10 +93,11 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             )
             return response
 
-    def _search(
+    @contextmanager
+    def _admitted(
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
-    ) -> search_pb2.SearchResponse:
-        started = time.perf_counter()
+    ) -> Iterator[None]:
+        """Admission: ready, a valid k, and a free slot, held while the call works."""
         if not self.ready.is_set():
             context.abort(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
         if not 1 <= request.k <= self.max_k:
@@ -108,30 +110,45 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {self.max_in_flight} searches in flight; retry with backoff",
             )
-        engine = self.engine  # this call's engine, even if the index is swapped meanwhile
         self.telemetry.in_flight.inc()
         try:
-            remaining = context.time_remaining()
-            result = engine.search(
+            yield
+        finally:
+            self.telemetry.in_flight.dec()
+            self._slots.release()
+
+    def _run(
+        self, engine: SearchEngine, request: search_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> SearchOutcome:
+        """The engine call, its failures turned into gRPC statuses and its stages timed."""
+        remaining = context.time_remaining()
+        try:
+            outcome = engine.search(
                 request.image,
                 request.k,
                 deadline_guard(context),
-                self.batcher,
                 None if remaining is None else time.monotonic() + remaining,
             )
         except ImageError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
         except BackendUnavailable as error:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        finally:
-            self.telemetry.in_flight.dec()
-            self._slots.release()
         for stage, ms in (
-            ("decode", result.decode_ms),
-            ("embed", result.embed_ms),
-            ("knn", result.search_ms),
+            ("decode", outcome.decode_ms),
+            ("embed", outcome.embed_ms),
+            ("knn", outcome.search_ms),
         ):
             self.telemetry.stages.labels(stage).observe(ms / 1e3)
+        return outcome
+
+    def _response(
+        self,
+        request: search_pb2.SearchRequest,
+        engine: SearchEngine,
+        outcome: SearchOutcome,
+        started: float,
+    ) -> search_pb2.SearchResponse:
+        """The SearchResponse: ranked matches, thumbnails if asked, crop and timings."""
         matches = [
             search_pb2.Match(
                 rank=rank,
@@ -140,12 +157,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 path=hit.item.path,
                 distance=hit.distance,
             )
-            for rank, hit in enumerate(result.hits, start=1)
+            for rank, hit in enumerate(outcome.hits, start=1)
         ]
         if request.thumbnails:
             self._add_thumbnails(matches, engine)
-        left, top, right, bottom = result.prepared.box
-        width, height = result.prepared.original_size
+        left, top, right, bottom = outcome.prepared.box
+        width, height = outcome.prepared.original_size
         return search_pb2.SearchResponse(
             matches=matches,
             query_crop=search_pb2.CropBox(
@@ -156,19 +173,19 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 image_width=width,
                 image_height=height,
             ),
-            crop_note=result.prepared.note,
+            crop_note=outcome.prepared.note,
             model_fingerprint=engine.embedder.info.fingerprint,
-            index_version=engine.gallery.info.version,
+            index_version=engine.backend.info.version,
             timings=search_pb2.Timings(
-                decode_ms=result.decode_ms,
-                embed_ms=result.embed_ms,
-                search_ms=result.search_ms,
+                decode_ms=outcome.decode_ms,
+                embed_ms=outcome.embed_ms,
+                search_ms=outcome.search_ms,
                 total_ms=(time.perf_counter() - started) * 1e3,
             ),
         )
 
     def _add_thumbnails(self, matches: list[search_pb2.Match], engine: SearchEngine) -> None:
-        root = Path(engine.gallery.info.gallery_root)
+        root = Path(engine.backend.info.gallery_root)
         for match in matches:
             match.thumbnail_jpeg, match.note = thumbnail_or_note(
                 root / match.path, self.thumbnail_size, engine.max_pixels
@@ -201,7 +218,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def _info(self) -> search_pb2.GetInfoResponse:
         engine = self.engine
-        embedder, gallery = engine.embedder, engine.gallery
+        embedder, backend = engine.embedder, engine.backend
         return search_pb2.GetInfoResponse(
             model_name=embedder.info.name,
             model_fingerprint=embedder.info.fingerprint,
@@ -209,10 +226,10 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             input_size=embedder.info.input_size,
             execution_provider=embedder.provider,
             providers=embedder.providers,
-            gallery_size=len(gallery),
-            index_version=gallery.info.version,
+            gallery_size=len(backend),
+            index_version=backend.info.version,
             max_k=self.max_k,
-            knn_backend=gallery.name,
+            knn_backend=backend.name,
             weights=embedder.info.weights,
             thumbnail_size=self.thumbnail_size,
             startup_seconds=self.telemetry.startup_seconds,

@@ -7,11 +7,14 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
-from lookalike.server.config import Device
-from lookalike.server.imaging import Crop
+from lookalike.server.vision.imaging import Crop
+
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(Device)
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,10 @@ A ResNet101 forward pass costs far less per image in a batch than alone, and
 one k-NN call over a batch reads the gallery once instead of once per query.
 Calls wait at most ``window`` for company; a call whose deadline passes while
 it waits is dropped before any work is spent on it.
+
+The batcher knows nothing of models or galleries: each job carries the step
+that answers it (the engine's bound ``embed_and_search``), and jobs with the
+same step share a run.
 """
 
 from __future__ import annotations
@@ -12,17 +16,14 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.server.backend import Hit
-from lookalike.server.telemetry import Telemetry
-
-if TYPE_CHECKING:
-    from lookalike.server.engine import SearchEngine
+from lookalike.server.backends.base import Hit
+from lookalike.server.online.telemetry import Telemetry
 
 
 class DeadlinePassed(Exception):
@@ -37,9 +38,14 @@ class BatchAnswer:
     batch_size: int
 
 
+# Pixels of a batch (N x H x W x 3) and the largest k asked: each query's hits, nearest
+# first, with the milliseconds spent embedding and searching.
+Step = Callable[[np.ndarray, int], tuple[list[list[Hit]], float, float]]
+
+
 @dataclass(frozen=True)
 class _Job:
-    engine: SearchEngine
+    step: Step
     pixels: np.ndarray
     k: int
     deadline: float | None  # time.monotonic() by which the caller stops waiting
@@ -58,11 +64,11 @@ class MicroBatcher:
         self._thread.start()
 
     def submit(
-        self, engine: SearchEngine, pixels: np.ndarray, k: int, deadline: float | None = None
+        self, step: Step, pixels: np.ndarray, k: int, deadline: float | None = None
     ) -> Future:
-        """A future of this image's BatchAnswer."""
+        """A future of this image's BatchAnswer, computed by ``step`` with others'."""
         future: Future = Future()
-        self._queue.put(_Job(engine, pixels, k, deadline, future))
+        self._queue.put(_Job(step, pixels, k, deadline, future))
         return future
 
     def close(self) -> None:
@@ -90,15 +96,15 @@ class MicroBatcher:
 
     def _process(self, jobs: list[_Job]) -> None:
         now = time.monotonic()
-        by_engine: dict[int, list[_Job]] = defaultdict(list)
+        by_step: dict[Step, list[_Job]] = defaultdict(list)
         for job in jobs:
             if not job.future.set_running_or_notify_cancel():
                 continue
             if job.deadline is not None and job.deadline <= now:
                 job.future.set_exception(DeadlinePassed())
             else:
-                by_engine[id(job.engine)].append(job)
-        for group in by_engine.values():  # one group unless an index swap happened mid-batch
+                by_step[job.step].append(job)
+        for group in by_step.values():  # one group unless an index swap happened mid-batch
             try:
                 self._answer(group)
             except Exception as error:  # every waiting caller must hear of it
@@ -106,20 +112,10 @@ class MicroBatcher:
                     job.future.set_exception(error)
 
     def _answer(self, group: list[_Job]) -> None:
-        engine = group[0].engine
-        started = time.perf_counter()
-        features = engine.embedder.embed(np.stack([job.pixels for job in group]))
-        embedded = time.perf_counter()
-        found = engine.gallery.search(features, max(job.k for job in group))
-        searched = time.perf_counter()
+        found, embed_ms, search_ms = group[0].step(
+            np.stack([job.pixels for job in group]), max(job.k for job in group)
+        )
         if self.telemetry:
             self.telemetry.batch_size.observe(len(group))
         for job, hits in zip(group, found, strict=True):
-            job.future.set_result(
-                BatchAnswer(
-                    hits[: job.k],
-                    (embedded - started) * 1e3,
-                    (searched - embedded) * 1e3,
-                    len(group),
-                )
-            )
+            job.future.set_result(BatchAnswer(hits[: job.k], embed_ms, search_ms, len(group)))

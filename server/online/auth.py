@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from pathlib import Path
 
 import grpc
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
-
-
-class AuthError(ValueError):
-    """The token file is missing or empty."""
-
-
-def read_token(path: Path) -> str:
-    try:
-        token = path.read_text().strip()
-    except OSError as error:
-        raise AuthError(f"cannot read the auth token file {path}: {error}") from None
-    if not token:
-        raise AuthError(f"the auth token file {path} is empty")
-    return token
 
 
 def _deny(message: str) -> grpc.RpcMethodHandler:

@@ -12,14 +12,15 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from lookalike.server.auth import BearerTokenInterceptor, read_token
-from lookalike.server.backend import BackendUnavailable
-from lookalike.server.batcher import MicroBatcher
-from lookalike.server.config import ServerConfig
-from lookalike.server.engine import SearchEngine
-from lookalike.server.index import InvalidIndexError
-from lookalike.server.service import SearchService
-from lookalike.server.telemetry import Telemetry
+from lookalike.common.tokens import read_token
+from lookalike.server.backends.base import BackendUnavailable
+from lookalike.server.index.store import InvalidIndexError
+from lookalike.server.online.auth import BearerTokenInterceptor
+from lookalike.server.online.batcher import MicroBatcher
+from lookalike.server.online.config import ServerConfig
+from lookalike.server.online.engine import SearchEngine
+from lookalike.server.online.service import SearchService
+from lookalike.server.online.telemetry import Telemetry
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ class Server:
         self, config: ServerConfig, engine: SearchEngine, began: float | None = None
     ) -> None:
         self.config = config
-        self.engine = engine
         self.began = time.perf_counter() if began is None else began
         self.telemetry = Telemetry()
         self.health = health.HealthServicer()
@@ -45,7 +45,8 @@ class Server:
         threads = config.max_in_flight + CONTROL_CALLS
         interceptors = []
         if config.auth_token_file:
-            interceptors.append(BearerTokenInterceptor(read_token(config.auth_token_file)))
+            token = read_token(config.auth_token_file, "auth token")
+            interceptors.append(BearerTokenInterceptor(token))
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
             interceptors=interceptors,
@@ -57,12 +58,11 @@ class Server:
         )
         self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
         self.service = SearchService(
-            engine,
+            engine.with_batcher(self.batcher),
             config.max_k,
             config.max_in_flight,
             config.thumbnail_size,
             self.telemetry,
-            self.batcher,
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -89,9 +89,10 @@ class Server:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
         self._grpc.start()
-        warmup = self.engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
-        embedder = self.engine.embedder
-        self.telemetry.gallery_size.set(len(self.engine.gallery))
+        engine = self.service.engine
+        warmup = engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
+        embedder = engine.embedder
+        self.telemetry.gallery_size.set(len(engine.backend))
         self.telemetry.provider.labels(embedder.provider).set(1)
         self.telemetry.record_start(time.perf_counter() - self.began, warmup)
         if self.config.metrics_port is not None:
@@ -107,9 +108,9 @@ class Server:
             self.port,
             embedder.info.fingerprint,
             embedder.provider,
-            len(self.engine.gallery),
-            self.engine.gallery.info.version,
-            self.engine.gallery.name,
+            len(engine.backend),
+            engine.backend.info.version,
+            engine.backend.name,
             self.telemetry.startup_seconds,
             warmup,
         )

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lookalike.server.files import atomic_path
+from lookalike.common.files import atomic_path
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

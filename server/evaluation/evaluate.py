@@ -1,9 +1,10 @@
 """`lookalike eval`: retrieval and verification quality of a model over a gallery.
 
 The gallery is indexed by the same build_index the server's indexes come from,
-and searched by the same SearchEngine the server answers with; a query is the
-index row of a gallery image (the vector the server would compute from that
-file), searched against the whole gallery with itself left out.
+and searched by the same exact k-NN (KnnSearcher) as the server's memory-mapped
+backend; a query is the index row of a gallery image (the vector the server
+would compute from that file), searched against the whole gallery with itself
+left out.
 """
 
 from __future__ import annotations
@@ -20,23 +21,25 @@ import numpy as np
 from tqdm import tqdm
 
 if TYPE_CHECKING:
-    from lookalike.server.milvus import MilvusTarget
+    from lookalike.server.backends.milvus import MilvusTarget
 
-from lookalike.server.build import build_index
-from lookalike.server.config import Algorithm, Device, MilvusIndexType
-from lookalike.server.embedder import Embedder
-from lookalike.server.files import atomic_path
-from lookalike.server.gallery import Split
-from lookalike.server.imaging import Crop
-from lookalike.server.index import GalleryIndex
-from lookalike.server.knn import KnnSearcher
-from lookalike.server.metrics import (
+from lookalike.common.files import atomic_path
+from lookalike.server.backends.base import Algorithm, MilvusIndexType
+from lookalike.server.backends.knn import KnnSearcher
+from lookalike.server.evaluation.pairs import PairsFormatError, pair_image_path, read_pairs
+from lookalike.server.evaluation.scores import (
     RetrievalMetrics,
     VerificationMetrics,
+    hit_at_k,
     retrieval_metrics,
+    same_label_matrix,
     verification_metrics,
 )
-from lookalike.server.pairs import PairsFormatError, pair_image_path, read_pairs
+from lookalike.server.index.build import build_index
+from lookalike.server.index.gallery import Split
+from lookalike.server.index.store import GalleryIndex
+from lookalike.server.vision.embedder import Device, Embedder
+from lookalike.server.vision.imaging import Crop
 
 QUERY_CHUNK = 256
 # Milvus Lite's FLAT search costs tens of milliseconds per query, so a chunk of
@@ -75,6 +78,13 @@ def open_or_build_index(config: EvalConfig, embedder: Embedder, scratch: Path) -
             split=config.split,
         )
     return GalleryIndex.open(path)
+
+
+def leave_one_out_hit_at_1(features: np.ndarray, labels: np.ndarray) -> float:
+    """Share of rows whose nearest other row has the same label: a quick check of features
+    (training reports it on held-out people)."""
+    _, neighbours = KnnSearcher(np.asarray(features, np.float32)).search(features, 2)
+    return hit_at_k(same_label_matrix(labels, labels[neighbours[:, 1:]]), 1)
 
 
 def rank_gallery(
@@ -132,7 +142,7 @@ def milvus_recall(
     recall@k: the share of the exact k nearest other images that Milvus also
     returns among its k nearest (the query itself left out of both).
     """
-    from lookalike.server.milvus import MilvusBackend, load_index
+    from lookalike.server.backends.milvus import MilvusBackend, load_index
 
     load = load_index(
         index, config.milvus, config.milvus_index_type, replace_collection=True, progress=False
@@ -210,7 +220,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
             raise ValueError(f"no person in {config.gallery} has two or more images to query")
         ranked = rank_gallery(index, knn, rows, config.progress)
         searched = time.perf_counter()
-        same = labels[ranked] == labels[rows][:, np.newaxis]
+        same = same_label_matrix(labels[rows], labels[ranked])
         n_relevant = np.array([counts[label] - 1 for label in labels[rows]])
         retrieval = retrieval_metrics(same, n_relevant)
         verification, pairs_skipped = None, 0
@@ -232,7 +242,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
         "queries": int(len(rows)),
         "pairs_file": str(config.pairs) if config.pairs else None,
         "pairs_skipped": pairs_skipped,
-        "knn_backend": knn.backend,
+        "knn_backend": knn.name,
         "seconds_total": time.perf_counter() - started,
         "seconds_index": indexed - started,
         "seconds_search": searched - indexed,
@@ -243,7 +253,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
 
 def write_report(report: EvalReport, out: Path) -> list[Path]:
     """report.json and the plots; returns the files written."""
-    from lookalike.server.plots import plot_hit_curve, plot_roc
+    from lookalike.server.evaluation.plots import plot_hit_curve, plot_roc
 
     out.mkdir(parents=True, exist_ok=True)
     summary = report.summary

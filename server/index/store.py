@@ -5,7 +5,7 @@ Layout of an index folder::
     features.npy    N x D float32, opened with numpy.load(mmap_mode="r")
     manifest.json   model fingerprint, crop, shape, checksum, and one item per row
 
-lookalike.server.build writes it; this module reads and checks it.
+lookalike.server.index.build writes it; this module reads and checks it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.embedder import ModelInfo, file_sha256
-from lookalike.server.gallery import Split
-from lookalike.server.imaging import Crop
+from lookalike.server.index.gallery import Split
+from lookalike.server.vision.embedder import ModelInfo, file_sha256
+from lookalike.server.vision.imaging import Crop
 
 log = logging.getLogger(__name__)
 

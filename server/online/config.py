@@ -3,8 +3,9 @@
 Each setting is read, in rising precedence, from its default, an optional TOML
 file (``--config`` or ``LOOKALIKE_CONFIG``), a ``LOOKALIKE_<NAME>`` variable,
 and a flag. One table below drives all four, so they cannot drift apart.
-Kept free of numpy, onnxruntime and scikit-learn: the CLI reads these flags on
-a thin-client install too.
+Imports no onnxruntime, scikit-learn or pymilvus: `lookalike serve --help`
+stays quick. The choices come from the Literal types of the modules that use
+them.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, get_args
 
-Device = Literal["auto", "cpu", "cuda"]
-Algorithm = Literal["brute", "ball_tree", "kd_tree", "faiss"]
-Backend = Literal["memmap", "milvus"]
-MilvusIndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
-MILVUS_INDEX_TYPES: tuple[str, ...] = get_args(MilvusIndexType)
-DEFAULT_MAX_PIXELS = 40_000_000
+from lookalike.server.backends.base import ALGORITHMS, BACKEND_NAMES, Algorithm, BackendName
+from lookalike.server.options import HELP
+from lookalike.server.vision.embedder import DEVICES, Device
+from lookalike.server.vision.imaging import DEFAULT_MAX_PIXELS
+
+LogFormat = Literal["text", "json"]
 
 
 class ConfigError(ValueError):
@@ -33,7 +34,7 @@ class ConfigError(ValueError):
 class ServerConfig:
     model: Path
     index: Path | None = None
-    backend: Backend = "memmap"
+    backend: BackendName = "memmap"
     milvus_uri: str | None = None
     collection: str | None = None
     milvus_token_file: Path | None = None
@@ -55,7 +56,7 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_port: int | None = None
-    log_format: Literal["text", "json"] = "text"
+    log_format: LogFormat = "text"
 
     @property
     def address(self) -> str:
@@ -87,28 +88,16 @@ SETTINGS: dict[str, Setting] = {
     "backend": Setting(
         str,
         "memmap: search the mapped --index; milvus: search --collection in --milvus-uri",
-        ("memmap", "milvus"),
+        BACKEND_NAMES,
     ),
-    "milvus_uri": Setting(
-        str, "a Milvus Lite folder ending in .db, or a Milvus server (http://host:19530)"
-    ),
-    "collection": Setting(str, "the Milvus collection made by `lookalike to-milvus`"),
-    "milvus_token_file": Setting(Path, "a file holding the Milvus token (user:password)"),
-    "milvus_timeout_s": Setting(
-        float, "how long to wait for Milvus before a Search answers UNAVAILABLE"
-    ),
+    "milvus_uri": Setting(str, HELP["milvus_uri"]),
+    "collection": Setting(str, HELP["collection"]),
+    "milvus_token_file": Setting(Path, HELP["milvus_token_file"]),
+    "milvus_timeout_s": Setting(float, HELP["milvus_timeout_s"]),
     "host": Setting(str, "address to listen on (default: all interfaces)"),
     "port": Setting(int, "port to listen on"),
-    "device": Setting(
-        str,
-        "auto: CUDA when it loads, else CPU; cuda: fail unless CUDA loads",
-        ("auto", "cpu", "cuda"),
-    ),
-    "knn_algorithm": Setting(
-        str,
-        "scikit-learn brute (keeps the matrix mapped), ball_tree, kd_tree; or faiss (exact)",
-        ("brute", "ball_tree", "kd_tree", "faiss"),
-    ),
+    "device": Setting(str, HELP["device"], DEVICES),
+    "knn_algorithm": Setting(str, HELP["knn_algorithm"], ALGORITHMS),
     "max_k": Setting(int, "largest k a Search may ask for"),
     "max_message_bytes": Setting(int, "largest request; larger get RESOURCE_EXHAUSTED"),
     "max_pixels": Setting(int, "largest image (width x height), checked before decoding"),
@@ -130,7 +119,7 @@ SETTINGS: dict[str, Setting] = {
     "tls_cert": Setting(Path, "PEM certificate chain; with --tls-key, serve TLS only"),
     "tls_key": Setting(Path, "PEM private key of --tls-cert"),
     "metrics_port": Setting(int, "serve Prometheus metrics over HTTP on this port (off if unset)"),
-    "log_format": Setting(str, "text or json, one line per call", ("text", "json")),
+    "log_format": Setting(str, "text or json, one line per call", get_args(LogFormat)),
 }
 
 

@@ -23,10 +23,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.server.embedder import Embedder, file_sha256
-from lookalike.server.gallery import GalleryImage, Split, content_id, list_gallery
-from lookalike.server.imaging import WHOLE_FRAME, Crop, ImageError, load
-from lookalike.server.index import (
+from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
+from lookalike.server.index.store import (
     FEATURES,
     MANIFEST,
     GalleryIndex,
@@ -35,6 +33,8 @@ from lookalike.server.index import (
     Manifest,
     check_crop,
 )
+from lookalike.server.vision.embedder import Embedder, file_sha256
+from lookalike.server.vision.imaging import WHOLE_FRAME, Crop, ImageError, load
 
 log = logging.getLogger(__name__)
 

@@ -7,14 +7,22 @@ import json
 import sys
 from pathlib import Path
 
-from lookalike.server.cli import add_crop_arguments, add_split_argument, crop_from_args
-from lookalike.server.config import MILVUS_INDEX_TYPES
+from lookalike.server.options import (
+    add_batch_size_argument,
+    add_crop_arguments,
+    add_device_argument,
+    add_knn_algorithm_argument,
+    add_milvus_arguments,
+    add_split_argument,
+    config_from_args,
+    crop_from_args,
+    milvus_target_from_args,
+)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "eval",
-        help="measure retrieval and verification quality",
         description="Index GALLERY_DIR/<label>/ with the model, query every image of a person "
         "with two or more, and report hit@k, mAP and, with --pairs, LFW verification.",
     )
@@ -36,53 +44,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_crop_arguments(parser)
     add_split_argument(parser)
-    parser.add_argument(
-        "--knn-algorithm", choices=["brute", "ball_tree", "kd_tree", "faiss"], default="brute"
+    add_knn_algorithm_argument(parser)
+    add_device_argument(parser)
+    add_batch_size_argument(parser, 16)
+    milvus = parser.add_argument_group(
+        "Milvus",
+        "with --milvus-uri, also load the index into Milvus and report its recall "
+        "against exact search",
     )
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument(
-        "--milvus-uri",
-        default=None,
-        help="also load the index into Milvus here and report its recall against exact search",
-    )
-    parser.add_argument(
-        "--collection",
-        default="lookalike_eval",
-        help="with --milvus-uri: the collection to (re)load (lookalike_eval)",
-    )
-    parser.add_argument("--index-type", choices=MILVUS_INDEX_TYPES, default="FLAT")
+    add_milvus_arguments(milvus, required=False, collection_default="lookalike_eval")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lookalike.server.backend import BackendUnavailable
-    from lookalike.server.embedder import ModelError
-    from lookalike.server.evaluate import EvalConfig, evaluate, write_report
-    from lookalike.server.index import InvalidIndexError
+    from lookalike.server.backends.base import BackendUnavailable
+    from lookalike.server.evaluation.evaluate import EvalConfig, evaluate, write_report
+    from lookalike.server.index.store import InvalidIndexError
+    from lookalike.server.vision.embedder import ModelError
 
-    milvus = None
-    if args.milvus_uri:
-        from lookalike.server.milvus import MilvusTarget
-
-        milvus = MilvusTarget(args.milvus_uri, args.collection)
-
-    config = EvalConfig(
-        gallery=args.gallery,
-        model=args.model,
-        index=args.index,
-        pairs=args.pairs,
-        out=args.out,
-        crop=crop_from_args(args),
-        split=args.split,
-        knn_algorithm=args.knn_algorithm,
-        device=args.device,
-        batch_size=args.batch_size,
-        milvus=milvus,
-        milvus_index_type=args.index_type,
-    )
-    try:
+    try:  # a TokenFileError is a ValueError
+        config = config_from_args(
+            EvalConfig,
+            args,
+            crop=crop_from_args(args),
+            milvus=milvus_target_from_args(args) if args.milvus_uri else None,
+            milvus_index_type=args.index_type,
+        )
         report = evaluate(config)
     except (ModelError, InvalidIndexError, BackendUnavailable, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from lookalike.server.config import DEFAULT_MAX_PIXELS
-
 CropMode = Literal["none", "center", "detect"]
-CROP_MODES: tuple[str, ...] = ("none", "center", "detect")
+CROP_MODES: tuple[str, ...] = get_args(CropMode)
+# Largest image (width x height) decoded; larger is refused before decoding.
+DEFAULT_MAX_PIXELS = 40_000_000
 NO_FACE_NOTE = "no face found; the centre crop was used"
 
 # An LFW frame holds the face in roughly its middle 45%; half the shorter
@@ -46,7 +46,7 @@ class Crop:
     def locate(self, image: Image.Image) -> tuple[tuple[int, int, int, int], str]:
         """The region the model sees, and a note when detection fell back to the centre."""
         if self.mode == "detect":
-            from lookalike.server.faces import largest_face
+            from lookalike.server.vision.faces import largest_face
 
             face = largest_face(image)
             if face is not None:

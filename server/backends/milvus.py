@@ -25,10 +25,10 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 from tqdm import tqdm
 
-from lookalike.server.backend import BackendUnavailable, Hit
-from lookalike.server.config import MilvusIndexType, ServerConfig
-from lookalike.server.embedder import ModelInfo
-from lookalike.server.index import GalleryIndex, GalleryInfo, InvalidIndexError, Item
+from lookalike.common.tokens import read_token
+from lookalike.server.backends.base import BackendUnavailable, Hit, MilvusIndexType
+from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
+from lookalike.server.vision.embedder import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +50,12 @@ class MilvusTarget:
     timeout_s: float = 10.0
 
     @classmethod
-    def from_server_config(cls, config: ServerConfig) -> MilvusTarget:
-        token = read_token(config.milvus_token_file)
-        return cls(config.milvus_uri or "", config.collection or "", token, config.milvus_timeout_s)
-
-
-def read_token(path: Path | None) -> str:
-    """The Milvus token from its file (kept out of flags, environment and logs), or none."""
-    return path.read_text().strip() if path else ""
+    def with_token_file(
+        cls, uri: str, collection: str, token_file: Path | None, timeout_s: float = 10.0
+    ) -> MilvusTarget:
+        """The target with its token read from ``token_file`` (none when unset)."""
+        token = read_token(token_file, "Milvus token") if token_file else ""
+        return cls(uri, collection, token, timeout_s)
 
 
 # pymilvus pings every 10 s even on an idle connection. Milvus Lite's gRPC server

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from lookalike.server.config import Algorithm
+from lookalike.server.backends.base import Algorithm
 
 
 class KnnSearcher:
@@ -40,7 +40,7 @@ class KnnSearcher:
                 self._norms = row_norms_squared(features)
 
     @property
-    def backend(self) -> str:
+    def name(self) -> str:
         return "faiss-flat" if self.algorithm == "faiss" else f"sklearn-{self.algorithm}"
 
     @property

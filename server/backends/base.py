@@ -1,0 +1,60 @@
+"""The seam between the server and wherever its gallery's vectors live.
+
+The engine and the service see a SearchBackend and nothing else. There are
+two: MemmapBackend (``memmap.py``), the default, the mapped matrix searched
+with scikit-learn or faiss; and MilvusBackend (``milvus.py``, the ``milvus``
+extra), for galleries that outgrow one machine. The kinds of backend and of
+k-NN are declared here, where the command line reads them without importing
+scikit-learn or pymilvus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, get_args
+
+import numpy as np
+
+from lookalike.server.index.store import GalleryInfo, Item
+from lookalike.server.vision.embedder import ModelInfo
+
+BackendName = Literal["memmap", "milvus"]
+Algorithm = Literal["brute", "ball_tree", "kd_tree", "faiss"]
+MilvusIndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
+BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+MILVUS_INDEX_TYPES: tuple[str, ...] = get_args(MilvusIndexType)
+
+
+class BackendUnavailable(RuntimeError):
+    """The vector store did not answer in time; the same call may succeed later."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    item: Item
+    distance: float  # Euclidean, as for every backend
+
+
+class SearchBackend(Protocol):
+    info: GalleryInfo
+
+    @property
+    def name(self) -> str:
+        """What GetInfo reports as the k-NN backend, e.g. ``sklearn-brute``."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """The k nearest items of each query row, nearest first (fewer if the gallery is
+        smaller). Raises BackendUnavailable when the store cannot be reached."""
+        ...
+
+    def check_model(self, model: ModelInfo) -> None:
+        """Raise InvalidIndexError unless ``model`` embedded this gallery."""
+        ...
+
+    def reopen(self, location: str | None = None) -> SearchBackend:
+        """The gallery now at ``location`` (an index folder, a collection), default the same."""
+        ...

@@ -1,0 +1,1 @@
+"""`lookalike eval`: retrieval and verification quality, scored as the server would search."""

@@ -1,0 +1,1 @@
+"""The index on disk (manifest and memory-mapped features) and building it from a gallery."""

@@ -1,0 +1,152 @@
+"""Every command-line option that more than one command takes, declared once.
+
+`serve`, `index`, `to-milvus`, `eval`, `train` and `quantize` add their shared
+options from here, with choices taken from the Literal types of the modules
+that use them, and turn parsed arguments into their config objects with
+``config_from_args``. Imports no onnxruntime, scikit-learn, pymilvus or
+TensorFlow, so ``--help`` stays quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from lookalike.server.backends.base import ALGORITHMS, MILVUS_INDEX_TYPES
+from lookalike.server.index.gallery import SPLITS
+from lookalike.server.vision.embedder import DEVICES
+from lookalike.server.vision.imaging import CROP_MODES, Crop
+
+if TYPE_CHECKING:
+    from lookalike.server.backends.milvus import MilvusTarget
+
+Config = TypeVar("Config")
+
+# Help of the options that also are server settings (lookalike.server.online.config).
+HELP = {
+    "device": "auto: CUDA when it loads, else CPU; cuda: fail unless CUDA loads",
+    "knn_algorithm": "scikit-learn brute (keeps the matrix mapped), ball_tree, kd_tree; "
+    "or faiss (exact)",
+    "milvus_uri": "a Milvus Lite folder ending in .db, or a Milvus server (http://host:19530)",
+    "collection": "the Milvus collection made by `lookalike to-milvus`",
+    "milvus_token_file": "a file holding the Milvus token (user:password)",
+    "milvus_timeout_s": "how long to wait for Milvus before giving up (UNAVAILABLE)",
+}
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=DEVICES, default="auto", help=HELP["device"])
+
+
+def add_knn_algorithm_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--knn-algorithm", choices=ALGORITHMS, default="brute", help=HELP["knn_algorithm"]
+    )
+
+
+def add_weights_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (Keras' download, the default), none (random, seeded) "
+        "or PATH to a ResNet101 no-top weights file",
+    )
+
+
+def add_seed_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--seed", type=int, default=0, help=f"seed of {what} (0)")
+
+
+def add_batch_size_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument(
+        "--batch-size", type=int, default=default, help=f"images per embedder run ({default})"
+    )
+
+
+def add_split_argument(
+    parser: argparse.ArgumentParser, default: str = "all", allow_test: bool = True
+) -> None:
+    """``allow_test=False`` for commands that learn from images: never the test people."""
+    parser.add_argument(
+        "--split",
+        choices=SPLITS if allow_test else tuple(s for s in SPLITS if s != "test"),
+        default=default,
+        help="only the people of this split (a fixed hash of each name puts 30%% in test)",
+    )
+
+
+def add_crop_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument(
+        "--crop",
+        choices=CROP_MODES,
+        default=default,
+        help="none: the whole frame; center: its middle (for pre-aligned sets like LFW); "
+        "detect: the largest face OpenCV finds, else the centre; "
+        + ("default: the crop the model was trained with, else none" if default is None else ""),
+    )
+    parser.add_argument(
+        "--crop-fraction",
+        type=float,
+        default=None,
+        help="side of the centre crop as a share of the shorter side (0.5)",
+    )
+
+
+def crop_from_args(args: argparse.Namespace) -> Crop | None:
+    if args.crop is None:
+        return None
+    return Crop(args.crop) if args.crop_fraction is None else Crop(args.crop, args.crop_fraction)
+
+
+def add_milvus_arguments(
+    parser: argparse.ArgumentParser,
+    required: bool,
+    collection_default: str | None = None,
+    loading: bool = True,
+) -> None:
+    """Where Milvus is; with ``loading``, also how a collection is (re)built."""
+    parser.add_argument("--milvus-uri", required=required, help=HELP["milvus_uri"])
+    parser.add_argument(
+        "--collection",
+        required=required,
+        default=collection_default,
+        help=HELP["collection"]
+        + (f" ({collection_default})" if collection_default is not None else ""),
+    )
+    parser.add_argument(
+        "--milvus-token-file", type=Path, default=None, help=HELP["milvus_token_file"]
+    )
+    parser.add_argument(
+        "--milvus-timeout-s", type=float, default=10.0, help=HELP["milvus_timeout_s"] + " (10)"
+    )
+    if not loading:
+        return
+    parser.add_argument(
+        "--index-type",
+        choices=MILVUS_INDEX_TYPES,
+        default="FLAT",
+        help="FLAT: exact, the same neighbours as scikit-learn; IVF_FLAT, HNSW: approximate "
+        "(`lookalike eval --milvus-uri` reports their recall)",
+    )
+
+
+def milvus_target_from_args(args: argparse.Namespace) -> MilvusTarget:
+    """The Milvus of ``add_milvus_arguments`` (imports pymilvus)."""
+    from lookalike.server.backends.milvus import MilvusTarget
+
+    return MilvusTarget.with_token_file(
+        args.milvus_uri, args.collection, args.milvus_token_file, args.milvus_timeout_s
+    )
+
+
+def config_from_args(cls: type[Config], args: argparse.Namespace, **given: Any) -> Config:
+    """``cls`` (a dataclass) from the arguments named like its fields, then ``given``.
+
+    The one way every command turns its arguments into a config object: a field
+    no argument names keeps its default.
+    """
+    names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {name: value for name, value in vars(args).items() if name in names}
+    return cls(**{**values, **given})
