@@ -22,6 +22,19 @@ from lookalike.v1 import search_pb2, search_pb2_grpc
 log = logging.getLogger(__name__)
 
 
+# gRPC reports a call without a deadline as ~9.2e18 s remaining (the largest time it
+# can hold); anything past a year is taken as no deadline, not as a time to wait for.
+NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
+
+
+def deadline_of(context: grpc.ServicerContext) -> float | None:
+    """The call's deadline on time.monotonic()'s clock, or None when it has none."""
+    remaining = context.time_remaining()
+    if remaining is None or remaining > NO_DEADLINE_SECONDS:
+        return None
+    return time.monotonic() + remaining
+
+
 def deadline_guard(context: grpc.ServicerContext) -> Callable[[], None]:
     """Ends a call whose caller stopped waiting, so no more work goes into it."""
 
@@ -121,13 +134,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self, engine: SearchEngine, request: search_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> SearchOutcome:
         """The engine call, its failures turned into gRPC statuses and its stages timed."""
-        remaining = context.time_remaining()
         try:
             outcome = engine.search(
-                request.image,
-                request.k,
-                deadline_guard(context),
-                None if remaining is None else time.monotonic() + remaining,
+                request.image, request.k, deadline_guard(context), deadline_of(context)
             )
         except ImageError as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
