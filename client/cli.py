@@ -23,10 +23,22 @@ from lookalike.common.tokens import TokenFileError, read_token
 DEFAULT_SERVER = "localhost:50051"
 
 
+# The extra of packages that only some uses of a command need.
+EXTRA_OF_PACKAGE = {
+    "dlib": "faces",
+    "face_recognition_models": "faces",
+    "pymilvus": "milvus",
+    "faiss": "faiss",
+    "matplotlib": "eval",
+    "tensorflow": "export",
+}
+
+
 class MissingExtra(Exception):
     """A command's module needs a package its extra would install."""
 
     def __init__(self, command: str, package: str | None, extra: str) -> None:
+        extra = EXTRA_OF_PACKAGE.get((package or "").split(".")[0], extra)
         super().__init__(
             f"`lookalike {command}` needs {package}, which is not installed; "
             f"install it with: pip install 'lookalike[{extra}]'"

@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from lookalike.export.losses import LOSSES
 from lookalike.server.options import (
     add_crop_arguments,
     add_seed_argument,
     add_split_argument,
+    add_teacher_argument,
     add_weights_argument,
     config_from_args,
     crop_from_args,
@@ -43,27 +45,48 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train = subparsers.add_parser(
         "train",
-        description="Fine-tune ResNet101 on the identities of DATA_DIR/<person>/ "
-        "(Adamax, batch 16, cosine-softmax identity head) and save model.keras.",
+        description="Fine-tune ResNet101 on the identities of DATA_DIR/<person>/ (Adamax, "
+        "batch 16, cosine-softmax identity head), or with --teacher, teach it to embed faces "
+        "as a pretrained face model does (distillation on aligned faces); save model.keras.",
     )
     train.add_argument("data", type=Path, metavar="DATA_DIR")
     train.add_argument("--out", type=Path, default=Path("model.keras"))
     add_weights_argument(train)
-    train.add_argument("--image-size", type=int, default=112)
-    train.add_argument("--epochs", type=int, default=4)
-    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--image-size", type=int, default=None, help="112; 64 with --teacher")
+    train.add_argument("--batch-size", type=int, default=None, help="16; 32 with --teacher")
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument(
         "--trainable-from",
-        default="conv4_block1_1_conv",
-        help="first ResNet101 layer to train; earlier layers stay frozen",
+        default=None,
+        help="first ResNet101 layer to train, earlier ones frozen "
+        "(conv4_block1_1_conv; every layer with --teacher)",
     )
-    add_crop_arguments(train, default="center")
+    add_crop_arguments(train, default=None)
     add_split_argument(train, default="train", allow_test=False)
     train.add_argument("--max-images", type=int, default=None)
     add_seed_argument(train, "random weights, shuffling and augmentation")
     train.add_argument(
-        "--resume", action="store_true", help="continue from the last epoch checkpoint beside --out"
+        "--resume", action="store_true", help="continue from the last checkpoint beside --out"
+    )
+    identity = train.add_argument_group("identity training (without --teacher)")
+    identity.add_argument("--epochs", type=int, default=4)
+    teacher = train.add_argument_group("distillation (with --teacher)")
+    add_teacher_argument(teacher, "learn from this pretrained face model's descriptors")
+    teacher.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=None,
+        help="whitened: cosine to whitened descriptors; relational: batch similarities; "
+        "both (the default)",
+    )
+    teacher.add_argument("--minutes", type=float, default=None, help="training time budget")
+    teacher.add_argument("--steps", type=int, default=None, help="or a number of steps")
+    teacher.add_argument("--embedding-size", type=int, default=None, help="of the head (128)")
+    teacher.add_argument(
+        "--eval-every-minutes",
+        type=float,
+        default=None,
+        help="validation hit@1 and a checkpoint this often (10)",
     )
     train.set_defaults(func=run_train)
 
@@ -87,9 +110,18 @@ def run_train(args: argparse.Namespace) -> int:
     from lookalike.export.model import ExportError
     from lookalike.export.train import TrainConfig, TrainingError, train
 
-    config = config_from_args(TrainConfig, args, crop=crop_from_args(args))
+    crop = crop_from_args(args)
     try:
-        print(f"wrote {train(config)}")
+        if args.teacher:
+            from lookalike.export.distill import DistillConfig, distill
+
+            if crop is not None and crop.mode != "align":
+                raise TrainingError("--teacher trains on aligned faces: leave out --crop")
+            written = distill(config_from_args(DistillConfig, args))
+        else:
+            given = {"crop": crop} if crop is not None else {}
+            written = train(config_from_args(TrainConfig, args, **given))
+        print(f"wrote {written}")
     except (ExportError, TrainingError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import tf2onnx
 
 from lookalike.common.files import atomic_path
 from lookalike.export.model import EMBEDDING_SIZE, ExportError, build_embedder
+from lookalike.export.train import L2Normalize
 from lookalike.server.vision.embedder import file_fingerprint
 
 INPUT_NAME = "pixels"
@@ -47,12 +48,14 @@ def weights_label(weights: str) -> str:
     return weights if weights in ("imagenet", "none") else Path(weights).name
 
 
-def metadata(config: ExportConfig, size: int, extra: dict[str, str]) -> dict[str, str]:
+def metadata(
+    config: ExportConfig, size: int, embedding_size: int, extra: dict[str, str]
+) -> dict[str, str]:
     """What the server reads back: it never has to guess how the model was made."""
     return {
         "lookalike.model_name": "resnet101",
         "lookalike.input_size": str(size),
-        "lookalike.embedding_size": str(EMBEDDING_SIZE),
+        "lookalike.embedding_size": str(embedding_size),
         "lookalike.input_format": "NHWC float32 RGB 0-255",
         "lookalike.preprocessing": "keras.applications.resnet.preprocess_input "
         "(caffe: RGB->BGR, minus ImageNet channel means), in graph",
@@ -68,7 +71,7 @@ def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str
         size = config.image_size or 224
         model = build_embedder(size, config.weights, config.seed)
         return model, size, {"lookalike.weights": weights_label(config.weights)}
-    from lookalike.export.train import EMBEDDER_LAYER, L2Normalize, training_record
+    from lookalike.export.train import EMBEDDER_LAYER, training_record
 
     if not config.checkpoint.is_file():
         raise ExportError(f"checkpoint not found: {config.checkpoint}")
@@ -76,20 +79,34 @@ def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str
     trained_size = embedder.input_shape[1]
     size = config.image_size or trained_size
     if size != trained_size:  # convolution weights do not depend on the input size
-        base = build_embedder(size, "none", config.seed)
-        resized = keras.Model(base.input, L2Normalize(name="l2")(base.output))
-        resized.set_weights(embedder.get_weights())
-        embedder = resized
+        embedder = at_size(embedder, size, config.seed)
     record_file = training_record(config.checkpoint)
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    how = f"distilled from {record['teacher']}" if record.get("teacher") else "fine-tuned"
     extra = {
-        "lookalike.weights": f"fine-tuned {config.checkpoint.name} "
+        "lookalike.weights": f"{how} {config.checkpoint.name} "
         f"(from {weights_label(str(record.get('weights', 'unknown')))})",
         "lookalike.normalization": "l2",
     }
+    if record.get("teacher"):
+        extra["lookalike.teacher"] = str(record["teacher"])
     if "crop" in record:
         extra["lookalike.crop"] = json.dumps(record["crop"])
     return embedder, size, extra
+
+
+def at_size(embedder: keras.Model, size: int, seed: int) -> keras.Model:
+    """The same trained embedder taking ``size`` px inputs (with or without a dense head)."""
+    embedding_size = embedder.output_shape[-1]
+    if embedding_size == EMBEDDING_SIZE:
+        base = build_embedder(size, "none", seed)
+        resized = keras.Model(base.input, L2Normalize(name="l2")(base.output))
+    else:
+        from lookalike.export.distill import build_student
+
+        resized = build_student(size, embedding_size, "none", seed)
+    resized.set_weights(embedder.get_weights())
+    return resized
 
 
 def to_onnx(model, config: ExportConfig, size: int, extra: dict[str, str]) -> onnx.ModelProto:
@@ -104,7 +121,7 @@ def to_onnx(model, config: ExportConfig, size: int, extra: dict[str, str]) -> on
         output.name = OUTPUT_NAME
     for value_info in (*proto.graph.input, output):
         value_info.type.tensor_type.shape.dim[0].dim_param = "batch"
-    for key, value in metadata(config, size, extra).items():
+    for key, value in metadata(config, size, model.output_shape[-1], extra).items():
         proto.metadata_props.add(key=key, value=value)
     return proto
 

@@ -18,6 +18,7 @@ from lookalike.server.backends.base import ALGORITHMS, MILVUS_INDEX_TYPES
 from lookalike.server.index.gallery import SPLITS
 from lookalike.server.vision.embedder import DEVICES
 from lookalike.server.vision.imaging import CROP_MODES, Crop
+from lookalike.server.vision.teacher import TEACHERS
 
 if TYPE_CHECKING:
     from lookalike.server.backends.milvus import MilvusTarget
@@ -44,6 +45,10 @@ def add_knn_algorithm_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--knn-algorithm", choices=ALGORITHMS, default="brute", help=HELP["knn_algorithm"]
     )
+
+
+def add_teacher_argument(parser: argparse.ArgumentParser, help_line: str) -> None:
+    parser.add_argument("--teacher", choices=TEACHERS, default=None, help=help_line)
 
 
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +88,8 @@ def add_crop_arguments(parser: argparse.ArgumentParser, default: str | None = No
         choices=CROP_MODES,
         default=default,
         help="none: the whole frame; center: its middle (for pre-aligned sets like LFW); "
-        "detect: the largest face OpenCV finds, else the centre; "
+        "detect: the largest face OpenCV finds, else the centre; align: the face dlib "
+        "finds, its eyes and nose warped onto a fixed template (the faces extra); "
         + ("default: the crop the model was trained with, else none" if default is None else ""),
     )
     parser.add_argument(
@@ -145,8 +151,11 @@ def config_from_args(cls: type[Config], args: argparse.Namespace, **given: Any) 
     """``cls`` (a dataclass) from the arguments named like its fields, then ``given``.
 
     The one way every command turns its arguments into a config object: a field
-    no argument names keeps its default.
+    that no argument names, or whose argument was left unset (None), keeps its
+    default.
     """
     names = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    values = {name: value for name, value in vars(args).items() if name in names}
+    values = {
+        name: value for name, value in vars(args).items() if name in names and value is not None
+    }
     return cls(**{**values, **given})

@@ -14,6 +14,7 @@ from lookalike.server.options import (
     add_knn_algorithm_argument,
     add_milvus_arguments,
     add_split_argument,
+    add_teacher_argument,
     config_from_args,
     crop_from_args,
     milvus_target_from_args,
@@ -27,7 +28,11 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         "with two or more, and report hit@k, mAP and, with --pairs, LFW verification.",
     )
     parser.add_argument("gallery", type=Path, metavar="GALLERY_DIR")
-    parser.add_argument("--model", type=Path, required=True)
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", type=Path, help="the ONNX embedder to score")
+    add_teacher_argument(
+        model, "score this pretrained face model instead: the ceiling of every table"
+    )
     parser.add_argument(
         "--index",
         type=Path,

@@ -40,6 +40,7 @@ from lookalike.server.index.gallery import Split
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.vision.embedder import Device, Embedder
 from lookalike.server.vision.imaging import Crop
+from lookalike.server.vision.teacher import open_teacher
 
 QUERY_CHUNK = 256
 # Milvus Lite's FLAT search costs tens of milliseconds per query, so a chunk of
@@ -50,7 +51,7 @@ MILVUS_QUERY_CHUNK = 16
 @dataclass(frozen=True)
 class EvalConfig:
     gallery: Path
-    model: Path
+    model: Path | None = None  # the ONNX embedder; or None with a teacher
     index: Path | None = None
     pairs: Path | None = None
     out: Path | None = None
@@ -62,6 +63,11 @@ class EvalConfig:
     progress: bool = True
     milvus: MilvusTarget | None = None  # also load into this collection and measure its recall
     milvus_index_type: MilvusIndexType = "FLAT"
+    teacher: str | None = None  # score this pretrained face model instead (the ceiling)
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.teacher is None):
+            raise ValueError("evaluate either a model (--model) or a teacher (--teacher)")
 
 
 def open_or_build_index(config: EvalConfig, embedder: Embedder, scratch: Path) -> GalleryIndex:
@@ -207,7 +213,10 @@ class EvalReport:
 
 def evaluate(config: EvalConfig) -> EvalReport:
     started = time.perf_counter()
-    embedder = Embedder(config.model, config.device)
+    if config.teacher:
+        embedder = open_teacher(config.teacher)
+    else:
+        embedder = Embedder(config.model, config.device)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="lookalike-eval-") as scratch:
         index = open_or_build_index(config, embedder, Path(scratch))
         index.check_model(embedder.info)
@@ -230,6 +239,7 @@ def evaluate(config: EvalConfig) -> EvalReport:
         manifest = index.manifest
         milvus = milvus_recall(index, ranked, rows, config) if config.milvus else None
     summary = {
+        "model_name": embedder.info.name,
         "model_fingerprint": embedder.info.fingerprint,
         "model_weights": embedder.info.weights,
         "input_size": embedder.info.input_size,

@@ -14,6 +14,7 @@ from lookalike.server.backends.memmap import MemmapBackend
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.online.batcher import DeadlinePassed, MicroBatcher
 from lookalike.server.online.config import ServerConfig
+from lookalike.server.vision.align import load_models as load_alignment_models
 from lookalike.server.vision.embedder import Embedder
 from lookalike.server.vision.imaging import DEFAULT_MAX_PIXELS, Prepared, load
 
@@ -60,6 +61,8 @@ class SearchEngine:
         batcher: MicroBatcher | None = None,
     ) -> None:
         backend.check_model(embedder.info)
+        if backend.info.crop.mode == "align":
+            load_alignment_models()
         self.embedder = embedder
         self.backend = backend
         self.max_pixels = max_pixels

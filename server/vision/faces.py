@@ -28,14 +28,20 @@ def _detector():  # noqa: ANN202 (cv2.CascadeClassifier)
     return _local.detector
 
 
-def largest_face(image: Image.Image) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom) of the largest face, grown by FACE_SCALE, or None."""
+def cascade_faces(image: Image.Image) -> list[tuple[int, int, int, int]]:
+    """(x, y, width, height) of every face the cascade finds."""
     gray = np.ascontiguousarray(np.asarray(image.convert("L")))
     side = min(image.size)
     found = _detector().detectMultiScale(
         gray, scaleFactor=1.1, minNeighbors=5, minSize=(max(24, side // 10),) * 2
     )
-    if len(found) == 0:
+    return [tuple(int(v) for v in box) for box in found]
+
+
+def largest_face(image: Image.Image) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the largest face, grown by FACE_SCALE, or None."""
+    found = cascade_faces(image)
+    if not found:
         return None
     x, y, w, h = max(found, key=lambda box: box[2] * box[3])
     half = min(w, h) * FACE_SCALE / 2

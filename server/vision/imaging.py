@@ -15,7 +15,7 @@ from typing import Literal, get_args
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-CropMode = Literal["none", "center", "detect"]
+CropMode = Literal["none", "center", "detect", "align"]
 CROP_MODES: tuple[str, ...] = get_args(CropMode)
 # Largest image (width x height) decoded; larger is refused before decoding.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -131,6 +131,11 @@ class Prepared:
 
 
 def prepare(image: Image.Image, crop: Crop, size: int) -> Prepared:
+    if crop.mode == "align":
+        from lookalike.server.vision.align import align
+
+        aligned = align(image, size)
+        return Prepared(aligned.pixels, aligned.box, image.size, aligned.note)
     box, note = crop.locate(image)
     region = image.crop(box) if crop.mode != "none" else image
     resized = region.resize((size, size), Image.Resampling.BILINEAR)

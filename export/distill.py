@@ -1,0 +1,368 @@
+"""Teach the ResNet101 embedder to see faces as a pretrained face model does.
+
+`lookalike train DATA --teacher dlib`: the student (ResNet101 without its top,
+a dense head, L2 normalisation) sees faces aligned by ``--crop align`` and
+learns to place them as dlib's face descriptor places the same faces, with the
+losses of ``losses.py`` (which take out the descriptors' common direction).
+
+Batches hold pairs of photos of the same person plus random others, so the
+relational loss always has near neighbours to match. Teacher descriptors are
+computed once per image content and kept in an index folder beside the
+checkpoints (resumable like any index build); aligned chips are cached too.
+Training is resumable from its last checkpoint (weights, optimiser state,
+images seen, training time).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+from lookalike.common.files import atomic_path
+from lookalike.export.losses import (
+    LOSSES,
+    Loss,
+    Whitening,
+    relational_loss,
+    whitened_loss,
+)
+from lookalike.export.model import build_embedder
+from lookalike.export.train import (
+    EMBEDDER_LAYER,
+    L2Normalize,
+    TrainingError,
+    check_readable,
+    split_people,
+    training_record,
+)
+from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
+from lookalike.server.index.build import build_index
+from lookalike.server.index.gallery import GalleryImage, list_gallery
+from lookalike.server.index.store import GalleryIndex
+from lookalike.server.vision.imaging import Crop, load
+from lookalike.server.vision.teacher import open_teacher
+
+ALIGN = Crop("align")
+# BatchNorm statistics must follow the weights within hundreds of steps, not thousands.
+BATCHNORM_MOMENTUM = 0.9
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    data: Path
+    out: Path = Path("student.keras")
+    teacher: str = "dlib"
+    weights: str = "imagenet"
+    image_size: int = 64
+    embedding_size: int = 128
+    loss: Loss = "both"
+    temperature: float = 0.1  # of the relational loss' softmax over cosines
+    batch_size: int = 32
+    pairs_share: float = 0.75  # of each batch: pairs of photos of one person
+    learning_rate: float = 1e-3
+    trainable_from: str | None = None  # first ResNet101 layer trained; None: all
+    minutes: float | None = None  # training time budget (evaluations not counted)
+    steps: int | None = None  # or a number of optimiser steps
+    eval_every_minutes: float = 10.0
+    split: str = "train"
+    max_images: int | None = None
+    seed: int = 0
+    resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.minutes is None and self.steps is None:
+            raise TrainingError("give a budget: --minutes or --steps")
+        if self.loss not in LOSSES:
+            raise TrainingError(f"--loss must be one of {', '.join(LOSSES)}")
+        if self.batch_size < 4:
+            raise TrainingError("--batch-size must be at least 4")
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out.with_name(self.out.name + ".checkpoints")
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            **asdict(self),
+            "data": str(self.data),
+            "out": str(self.out),
+            "crop": ALIGN.to_dict(),
+        }
+
+
+# --- what the student learns from -------------------------------------------------------
+
+
+def teacher_descriptors(config: DistillConfig, images: list[GalleryImage]) -> np.ndarray:
+    """The teacher's descriptor of each image, computed once per content and kept in an
+    index folder (a killed run resumes it); rows in the order of ``images``."""
+    teacher = open_teacher(config.teacher)
+    folder = config.checkpoints / f"teacher-{config.teacher}"
+    if not (folder / "manifest.json").is_file():
+        print(f"computing {config.teacher} descriptors (once)...", file=sys.stderr, flush=True)
+        build_index(
+            config.data,
+            teacher,
+            folder,
+            ALIGN,
+            batch_size=16,
+            progress=config.progress,
+            split=config.split,  # type: ignore[arg-type]
+            resume=True,
+        )
+    index = GalleryIndex.open(folder)
+    index.check_model(teacher.info)
+    row_of = {}
+    for row, item in enumerate(index.manifest.items):
+        for path in (item.path, *item.also):
+            row_of[path] = row
+    missing = [image.path for image in images if image.path not in row_of]
+    if missing:
+        raise TrainingError(f"{len(missing)} images have no teacher descriptor, e.g. {missing[0]}")
+    return np.asarray(index.features)[[row_of[image.path] for image in images]]
+
+
+def aligned_chips(config: DistillConfig, images: list[GalleryImage]) -> np.ndarray:
+    """(n, size, size, 3) uint8 aligned chips, cached beside the checkpoints."""
+    cache = config.checkpoints / f"chips-{config.image_size}.npy"
+    listing = cache.with_suffix(".json")
+    paths = [image.path for image in images]
+    if cache.is_file() and listing.is_file() and json.loads(listing.read_text()) == paths:
+        return np.load(cache)
+    chips = np.empty((len(images), config.image_size, config.image_size, 3), np.uint8)
+    for n, image in enumerate(
+        tqdm(images, desc="aligning", unit="img", disable=not config.progress)
+    ):
+        data = (config.data / image.path).read_bytes()
+        chips[n] = load(data, ALIGN, config.image_size).pixels.round().astype(np.uint8)
+    with atomic_path(cache) as staging, staging.open("wb") as stream:
+        np.save(stream, chips)
+    with atomic_path(listing) as staging:
+        staging.write_text(json.dumps(paths))
+    return chips
+
+
+# --- the student ----------------------------------------------------------------------------
+
+
+def build_student(image_size: int, embedding_size: int, weights: str, seed: int = 0) -> keras.Model:
+    """pixels -> ResNet101 (preprocessing in graph) -> dense head -> L2: the served embedder."""
+    base = build_embedder(image_size, weights, seed)
+    for layer in base.layers[-1].layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = BATCHNORM_MOMENTUM
+    head = keras.layers.Dense(embedding_size, name="head")(base.output)
+    return keras.Model(base.input, L2Normalize(name="l2")(head), name=EMBEDDER_LAYER)
+
+
+def freeze_before(student: keras.Model, layer_name: str | None) -> None:
+    if layer_name is None:
+        return
+    backbone = next(layer for layer in student.layers if isinstance(layer, keras.Model))
+    names = [layer.name for layer in backbone.layers]
+    if layer_name not in names:
+        raise TrainingError(f"--trainable-from {layer_name!r} is not a ResNet101 layer")
+    for layer in backbone.layers[: names.index(layer_name)]:
+        layer.trainable = False
+
+
+class PairBatches:
+    """Batches of pairs of one person's photos, filled up with random other photos."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, pairs_share: float, seed: int):
+        self.rng = np.random.default_rng(seed)
+        by_person: dict[str, list[int]] = {}
+        for row, label in enumerate(labels):
+            by_person.setdefault(str(label), []).append(row)
+        self.people = [rows for rows in by_person.values() if len(rows) >= 2]
+        self.rows = len(labels)
+        self.pairs = min(len(self.people), max(1, round(batch_size * pairs_share / 2)))
+        self.extra = batch_size - 2 * self.pairs
+
+    def next(self) -> np.ndarray:
+        chosen = self.rng.choice(len(self.people), self.pairs, replace=False)
+        rows = [row for p in chosen for row in self.rng.choice(self.people[p], 2, replace=False)]
+        rows += self.rng.choice(self.rows, self.extra, replace=False).tolist()
+        return np.asarray(rows)
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+
+@dataclass
+class Progress:
+    """What a resumed run continues from."""
+
+    step: int = 0
+    images: int = 0
+    train_seconds: float = 0.0
+
+
+class Distiller:
+    def __init__(self, config: DistillConfig, chips: np.ndarray, descriptors: np.ndarray):
+        import tensorflow as tf
+
+        self.config, self.chips = config, chips
+        whitening = Whitening.fit(descriptors)
+        self.whitened = whitening.whitened(descriptors)
+        self.centred = whitening.centred(descriptors)
+        self.student = build_student(
+            config.image_size, config.embedding_size, config.weights, config.seed
+        )
+        freeze_before(self.student, config.trainable_from)
+        self.optimizer = keras.optimizers.Adamax(config.learning_rate)
+        self.optimizer.build(self.student.trainable_variables)
+        student, optimizer, loss_name = self.student, self.optimizer, config.loss
+        temperature = config.temperature
+
+        @tf.function
+        def step(pixels, whitened, centred):  # noqa: ANN001, ANN202
+            flip = tf.random.uniform([tf.shape(pixels)[0], 1, 1, 1]) < 0.5
+            pixels = tf.where(flip, pixels[:, :, ::-1, :], pixels)
+            with tf.GradientTape() as tape:
+                embedding = student(pixels, training=True)
+                loss = 0.0
+                if loss_name in ("whitened", "both"):
+                    loss += whitened_loss(embedding, whitened)
+                if loss_name in ("relational", "both"):
+                    loss += relational_loss(embedding, centred, temperature)
+            variables = student.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            return loss
+
+        self._step = step
+
+    def train_step(self, rows: np.ndarray) -> float:
+        return float(
+            self._step(self.chips[rows].astype(np.float32), self.whitened[rows], self.centred[rows])
+        )
+
+    def embed(self, chips: np.ndarray) -> np.ndarray:
+        return np.concatenate(
+            [
+                np.asarray(self.student(chips[i : i + 128].astype(np.float32), training=False))
+                for i in range(0, len(chips), 128)
+            ]
+        )
+
+    def save(self, folder: Path, progress: Progress) -> None:
+        """Weights, optimiser state and progress, each written whole, progress last."""
+        with atomic_path(folder / "student.weights.h5") as staging:
+            self.student.save_weights(staging.with_suffix(".weights.h5"))
+            os.replace(staging.with_suffix(".weights.h5"), staging)
+        with atomic_path(folder / "optimizer.npz") as staging, staging.open("wb") as stream:
+            np.savez(stream, *[np.asarray(v) for v in self.optimizer.variables])
+        with atomic_path(folder / "progress.json") as staging:
+            staging.write_text(json.dumps(asdict(progress)))
+
+    def restore(self, folder: Path) -> Progress:
+        if not (folder / "progress.json").is_file():
+            return Progress()
+        self.student.load_weights(folder / "student.weights.h5")
+        with np.load(folder / "optimizer.npz") as saved:
+            for variable, key in zip(self.optimizer.variables, saved.files, strict=True):
+                variable.assign(saved[key])
+        return Progress(**json.loads((folder / "progress.json").read_text()))
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def distill(config: DistillConfig) -> Path:
+    """Train the student within the budget; write ``config.out`` and its training record."""
+    keras.utils.set_random_seed(config.seed)
+    images = list_gallery(config.data, config.split)  # type: ignore[arg-type]
+    if config.max_images:
+        images = images[: config.max_images]
+    train_images, validation = split_people(images, config.seed)
+    check_readable(config.data, train_images + validation)
+    folder = config.checkpoints
+    folder.mkdir(parents=True, exist_ok=True)
+    if not config.resume:
+        (folder / "progress.json").unlink(missing_ok=True)
+        (folder / "history.jsonl").unlink(missing_ok=True)
+    (folder / "config.json").write_text(json.dumps(config.to_json(), indent=2))
+    everything = train_images + validation
+    descriptors = teacher_descriptors(config, everything)
+    chips = aligned_chips(config, everything)
+    train_rows = np.arange(len(train_images))
+    validation_rows = np.arange(len(train_images), len(everything))
+    validation_labels = np.array([image.label for image in validation])
+    say(
+        f"distilling {config.teacher} into ResNet101 ({config.image_size}px, "
+        f"{config.embedding_size}-d, loss {config.loss}) on {len(train_images)} images; "
+        f"validating on {len(validation)} images of {len(set(validation_labels))} other people"
+    )
+    distiller = Distiller(config, chips[: len(train_images)], descriptors[: len(train_images)])
+    progress = distiller.restore(folder) if config.resume else Progress()
+    if progress.step:
+        say(f"resumed at step {progress.step} ({progress.train_seconds / 60:.1f} min)")
+    batches = PairBatches(
+        np.array([image.label for image in train_images]),
+        config.batch_size,
+        config.pairs_share,
+        config.seed + progress.step,
+    )
+
+    def evaluate(loss: float) -> None:
+        hit = leave_one_out_hit_at_1(distiller.embed(chips[validation_rows]), validation_labels)
+        line = {
+            "step": progress.step,
+            "images": progress.images,
+            "minutes": round(progress.train_seconds / 60, 2),
+            "loss": loss,
+            "val_hit_at_1": hit,
+        }
+        with (folder / "history.jsonl").open("a") as stream:
+            stream.write(json.dumps(line) + "\n")
+        rate = progress.images / max(progress.train_seconds, 1e-9)
+        say(
+            f"{line['minutes']:7.1f} min  step {progress.step:6d}  {rate:5.1f} img/s  "
+            f"loss {loss:.4f}  validation hit@1 {hit:.4f}"
+        )
+
+    if progress.step == 0:
+        evaluate(float("nan"))
+    losses: list[float] = []
+    next_eval = progress.train_seconds + config.eval_every_minutes * 60
+    while not done(config, progress):
+        rows = train_rows[batches.next()]
+        started = time.perf_counter()
+        losses.append(distiller.train_step(rows))
+        progress.train_seconds += time.perf_counter() - started
+        progress.step += 1
+        progress.images += len(rows)
+        if progress.train_seconds >= next_eval or done(config, progress):
+            evaluate(float(np.mean(losses[-50:])))
+            distiller.save(folder, progress)
+            next_eval = progress.train_seconds + config.eval_every_minutes * 60
+    return write_student(config, distiller.student)
+
+
+def done(config: DistillConfig, progress: Progress) -> bool:
+    if config.steps is not None and progress.step >= config.steps:
+        return True
+    return config.minutes is not None and progress.train_seconds >= config.minutes * 60
+
+
+def write_student(config: DistillConfig, student: keras.Model) -> Path:
+    """``config.out``: a model whose layer EMBEDDER_LAYER is the served embedder."""
+    pixels = keras.Input((config.image_size, config.image_size, 3), name="pixels")
+    wrapper = keras.Model(pixels, student(pixels), name="distilled")
+    partial = config.out.with_name(f".{config.out.stem}.partial.keras")
+    keras.saving.save_model(wrapper, partial)
+    with atomic_path(training_record(config.out)) as staging:
+        staging.write_text(json.dumps(config.to_json(), indent=2))
+    os.replace(partial, config.out)
+    return config.out

