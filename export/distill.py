@@ -39,13 +39,12 @@ from lookalike.export.train import (
     EMBEDDER_LAYER,
     L2Normalize,
     TrainingError,
-    check_readable,
-    split_people,
+    training_people,
     training_record,
 )
 from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.build import build_index
-from lookalike.server.index.gallery import GalleryImage, list_gallery
+from lookalike.server.index.gallery import GalleryImage
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.vision.imaging import Crop, load
 from lookalike.server.vision.teacher import open_teacher
@@ -282,11 +281,9 @@ def say(message: str) -> None:
 def distill(config: DistillConfig) -> Path:
     """Train the student within the budget; write ``config.out`` and its training record."""
     keras.utils.set_random_seed(config.seed)
-    images = list_gallery(config.data, config.split)  # type: ignore[arg-type]
-    if config.max_images:
-        images = images[: config.max_images]
-    train_images, validation = split_people(images, config.seed)
-    check_readable(config.data, train_images + validation)
+    train_images, validation = training_people(
+        config.data, config.split, config.max_images, config.seed
+    )
     folder = config.checkpoints
     folder.mkdir(parents=True, exist_ok=True)
     if not config.resume:

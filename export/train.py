@@ -133,6 +133,19 @@ def split_people(images: list[GalleryImage], seed: int) -> tuple[list, list]:
     return train, validation
 
 
+def training_people(
+    data: Path, split: str, max_images: int | None, seed: int
+) -> tuple[list[GalleryImage], list[GalleryImage]]:
+    """The images to train on and those of the people held out for validation, all
+    checked to decode before the first step."""
+    images = list_gallery(data, split)  # type: ignore[arg-type]
+    if max_images:
+        images = images[:max_images]
+    train_images, validation = split_people(images, seed)
+    check_readable(data, train_images + validation)
+    return train_images, validation
+
+
 def check_readable(root: Path, images: list[GalleryImage]) -> None:
     """Fail before the first epoch, not in the middle of one, on files that do not decode."""
     broken = []
@@ -229,11 +242,9 @@ def latest_checkpoint(folder: Path) -> tuple[Path, int] | None:
 
 def train(config: TrainConfig) -> Path:
     keras.utils.set_random_seed(config.seed)
-    images = list_gallery(config.data, config.split)  # type: ignore[arg-type]
-    if config.max_images:
-        images = images[: config.max_images]
-    train_images, validation = split_people(images, config.seed)
-    check_readable(config.data, train_images + validation)
+    train_images, validation = training_people(
+        config.data, config.split, config.max_images, config.seed
+    )
     classes = {label: n for n, label in enumerate(sorted({i.label for i in train_images}))}
     config.checkpoints.mkdir(parents=True, exist_ok=True)
     (config.checkpoints / "config.json").write_text(json.dumps(config.to_json(), indent=2))
