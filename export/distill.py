@@ -39,8 +39,8 @@ from lookalike.export.train import (
     EMBEDDER_LAYER,
     L2Normalize,
     TrainingError,
+    publish_model,
     training_people,
-    training_record,
 )
 from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.build import build_index
@@ -357,9 +357,4 @@ def write_student(config: DistillConfig, student: keras.Model) -> Path:
     """``config.out``: a model whose layer EMBEDDER_LAYER is the served embedder."""
     pixels = keras.Input((config.image_size, config.image_size, 3), name="pixels")
     wrapper = keras.Model(pixels, student(pixels), name="distilled")
-    partial = config.out.with_name(f".{config.out.stem}.partial.keras")
-    keras.saving.save_model(wrapper, partial)
-    with atomic_path(training_record(config.out)) as staging:
-        staging.write_text(json.dumps(config.to_json(), indent=2))
-    os.replace(partial, config.out)
-    return config.out
+    return publish_model(wrapper, config.out, config.to_json())

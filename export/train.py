@@ -276,12 +276,17 @@ def train(config: TrainConfig) -> Path:
         ],
         verbose=1 if sys.stderr.isatty() else 2,
     )
-    partial = config.out.with_name(f".{config.out.stem}.partial.keras")
+    return publish_model(model, config.out, config.to_json())
+
+
+def publish_model(model: keras.Model, out: Path, record: dict[str, object]) -> Path:
+    """Write ``out`` and its training record; the model file appears whole, last."""
+    partial = out.with_name(f".{out.stem}.partial.keras")
     keras.saving.save_model(model, partial)
-    with atomic_path(training_record(config.out)) as staging:
-        staging.write_text(json.dumps(config.to_json(), indent=2))
-    os.replace(partial, config.out)
-    return config.out
+    with atomic_path(training_record(out)) as staging:
+        staging.write_text(json.dumps(record, indent=2))
+    os.replace(partial, out)
+    return out
 
 
 def training_record(checkpoint: Path) -> Path:
