@@ -15,11 +15,11 @@ from grpc_reflection.v1alpha import reflection
 from lookalike.common.tokens import read_token
 from lookalike.server.backends.base import BackendUnavailable
 from lookalike.server.index.store import InvalidIndexError
-from lookalike.server.online.auth import BearerTokenInterceptor
+from lookalike.server.online.auth import AdminInterceptor, BearerTokenInterceptor
 from lookalike.server.online.batcher import MicroBatcher
 from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine
-from lookalike.server.online.service import SearchService
+from lookalike.server.online.enrol import GalleryService
 from lookalike.server.online.telemetry import Telemetry
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
@@ -43,10 +43,14 @@ class Server:
         # Every admitted call gets a thread at once; past the limit gRPC itself
         # answers RESOURCE_EXHAUSTED instead of queueing without end.
         threads = config.max_in_flight + CONTROL_CALLS
-        interceptors = []
+        interceptors: list[grpc.ServerInterceptor] = []
+        admin = (
+            read_token(config.admin_token_file, "admin token") if config.admin_token_file else None
+        )
         if config.auth_token_file:
             token = read_token(config.auth_token_file, "auth token")
-            interceptors.append(BearerTokenInterceptor(token))
+            interceptors.append(BearerTokenInterceptor(token, admin))
+        interceptors.append(AdminInterceptor(admin))
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
             interceptors=interceptors,
@@ -57,12 +61,13 @@ class Server:
             maximum_concurrent_rpcs=threads,
         )
         self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
-        self.service = SearchService(
+        self.service = GalleryService(
             engine.with_batcher(self.batcher),
             config.max_k,
             config.max_in_flight,
             config.thumbnail_size,
             self.telemetry,
+            compact_after_rows=config.compact_after_rows,
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -93,6 +98,7 @@ class Server:
         warmup = engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
         embedder = engine.embedder
         self.telemetry.gallery_size.set(len(engine.backend))
+        self.telemetry.pending_rows.set(engine.backend.pending_rows)
         self.telemetry.provider.labels(embedder.provider).set(1)
         self.telemetry.record_start(time.perf_counter() - self.began, warmup)
         if self.config.metrics_port is not None:

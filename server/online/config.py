@@ -53,6 +53,8 @@ class ServerConfig:
     grace_seconds: float = 10.0
     warmup_runs: int = 3
     auth_token_file: Path | None = None
+    admin_token_file: Path | None = None
+    compact_after_rows: int = 10_000
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_port: int | None = None
@@ -115,6 +117,17 @@ SETTINGS: dict[str, Setting] = {
         Path,
         "require 'authorization: Bearer <token>' with the token "
         "in this file (health checks stay open)",
+    ),
+    "admin_token_file": Setting(
+        Path,
+        "AddImages, RemoveImages, ListImages, CompactIndex and ReloadIndex need "
+        "'authorization: Bearer <token>' with the token in this file; unset, they are "
+        "allowed from this machine (loopback) only",
+    ),
+    "compact_after_rows": Setting(
+        int,
+        "fold added and removed rows into a new index version once this many are pending "
+        "(0: only on `lookalike compact`)",
     ),
     "tls_cert": Setting(Path, "PEM certificate chain; with --tls-key, serve TLS only"),
     "tls_key": Setting(Path, "PEM private key of --tls-cert"),
