@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -260,9 +261,9 @@ class SearchClient:
 
     def remove_images(
         self,
-        ids: list[str] = (),
-        labels: list[str] = (),
-        images: list[ImageInput] = (),
+        ids: Sequence[str] = (),
+        labels: Sequence[str] = (),
+        images: Sequence[ImageInput] = (),
         delete_files: bool = False,
     ) -> list[RemoveResult]:
         """Remove images by content or external id, by label, or by a photo's exact bytes

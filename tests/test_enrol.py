@@ -280,3 +280,33 @@ def test_metrics_and_automatic_compaction(embedder, live, backend):
             assert metric("lookalike_rows_pending_compaction") == 0
             assert metric("lookalike_gallery_size") == 13
             assert not any(e.pending for e in client.list_images())
+
+
+def test_the_command_line_adds_lists_removes_and_compacts(embedder, live, backend, tmp_path):
+    root, index, settings = live
+    if backend == "milvus":
+        pytest.skip("the command line does not depend on the backend")
+    new = [tmp_path / "a.jpg", tmp_path / "b.png"]
+    new[0].write_bytes(photo(50))
+    person_image(50, 1).save(new[1])
+
+    def lookalike(*words: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*CLI, *words, "--server", target], capture_output=True, text=True, timeout=120
+        )
+
+    with in_process_server(embedder, index) as target:
+        added = lookalike("add", *map(str, new), "--label", "new_50", "--external-id", "a")
+        assert added.returncode == 2 and "one --external-id per PATH" in added.stderr
+        added = lookalike("add", *map(str, new), "--label", "new_50")
+        assert added.returncode == 0, added.stderr
+        assert added.stdout.count("added") == 2 and "new_50/" in added.stdout
+        listed = lookalike("list", "--label", "new_50")
+        assert listed.stdout.count("(pending compaction)") == 2, listed.stderr
+        removed = lookalike("remove", "--image", str(new[0]), "--delete-files")
+        assert removed.returncode == 0 and removed.stdout.count("file deleted") == 1
+        compacted = lookalike("compact")
+        assert "1 changed rows folded in" in compacted.stdout, compacted.stderr
+        listed = lookalike("list", "--label", "new_50").stdout.splitlines()
+        assert len(listed) == 1 and listed[0].endswith(".png")
+        assert "no such image" in lookalike("add", "nowhere.jpg", "--label", "x").stderr

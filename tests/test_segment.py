@@ -104,3 +104,17 @@ def test_compaction_equals_a_fresh_build_row_for_row(live, embedder, tmp_path):
     np.testing.assert_allclose(compacted.features, fresh.features, rtol=1e-5, atol=1e-6)
     assert [(i, False) for i in fresh.manifest.items] == backend.items()
     assert (changes_folder(index) / VECTORS).stat().st_size == 0
+
+
+def test_an_image_added_and_removed_leaves_no_vector_after_compaction(live, embedder):
+    root, index = live
+    backend = MemmapBackend(GalleryIndex.open(index))
+    item, _, vector = enrol(embedder, root, 7, 0)
+    backend.add(item, vector)
+    backend.remove([item.id])
+    assert backend.pending_rows == 0
+    assert vector.tobytes() in (changes_folder(index) / VECTORS).read_bytes()
+    version = backend.info.version
+    assert backend.compact() == (version, version, 0)
+    assert (changes_folder(index) / VECTORS).read_bytes() == b""
+    assert MemmapBackend(GalleryIndex.open(index)).items() == backend.items()

@@ -206,7 +206,9 @@ class MemmapBackend:
         """
         with self._lock:
             old, folded = self._index, self._changes.pending_rows
-            if not folded:
+            if not folded:  # added and removed again: only the journal holds them
+                self._log.clear()
+                self._rebase(old)
                 return old.manifest.version, old.manifest.version, 0
             if len(self._view) == 0:
                 raise InvalidIndexError("compacting would leave the gallery empty")
