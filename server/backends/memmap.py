@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from lookalike.server.backends.base import Algorithm, Hit, external_id
-from lookalike.server.backends.knn import KnnSearcher
+from lookalike.server.backends.knn import KnnSearcher, row_norms_squared
 from lookalike.server.index.compact import compact, gallery_order
 from lookalike.server.index.segment import ChangeLog, Changes, changes_folder
 from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
@@ -57,14 +58,20 @@ class View:
             for base, extra in zip(found, self._search_segment(queries, k), strict=True)
         ]
 
+    @cached_property
+    def _live_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live added rows, gathered once per view, and their squared norms."""
+        matrix = np.ascontiguousarray(self.segment[self.live])
+        return matrix, row_norms_squared(matrix)
+
     def _search_segment(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
         """Exact search of the added rows: few, so plain numpy."""
-        matrix = self.segment[self.live].astype(np.float64)
-        queries = np.asarray(queries, np.float64)
+        matrix, norms = self._live_rows
+        queries = np.asarray(queries, np.float32)
         squared = (
-            np.einsum("ij,ij->i", queries, queries)[:, None]
-            - 2 * queries @ matrix.T
-            + np.einsum("ij,ij->i", matrix, matrix)[None, :]
+            row_norms_squared(queries)[:, None]
+            - 2 * (queries @ matrix.T).astype(np.float64)
+            + norms[None, :]
         )
         distances = np.sqrt(np.maximum(squared, 0))
         k = min(k, len(self.live))
