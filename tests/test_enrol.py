@@ -227,9 +227,14 @@ def test_changes_are_idempotent_and_bad_items_fail_alone(embedder, live, backend
         assert [r.result for r in client.add_images(batch[:1])] == ["added"]  # back again
         with grpc.insecure_channel(target) as channel:
             stub = search_pb2_grpc.SearchServiceStub(channel)
-            with pytest.raises(grpc.RpcError) as error:
-                stub.ListImages(search_pb2.ListImagesRequest(page_token="x"), timeout=10)
-            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            for method, request in (
+                (stub.ListImages, search_pb2.ListImagesRequest(page_token="x")),
+                (stub.RemoveImages, search_pb2.RemoveImagesRequest(delete_files=True)),
+                (stub.AddImages, search_pb2.AddImagesRequest()),
+            ):
+                with pytest.raises(grpc.RpcError) as error:
+                    method(request, timeout=10)
+                assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_admin_calls_need_the_admin_token_when_one_is_set(embedder, live, backend, tmp_path):

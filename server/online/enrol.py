@@ -58,6 +58,8 @@ class GalleryService(SearchService):
     def AddImages(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.AddImagesRequest, context: grpc.ServicerContext
     ) -> search_pb2.AddImagesResponse:
+        if not request.images:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no images to add")
         with self.telemetry.call("AddImages", context) as call, self._changing(context):
             backend = self.engine.backend
             results, pending = self._check_new(request, backend)
@@ -108,6 +110,8 @@ class GalleryService(SearchService):
         self, backend: SearchBackend, root: Path, image: Pending, vector: np.ndarray
     ) -> search_pb2.AddResult:
         try:
+            if not root.is_dir():  # never make a gallery where the index does not say one is
+                raise FileNotFoundError(f"the gallery folder {root} is missing")
             write_image(root, image.item.path, image.data)
         except OSError as error:
             log.error("cannot write an enrolled image into the gallery: %s", error)
@@ -124,6 +128,10 @@ class GalleryService(SearchService):
     def RemoveImages(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.RemoveImagesRequest, context: grpc.ServicerContext
     ) -> search_pb2.RemoveImagesResponse:
+        if not (request.ids or request.labels or request.images):
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "say what to remove: ids, labels or images"
+            )
         with self.telemetry.call("RemoveImages", context) as call, self._changing(context):
             backend = self.engine.backend
             root = Path(backend.info.gallery_root)
