@@ -315,3 +315,32 @@ def test_the_command_line_adds_lists_removes_and_compacts(embedder, live, backen
         listed = lookalike("list", "--label", "new_50").stdout.splitlines()
         assert len(listed) == 1 and listed[0].endswith(".png")
         assert "no such image" in lookalike("add", "nowhere.jpg", "--label", "x").stderr
+
+
+def test_after_compaction_the_server_answers_as_one_on_a_fresh_build(live, embedder, tmp_path):
+    root, index, settings = live
+    with in_process_server(embedder, index, **settings) as target, SearchClient(target) as client:
+        new = [NewImage(photo(60 + n), f"new_{60 + n}", f"x{n}") for n in range(3)]
+        assert [r.result for r in client.add_images(new)] == ["added"] * 3
+        client.remove_images(labels=["person_02"], delete_files=True)
+        client.remove_images(ids=["x1"], delete_files=True)
+        client.compact()
+        queries = [p.read_bytes() for p in sorted(root.glob("*/*"))] + [photo(61), photo(2)]
+        served = [client.search(q, k=10).matches for q in queries]
+        listed = client.list_images()
+    build_index(root, embedder, tmp_path / "fresh", progress=False)
+    fresh = GalleryIndex.open(tmp_path / "fresh")
+    assert [(e.id, e.label, e.path) for e in listed] == [
+        (i.id, i.label, i.path) for i in fresh.manifest.items
+    ]
+    if not settings:  # the compacted index folder itself, row for row
+        compacted = GalleryIndex.open(index)
+        assert compacted.manifest.items == fresh.manifest.items
+        np.testing.assert_allclose(compacted.features, fresh.features, rtol=1e-5, atol=1e-5)
+    with in_process_server(embedder, tmp_path / "fresh") as target, SearchClient(target) as client:
+        for query, got in zip(queries, served, strict=True):
+            want = client.search(query, k=10).matches
+            assert [(m.id, m.path) for m in got] == [(m.id, m.path) for m in want]
+            np.testing.assert_allclose(
+                [m.distance for m in got], [m.distance for m in want], rtol=1e-4, atol=1e-3
+            )
