@@ -85,9 +85,11 @@ def test_twenty_images_added_while_four_clients_search_are_each_found_at_once(li
                     person, shot = 10 + n // 2, n % 2
                     (added,) = client.add_images([NewImage(photo(person, shot), f"new_{person}")])
                     assert added.result == "added", added
-                    top = client.search(photo(person, shot), k=1).matches[0]
+                    top, second = client.search(photo(person, shot), k=2).matches
                     assert (top.id, top.label) == (added.id, f"new_{person}")
-                    assert top.distance < 1e-3
+                    # not 0: a search shares its embedder run with others (batch size
+                    # changes onnxruntime's float sums a little)
+                    assert top.distance < 0.05 * second.distance
                 assert client.info().gallery_size == 12 + 20
         finally:
             stop.set()
