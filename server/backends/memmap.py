@@ -96,6 +96,9 @@ class MemmapBackend:
         self._index = index
         self._knn = KnnSearcher(index.features, self.algorithm)
         self._rows = {item.id: row for row, item in enumerate(index.manifest.items)}
+        self._named: dict[str, set[str]] = {}  # external id (file name) -> content ids
+        for item in index.manifest.items:
+            self._name(item)
         self._changes = Changes.replay(self._log.records, self._rows.__contains__)
         vectors = self._log.vectors()
         self._buffer = np.empty((max(64, 2 * len(vectors)), vectors.shape[1]), np.float32)
@@ -103,7 +106,12 @@ class MemmapBackend:
         self._items: list[Item | None] = [None] * len(vectors)
         for item, row in self._changes.added.values():
             self._items[row] = item
+            self._name(item)
         self._publish()
+
+    def _name(self, item: Item) -> None:
+        for path in (item.path, *item.also):
+            self._named.setdefault(external_id(Item(item.id, item.label, path)), set()).add(item.id)
 
     def _publish(self) -> None:
         added = self._changes.added.values()
@@ -159,21 +167,25 @@ class MemmapBackend:
     def find(self, image_id: str) -> list[Item]:
         """The images of content id ``image_id``, or else of that external id."""
         with self._lock:
-            if image_id in self._changes.added:
-                return [self._changes.added[image_id][0]]
-            row = self._rows.get(image_id)
-            if row is not None and image_id not in self._changes.removed:
-                return [self._index.manifest.items[row]]
-        return [item for item, _ in self.items() if external_id(item) == image_id]
+            if there := self._live(image_id):
+                return [there]
+            named = (self._live(content) for content in sorted(self._named.get(image_id, ())))
+            return [item for item in named if item is not None]
+
+    def _live(self, image_id: str) -> Item | None:
+        """The item of this content id if the gallery holds it now."""
+        if image_id in self._changes.added:
+            return self._changes.added[image_id][0]
+        row = self._rows.get(image_id)
+        if row is not None and image_id not in self._changes.removed:
+            return self._index.manifest.items[row]
+        return None
 
     def add(self, item: Item, vector: np.ndarray) -> Item | None:
         """Add ``item``; if its content is there already, change nothing and return that."""
         with self._lock:
-            if item.id in self._changes.added:
-                return self._changes.added[item.id][0]
-            row = self._rows.get(item.id)
-            if row is not None and item.id not in self._changes.removed:
-                return self._index.manifest.items[row]
+            if there := self._live(item.id):
+                return there
             segment_row = self._log.add(item, vector)
             if segment_row >= len(self._buffer):
                 grown = np.empty((2 * len(self._buffer), self._buffer.shape[1]), np.float32)
@@ -181,6 +193,7 @@ class MemmapBackend:
                 self._buffer = grown  # views keep the old buffer
             self._buffer[segment_row] = vector
             self._items.append(item)
+            self._name(item)
             self._changes.added[item.id] = (item, segment_row)
             self._publish()
             return None
@@ -188,14 +201,7 @@ class MemmapBackend:
     def remove(self, ids: list[str]) -> list[Item]:
         """Remove the images of these content ids; returns those that were there."""
         with self._lock:
-            gone = [self._changes.added[i][0] for i in ids if i in self._changes.added]
-            gone += [
-                self._index.manifest.items[self._rows[i]]
-                for i in ids
-                if i in self._rows
-                and i not in self._changes.removed
-                and i not in self._changes.added
-            ]
+            gone = [item for i in dict.fromkeys(ids) if (item := self._live(i)) is not None]
             if not gone:
                 return []
             self._log.remove([item.id for item in gone])

@@ -374,24 +374,27 @@ class MilvusBackend:
         found = self._query("" if label is None else f"label == {json.dumps(label)}")
         return [(item, False) for item in sorted(found, key=lambda i: tuple(i.path.split("/")))]
 
-    def find(self, image_id: str) -> list[Item]:
+    def _get(self, ids: list[str]) -> list[Item]:
+        """The rows of these primary keys (content ids) that are there."""
         with unavailable_on_failure(self.target, f"Milvus at {self.target.uri} did not answer"):
             rows = self.client.get(
                 self.target.collection,
-                ids=[image_id],
+                ids=ids,
                 output_fields=OUTPUT_FIELDS,
                 timeout=self.target.timeout_s,
                 consistency_level=CONSISTENCY,
             )
-        if rows:
-            return [_item(row) for row in rows]
+        return [_item(row) for row in rows]
+
+    def find(self, image_id: str) -> list[Item]:
+        if there := self._get([image_id]):
+            return there
         # an external id: the file name; "like" narrows it down, the stem decides
         suffixed = json.dumps(f"%/{image_id}.%")
         return [i for i in self._query(f"path like {suffixed}") if external_id(i) == image_id]
 
     def add(self, item: Item, vector: np.ndarray) -> Item | None:
-        there = [found for found in self.find(item.id) if found.id == item.id]
-        if there:
+        if there := self._get([item.id]):
             return there[0]
         row = {
             "id": item.id,
@@ -406,22 +409,16 @@ class MilvusBackend:
         return None
 
     def remove(self, ids: list[str]) -> list[Item]:
-        with unavailable_on_failure(self.target, f"Milvus at {self.target.uri} did not answer"):
-            rows = self.client.get(
-                self.target.collection,
-                ids=ids,
-                output_fields=OUTPUT_FIELDS,
-                timeout=self.target.timeout_s,
-                consistency_level=CONSISTENCY,
-            )
-            if rows:
+        there = self._get(ids)
+        if there:
+            with unavailable_on_failure(self.target, f"Milvus at {self.target.uri} failed"):
                 self.client.delete(
                     self.target.collection,
-                    ids=[row["id"] for row in rows],
+                    ids=[item.id for item in there],
                     timeout=self.target.timeout_s,
                 )
-        self.size -= len(rows)
-        return [_item(row) for row in rows]
+        self.size -= len(there)
+        return there
 
     def compact(self) -> tuple[str, str, int]:
         """Ask Milvus to compact now: deleted rows leave its segment files."""
