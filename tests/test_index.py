@@ -204,3 +204,59 @@ def test_precomputed_norms_give_scikit_learns_own_answer(index_dir):
         distances, rows = searcher.search(queries, 9)
         np.testing.assert_array_equal(rows, plain[1])
         np.testing.assert_allclose(distances, plain[0], rtol=1e-5)
+
+
+def rewrite_manifest(copy, change):
+    manifest = json.loads((copy / MANIFEST).read_text())
+    change(manifest)
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_manifest_input_size_must_match_the_model(index_dir, tmp_path, embedder):
+    """A manifest may not make every Search allocate 60000² × 3 floats (#15 item 5)."""
+    copy = copy_index(index_dir, tmp_path)
+    rewrite_manifest(copy, lambda m: m["model"].update(input_size=60000))
+    with pytest.raises(InvalidIndexError, match="input size 60000.*model takes 64"):
+        SearchEngine(embedder, MemmapBackend(GalleryIndex.open(copy)))
+
+
+def test_manifest_embedding_size_must_match_the_model(index_dir, tmp_path, embedder):
+    from lookalike.server.vision.embedder import file_sha256
+
+    copy = copy_index(index_dir, tmp_path)
+    np.save(copy / FEATURES, np.zeros((18, 16), np.float32))
+    rewrite_manifest(
+        copy,
+        lambda m: (
+            m["model"].update(embedding_size=16),
+            m["features"].update(shape=[18, 16], sha256=file_sha256(copy / FEATURES)),
+        ),
+    )
+    with pytest.raises(InvalidIndexError, match="16-d embeddings.*model makes 2048"):
+        SearchEngine(embedder, MemmapBackend(GalleryIndex.open(copy)))
+
+
+def test_manifest_dtype_other_than_float32_is_refused(index_dir, tmp_path):
+    copy = copy_index(index_dir, tmp_path)
+    rewrite_manifest(copy, lambda m: m["features"].update(dtype="float16"))
+    with pytest.raises(InvalidIndexError, match="float16.*only float32"):
+        GalleryIndex.open(copy)
+
+
+def test_oversized_manifest_is_refused_before_it_is_read(index_dir, tmp_path, monkeypatch):
+    from lookalike.server.index import store
+
+    copy = copy_index(index_dir, tmp_path)
+    monkeypatch.setattr(store, "MAX_MANIFEST_BYTES", 1000)
+    with pytest.raises(InvalidIndexError, match="manifest.json is .* bytes, more than the 1,000"):
+        GalleryIndex.open(copy)
+
+
+def test_features_as_a_zip_is_a_clear_error(index_dir, tmp_path):
+    """An .npz saved as features.npy loads as a zip archive: say so (AttributeError on main)."""
+    copy = copy_index(index_dir, tmp_path)
+    with (copy / FEATURES).open("wb") as stream:
+        np.savez(stream, features=np.zeros((18, 2048), np.float32))
+    with pytest.raises(InvalidIndexError, match="zip archive.*not a plain .npy"):
+        GalleryIndex.open(copy)
+

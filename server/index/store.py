@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 FEATURES = "features.npy"
 MANIFEST = "manifest.json"
 FORMAT = 1
+# manifest.json is read whole into memory: about 100 bytes an item, so this allows
+# some 2.5 million items; larger galleries belong in Milvus.
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 
 
 class InvalidIndexError(RuntimeError):
@@ -62,13 +65,27 @@ class GalleryInfo:
         return cls(**{**body, "crop": Crop.from_dict(body["crop"])})
 
     def check_model(self, model: ModelInfo, where: str) -> None:
-        """Refuse to search with a model other than the one that embedded the gallery."""
+        """Refuse to search with a model other than the one that embedded the gallery.
+
+        The sizes are compared as well as the fingerprint: queries are resized to
+        ``input_size`` before the model sees them, so a manifest must not choose it.
+        """
         check_crop(model, self.crop)
         if model.fingerprint != self.model_fingerprint:
             raise InvalidIndexError(
                 f"{where} was built by model {self.model_fingerprint}, "
-                f"but the server loaded model {model.fingerprint} ({model.path}); "
+                f"but the server loaded model {model.fingerprint}; "
                 "rebuild the index with this model or serve the model that built it"
+            )
+        if self.input_size != model.input_size:
+            raise InvalidIndexError(
+                f"{where} says input size {self.input_size}, but the model takes "
+                f"{model.input_size} px; the manifest was changed, rebuild the index"
+            )
+        if self.embedding_size != model.embedding_size:
+            raise InvalidIndexError(
+                f"{where} holds {self.embedding_size}-d embeddings, but the model makes "
+                f"{model.embedding_size}-d ones; rebuild the index with this model"
             )
 
 
@@ -118,6 +135,10 @@ class Manifest(GalleryInfo):
         body = json.loads(text)
         if body.get("format") != FORMAT:
             raise InvalidIndexError(f"unsupported index format {body.get('format')!r}")
+        if body["features"]["dtype"] != "float32":
+            raise InvalidIndexError(
+                f"features of dtype {body['features']['dtype']!r}: only float32 is served"
+            )
         shape = body["features"]["shape"]
         return cls(
             version=body["version"],
@@ -150,16 +171,8 @@ class GalleryIndex:
         for file in (manifest_file, features_file):
             if not file.is_file():
                 raise InvalidIndexError(f"not an index folder, {file.name} is missing: {path}")
-        try:
-            manifest = Manifest.from_json(manifest_file.read_text())
-        except (ValueError, KeyError, TypeError) as error:
-            raise InvalidIndexError(f"{manifest_file} is not a valid manifest: {error}") from None
-        try:
-            features = np.load(features_file, mmap_mode="r")
-        except ValueError as error:
-            raise InvalidIndexError(
-                f"{features_file} is not a readable .npy file: {error}"
-            ) from None
+        manifest = _read_manifest(manifest_file)
+        features = _map_features(features_file)
         expected = (manifest.rows, manifest.embedding_size)
         if features.dtype != np.float32 or features.shape != expected:
             raise InvalidIndexError(
@@ -182,6 +195,33 @@ class GalleryIndex:
 
     def __len__(self) -> int:
         return self.manifest.rows
+
+
+def _read_manifest(file: Path) -> Manifest:
+    """The manifest, read only when its size is within the cap."""
+    size = file.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise InvalidIndexError(
+            f"{file} is {size:,} bytes, more than the {MAX_MANIFEST_BYTES:,} a manifest may be"
+        )
+    try:
+        return Manifest.from_json(file.read_text())
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        raise InvalidIndexError(f"{file} is not a valid manifest: {error}") from None
+
+
+def _map_features(file: Path) -> np.memmap:
+    """The plain .npy matrix, mapped; numpy would open a zip (.npz) as an archive instead."""
+    try:
+        features = np.load(file, mmap_mode="r", allow_pickle=False)
+    except ValueError as error:
+        raise InvalidIndexError(f"{file} is not a readable .npy file: {error}") from None
+    if not isinstance(features, np.memmap):
+        raise InvalidIndexError(
+            f"{file} is a zip archive (an .npz?), not a plain .npy file; "
+            "write it with numpy.save, or rebuild the index"
+        )
+    return features
 
 
 def check_crop(model: ModelInfo, crop: Crop) -> None:
