@@ -260,3 +260,49 @@ def test_features_as_a_zip_is_a_clear_error(index_dir, tmp_path):
     with pytest.raises(InvalidIndexError, match="zip archive.*not a plain .npy"):
         GalleryIndex.open(copy)
 
+
+def failed_build(tmp_path, gallery_dir, embedder, **settings):
+    """A build that fails on an unreadable file and keeps its staging for --resume."""
+    gallery = tmp_path / "gallery"
+    shutil.copytree(gallery_dir / "person_00", gallery / "person_00")
+    (gallery / "person_00" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(InvalidIndexError, match="could not be read"):
+        build_index(gallery, embedder, tmp_path / "index", progress=False, **settings)
+    return gallery
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"crop": Crop("center")}, "crop was"),
+        ({"split": "train"}, "split was 'all', now 'train'"),
+        ({"gallery": "moved"}, "gallery_root was"),
+    ],
+    ids=["crop", "split", "gallery-root"],
+)
+def test_resume_continues_only_the_same_build(tmp_path, gallery_dir, embedder, change, message):
+    """#15 item 6: on main a resume with other settings mixed two builds in one index."""
+    gallery = failed_build(tmp_path, gallery_dir, embedder)
+    if change.pop("gallery", None):
+        gallery = shutil.copytree(gallery, tmp_path / "moved")
+    with pytest.raises(
+        InvalidIndexError, match=f"--resume continues only the same build.*{message}"
+    ):
+        build_index(gallery, embedder, tmp_path / "index", progress=False, resume=True, **change)
+    assert (tmp_path / ".index.building").is_dir()  # kept: the same build can still resume
+
+
+def test_a_torn_last_journal_line_is_cut_before_appending(tmp_path, gallery_dir, embedder):
+    gallery = failed_build(tmp_path, gallery_dir, embedder)
+    journal = tmp_path / ".index.building" / "journal.jsonl"
+    whole = journal.read_text()
+    torn = whole.splitlines()[1]
+    journal.write_text(whole + torn[: len(torn) // 2])  # a kill in the middle of a write
+    with pytest.raises(InvalidIndexError, match="could not be read"):
+        build_index(gallery, embedder, tmp_path / "index", progress=False, resume=True)
+    lines = journal.read_text().splitlines()
+    assert [json.loads(line) for line in lines]  # every line whole: nothing appended to the tear
+    assert journal.read_text().startswith(whole)
+    (gallery / "person_00" / "broken.jpg").unlink()
+    report = build_index(gallery, embedder, tmp_path / "index", progress=False, resume=True)
+    assert (report.rows, report.embedded) == (3, 0)

@@ -9,7 +9,6 @@ renamed into place, and the old index stays whole until then.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -17,14 +16,16 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from lookalike.common.files import fsync_path
+from lookalike.server.index import journal as journals
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
+from lookalike.server.index.journal import JOURNAL, Journal
 from lookalike.server.index.store import (
     FEATURES,
     MANIFEST,
@@ -40,8 +41,6 @@ from lookalike.server.vision.imaging import WHOLE_FRAME, Crop, ImageError, load
 
 log = logging.getLogger(__name__)
 
-JOURNAL = "journal.jsonl"
-
 
 @dataclass(frozen=True)
 class BuildReport:
@@ -55,43 +54,6 @@ class BuildReport:
     @property
     def images_per_second(self) -> float:
         return self.embedded / self.seconds if self.seconds else 0.0
-
-
-@dataclass
-class Journal:
-    """What a build has done so far, rebuilt from its journal after a kill."""
-
-    rows: list[Item] = field(default_factory=list)
-    done: set[str] = field(default_factory=set)
-    ids: dict[str, int] = field(default_factory=dict)  # content id -> row
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    duplicates: int = 0
-
-    def add(self, record: dict) -> None:
-        self.done.add(record["path"])
-        if "error" in record:
-            self.skipped.append({"path": record["path"], "error": record["error"]})
-        elif record["id"] in self.ids:
-            row = self.ids[record["id"]]
-            item = self.rows[row]
-            self.rows[row] = Item(item.id, item.label, item.path, (*item.also, record["path"]))
-            self.duplicates += 1
-        else:
-            self.ids[record["id"]] = len(self.rows)
-            self.rows.append(Item(record["id"], record["label"], record["path"]))
-
-    @classmethod
-    def read(cls, path: Path) -> Journal:
-        journal = cls()
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    break  # the line a kill cut short: its batch is redone
-                if "error" not in record:  # unreadable files get another try
-                    journal.add(record)
-        return journal
 
 
 def build_index(
@@ -125,14 +87,21 @@ def build_index(
     staging = out.parent / f".{out.name}.building"
     if staging.exists() and not resume:
         shutil.rmtree(staging)
-    resuming = staging.exists()
-    if resuming:
-        journal = Journal.read(staging / JOURNAL)
+    header = {
+        "model": embedder.info.fingerprint,
+        "crop": crop.to_dict(),
+        "split": split,
+        "gallery_root": str(gallery_root.resolve()),
+        "append_to": base.manifest.version if base else None,
+    }
+    if staging.exists():
+        journal = journals.resume(staging / JOURNAL, header)
         todo = [image for image in images if image.path not in journal.done]
         matrix = _reserve(staging / FEATURES, len(journal.rows) + len(todo))
         log.info("resuming: %d files already done, %d to go", len(journal.done), len(todo))
     else:
         staging.mkdir(mode=0o755)
+        journals.start(staging / JOURNAL, header)
         journal = Journal()
         capacity = len(images) + (len(base) if base else 0)
         matrix = np.lib.format.open_memmap(
@@ -196,12 +165,13 @@ def _copy_base(
     """An appended index starts as a copy of the old one's rows and journal."""
     matrix[: len(base)] = base.features
     matrix.flush()
+    records = [
+        {"path": path, "id": item.id, "label": item.label}
+        for item in base.manifest.items
+        for path in (item.path, *item.also)
+    ]
     with journal_file.open("a") as stream:
-        for item in base.manifest.items:
-            for path in (item.path, *item.also):
-                record = {"path": path, "id": item.id, "label": item.label}
-                journal.add(record)
-                stream.write(json.dumps(record) + "\n")
+        journals.append(stream, journal, records)
 
 
 def _read(root: Path, image: GalleryImage, crop: Crop, size: int) -> dict:
@@ -245,9 +215,7 @@ def _embed(
             matrix.flush()  # rows on disk before the journal says they are
         for record in pending:
             record.pop("pixels", None)
-            journal.add(record)
-            record_file.write(json.dumps(record) + "\n")
-        record_file.flush()
+        journals.append(record_file, journal, pending)
         pending.clear()
         fresh.clear()
 

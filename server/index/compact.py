@@ -12,7 +12,8 @@ import shutil
 
 import numpy as np
 
-from lookalike.server.index.build import Journal, publish_staged
+from lookalike.server.index.build import publish_staged
+from lookalike.server.index.journal import Journal
 from lookalike.server.index.segment import Changes
 from lookalike.server.index.store import FEATURES, GalleryIndex, Item, Manifest
 

@@ -1,0 +1,101 @@
+"""The journal of a staged build: what it has embedded so far, and which build it is.
+
+Its first line is a header naming what makes two builds the same (model,
+crop, split, gallery root, the index appended to); ``--resume`` continues only
+a build whose header matches. Each later line records one gallery file, written
+after its row is flushed to the staged matrix. A kill can cut the last line
+short; that line is cut off before anything is appended.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from lookalike.server.index.store import InvalidIndexError, Item
+
+JOURNAL = "journal.jsonl"
+
+
+@dataclass
+class Journal:
+    """What a build has done so far, rebuilt from its journal after a kill."""
+
+    rows: list[Item] = field(default_factory=list)
+    done: set[str] = field(default_factory=set)
+    ids: dict[str, int] = field(default_factory=dict)  # content id -> row
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+    def add(self, record: dict) -> None:
+        self.done.add(record["path"])
+        if "error" in record:
+            self.skipped.append({"path": record["path"], "error": record["error"]})
+        elif record["id"] in self.ids:
+            row = self.ids[record["id"]]
+            item = self.rows[row]
+            self.rows[row] = Item(item.id, item.label, item.path, (*item.also, record["path"]))
+            self.duplicates += 1
+        else:
+            self.ids[record["id"]] = len(self.rows)
+            self.rows.append(Item(record["id"], record["label"], record["path"]))
+
+
+def start(path: Path, header: dict[str, object]) -> None:
+    """A new journal holding only its header."""
+    with path.open("w") as stream:
+        stream.write(json.dumps({"build": header}) + "\n")
+
+
+def resume(path: Path, header: dict[str, object]) -> Journal:
+    """The journal of the staged build, refused unless it is the build ``header`` describes.
+
+    A torn last line (a kill mid-write) is truncated away, so that what is
+    appended next starts on a line of its own.
+    """
+    data = path.read_bytes() if path.exists() else b""
+    lines = data.split(b"\n")[:-1]  # the part after the last newline is torn or empty
+    kept = 0
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+        kept += len(line) + 1
+    if not records or records[0].get("build") is None:
+        raise InvalidIndexError(
+            "the staged build has no journal header (an older or damaged build); "
+            "start over without --resume"
+        )
+    different = {
+        name: (records[0]["build"].get(name), value)
+        for name, value in header.items()
+        if records[0]["build"].get(name) != value
+    }
+    if different:
+        was = "; ".join(
+            f"{name} was {old!r}, now {new!r}" for name, (old, new) in different.items()
+        )
+        raise InvalidIndexError(
+            f"--resume continues only the same build, and this one differs: {was}; "
+            "resume with the same settings, or start over without --resume"
+        )
+    if kept < len(data):
+        with path.open("r+b") as stream:
+            stream.truncate(kept)
+    journal = Journal()
+    for record in records[1:]:
+        if "error" not in record:  # unreadable files get another try
+            journal.add(record)
+    return journal
+
+
+def append(stream: IO[str], journal: Journal, records: list[dict]) -> None:
+    """Record ``records`` (their rows already on disk) in the journal and in memory."""
+    for record in records:
+        journal.add(record)
+        stream.write(json.dumps(record) + "\n")
+    stream.flush()
