@@ -146,7 +146,7 @@ def export_onnx(config: ExportConfig) -> ExportReport:
     say(f"building ResNet101 embedder from {source}...")
     model, size, extra = embedder_to_export(config)
     say(f"converting with tf2onnx ({size}px, opset {config.opset})...")
-    with atomic_path(config.out) as staging:
+    with atomic_path(config.out, tidy=True) as staging:
         onnx.save(to_onnx(model, config, size, extra), staging)
     say("comparing Keras and onnxruntime outputs...")
     abs_diff, rel_diff = compare(model, config.out, config, size)

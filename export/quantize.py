@@ -106,7 +106,7 @@ def quantize(config: QuantizeConfig) -> QuantizeReport:
     with tempfile.TemporaryDirectory(prefix="lookalike-quantize-") as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(config.model), str(prepared))
-        with atomic_path(config.out) as staging:
+        with atomic_path(config.out, tidy=True) as staging:
             quantize_static(
                 prepared,
                 staging,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -22,10 +23,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from lookalike.common.files import atomic_path
+from lookalike.common import versions
 from lookalike.export.model import build_embedder
 from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.gallery import GalleryImage, list_gallery
+from lookalike.server.vision.embedder import file_sha256
 from lookalike.server.vision.imaging import Crop, ImageError, decode, load
 
 EMBEDDER_LAYER = "embedder"
@@ -280,18 +282,34 @@ def train(config: TrainConfig) -> Path:
 
 
 def publish_model(model: keras.Model, out: Path, record: dict[str, object]) -> Path:
-    """Write ``out`` and its training record; the model file appears whole, last."""
-    partial = out.with_name(f".{out.stem}.partial.keras")
-    keras.saving.save_model(model, partial)
-    with atomic_path(training_record(out)) as staging:
-        staging.write_text(json.dumps(record, indent=2))
-    os.replace(partial, out)
+    """Publish ``out`` with its training record, both switched in by one atomic rename.
+
+    ``out`` links to ``model.keras`` in a version folder that also holds the
+    record (common/versions.py), so a kill at any step leaves the old pair or
+    the new one; ``out.json`` links to the record for people to read.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    link = out.with_name(out.name + ".json")
+    versions.recover(out)
+    versions.recover(link)
+    for stray in out.parent.glob(f".{out.name}.staging-*"):
+        shutil.rmtree(stray, ignore_errors=True)  # a publish killed before it placed them
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    staging.chmod(0o755)
+    keras.saving.save_model(model, staging / out.name)
+    (staging / training_record(Path(out.name)).name).write_text(json.dumps(record, indent=2))
+    stamp = time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime())
+    version = stamp + file_sha256(staging / out.name)[:8]
+    folder = versions.publish_version(staging, out, version, "model", member=out.name)
+    versions.point(link, training_record(folder / out.name), "record")
     return out
 
 
 def training_record(checkpoint: Path) -> Path:
-    """The JSON beside a checkpoint that says how it was trained (crop, size, weights)."""
-    return checkpoint.with_name(checkpoint.name + ".json")
+    """The JSON that says how a checkpoint was trained (crop, size, weights): beside the
+    file the checkpoint's link resolves to, so that it always belongs to that file."""
+    real = checkpoint.resolve() if checkpoint.is_symlink() else checkpoint
+    return real.with_name(real.name + ".json")
 
 
 def _devices() -> list:

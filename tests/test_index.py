@@ -76,7 +76,8 @@ def test_rebuild_replaces_the_old_index_whole(tmp_path, gallery_dir, embedder):
     build_index(gallery, embedder, out, crop=Crop("center"), progress=False)
     index = GalleryIndex.open(out)
     assert len(index) == 6 and index.manifest.crop == Crop("center")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery", "index"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".index.versions", "gallery", "index"]
+    assert len(list((tmp_path / ".index.versions").iterdir())) == 2  # this one and the last
 
 
 def test_failed_build_leaves_no_trace(tmp_path, embedder):

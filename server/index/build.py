@@ -4,7 +4,8 @@ A build works in ``.<name>.building`` beside the destination. Every embedded
 batch is flushed to the staged matrix first and then recorded, one JSON line
 per gallery file, in ``journal.jsonl`` there; a killed build resumes
 (``resume=True``) from what the journal records. Only a finished build is
-renamed into place, and the old index stays whole until then.
+published (server/index/publish.py): the old index is served until one atomic
+switch serves the new one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.common.files import fsync_path
 from lookalike.server.index import journal as journals
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
 from lookalike.server.index.journal import JOURNAL, Journal
+from lookalike.server.index.publish import publish, recover
 from lookalike.server.index.store import (
     FEATURES,
     MANIFEST,
@@ -76,6 +76,8 @@ def build_index(
     manifest keeps every path.
     """
     started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    recover(out)
     base = GalleryIndex.open(append_to) if append_to else None
     if base:
         base.check_model(embedder.info)
@@ -83,7 +85,6 @@ def build_index(
     crop = crop or embedder.info.crop or WHOLE_FRAME
     check_crop(embedder.info, crop)
     images = list_gallery(gallery_root, split)
-    out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.building"
     if staging.exists() and not resume:
         shutil.rmtree(staging)
@@ -288,20 +289,5 @@ def publish_staged(
         manifest, version=time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime()) + checksum[:8]
     )
     (staging / MANIFEST).write_text(manifest.to_json())
-    for name in (FEATURES, MANIFEST):
-        fsync_path(staging / name)
-    fsync_path(staging)
-    _swap_into_place(staging, out)
-    fsync_path(out.parent)
+    publish(staging, out, manifest.version)
     return manifest
-
-
-def _swap_into_place(staging: Path, out: Path) -> None:
-    """Put the finished index at ``out``; an old index there is removed only afterwards."""
-    if out.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, retired / out.name)
-        os.replace(staging, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, out)

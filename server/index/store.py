@@ -167,7 +167,10 @@ class GalleryIndex:
     @classmethod
     def open(cls, path: Path, verify: bool = True) -> GalleryIndex:
         """Map the index; ``verify`` also checks the feature file against its checksum."""
-        manifest_file, features_file = path / MANIFEST, path / FEATURES
+        # Resolved once: both files come from the same version even if the link that
+        # names it is switched to a newer one meanwhile (server/index/publish.py).
+        folder = path.resolve()
+        manifest_file, features_file = folder / MANIFEST, folder / FEATURES
         for file in (manifest_file, features_file):
             if not file.is_file():
                 raise InvalidIndexError(f"not an index folder, {file.name} is missing: {path}")

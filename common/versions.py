@@ -1,0 +1,145 @@
+"""Serving one of several versions under a fixed name, switched in one atomic rename.
+
+The fixed name is a symbolic link into a folder of versions beside it::
+
+    index -> .index.versions/20261202T013000Z-1a2b3c4d
+    .index.versions/20261202T013000Z-1a2b3c4d/   the version served now
+    .index.versions/20261201T220000Z-99aa00ff/   the one before, kept for readers mid-open
+
+A version is written and synced in full, moved into the versions folder, and
+only then served, by renaming a fresh link over the old one: at every moment
+the name points at one complete version. A process killed at any step
+(``crash_point``: ``<kind>-staged``, ``-placed``, ``-linked``, ``-switched``,
+``-cleaned``) leaves the old or the new version served; ``recover`` removes
+what such a kill left behind. Readers resolve the link once and read
+everything from the folder it names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+from lookalike.common.files import crash_point, exchange, fsync_path, fsync_tree
+
+log = logging.getLogger(__name__)
+
+STEPS = ("staged", "placed", "linked", "switched", "cleaned")
+
+
+def versions_of(out: Path) -> Path:
+    return out.parent / f".{out.name}.versions"
+
+
+def served_version(out: Path) -> str | None:
+    """The name of the version ``out`` links to; None when it is no link into its versions."""
+    if not out.is_symlink():
+        return None
+    target = Path(os.readlink(out))
+    return (
+        target.parts[1]
+        if len(target.parts) > 1 and target.parts[0] == versions_of(out).name
+        else None
+    )
+
+
+def publish_version(
+    staging: Path, out: Path, version: str, kind: str, member: str | None = None
+) -> Path:
+    """Serve the finished folder ``staging`` at ``out`` (or its file ``member``); returns
+    the version folder. The version served before is kept, older ones are removed."""
+    fsync_tree(staging)
+    crash_point(f"{kind}-staged")
+    versions = versions_of(out)
+    versions.mkdir(mode=0o755, exist_ok=True)
+    fsync_path(out.parent)
+    folder = _free_name(versions / version)
+    os.replace(staging, folder)
+    fsync_path(versions)
+    fsync_path(out.parent)
+    crash_point(f"{kind}-placed")
+    previous = point(out, folder / member if member else folder, kind)
+    crash_point(f"{kind}-switched")
+    _clean(out, keep={folder.name, previous})
+    crash_point(f"{kind}-cleaned")
+    log.info("serving %s at %s", folder.name, out)
+    return folder
+
+
+def point(out: Path, target: Path, kind: str) -> str | None:
+    """Make ``out`` a link to ``target`` in one rename (one exchange for a plain folder).
+
+    Returns the name of the version served before, if it is among the versions.
+    """
+    previous = served_version(out)
+    link = out.parent / f".{out.name}.link-{uuid.uuid4().hex[:8]}"
+    os.symlink(os.path.relpath(target, out.parent), link)
+    crash_point(f"{kind}-linked")
+    if out.is_dir() and not out.is_symlink():  # from before versions: keep it as one
+        if not exchange(link, out):
+            log.warning("no atomic exchange on this system; %s is briefly missing", out)
+            aside = link.with_name(link.name + ".old")
+            os.replace(out, aside)
+            os.replace(link, out)
+            link = aside
+        fsync_path(out.parent)
+        retired = _free_name(versions_of(out) / _earlier_name(link))
+        os.replace(link, retired)
+        previous = retired.name
+    else:
+        os.replace(link, out)
+    fsync_path(out.parent)
+    return previous
+
+
+def recover(out: Path) -> None:
+    """Remove what a killed publish left: stray links, and versions neither served nor
+    the one served before (a version placed but never switched to, for one)."""
+    if not out.parent.is_dir():
+        return
+    current = served_version(out)
+    older = sorted(v.name for v in _versions(out) if current and v.name < current)
+    _clean(out, keep={current, older[-1] if older else None})
+
+
+def _free_name(target: Path) -> Path:
+    """``target``, or ``target.2``... when a version of that name exists already."""
+    candidate, n = target, 1
+    while candidate.exists():
+        n += 1
+        candidate = target.with_name(f"{target.name}.{n}")
+    return candidate
+
+
+def _earlier_name(folder: Path) -> str:
+    """A version name for a folder published before versions, sorting by its age."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(folder.lstat().st_mtime))
+    return f"{stamp}-earlier"
+
+
+def _versions(out: Path) -> list[Path]:
+    versions = versions_of(out)
+    return [v for v in versions.iterdir() if v.is_dir()] if versions.is_dir() else []
+
+
+def _clean(out: Path, keep: set[str | None]) -> None:
+    """Remove versions not in ``keep`` and stray links.
+
+    A reader that still maps a file of a removed version keeps reading it: on
+    POSIX a file's blocks live until its last mapping closes.
+    """
+    for version in _versions(out):
+        if version.name not in keep:
+            shutil.rmtree(version, ignore_errors=True)
+    for stray in out.parent.glob(f".{out.name}.link-*"):
+        if stray.is_symlink() or stray.is_file():
+            stray.unlink(missing_ok=True)
+        else:
+            shutil.rmtree(stray, ignore_errors=True)
+    fsync_path(out.parent)
+    if versions_of(out).is_dir():
+        fsync_path(versions_of(out))

@@ -1,0 +1,45 @@
+"""Putting a finished index where servers look, durably and in one atomic step.
+
+The served path links into a folder of versions beside it (common/versions.py):
+a build's staged folder becomes a new version, and one rename of the link
+serves it. A kill at any step of ``STEPS`` leaves the old or the new index
+served, whole. ``recover`` tidies what a kill left, and puts back an index
+that the older two-rename swap moved aside to ``.<name>.old-*`` and lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from lookalike.common import versions
+from lookalike.common.files import fsync_path
+from lookalike.server.index.store import MANIFEST
+
+log = logging.getLogger(__name__)
+
+KIND = "index"
+# Named steps of a publish, for LOOKALIKE_CRASH_AT (see common/files.py).
+STEPS = tuple(f"{KIND}-{step}" for step in versions.STEPS)
+
+
+def publish(staging: Path, out: Path, version: str) -> None:
+    """Serve the finished index in ``staging`` at ``out``; the old one stays until after."""
+    versions.publish_version(staging, out, version, KIND)
+
+
+def recover(out: Path) -> None:
+    """Undo what a killed publish left: restore a lost index, drop unserved leftovers."""
+    if not out.exists() and not out.is_symlink():
+        for retired in sorted(out.parent.glob(f".{out.name}.old-*/{out.name}")):
+            if (retired / MANIFEST).is_file():
+                os.replace(retired, out)
+                fsync_path(out.parent)
+                log.warning("restored the index %s left aside by an interrupted swap", out)
+                break
+    if out.exists():
+        for stray in out.parent.glob(f".{out.name}.old-*"):
+            shutil.rmtree(stray, ignore_errors=True)
+    versions.recover(out)

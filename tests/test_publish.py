@@ -1,0 +1,199 @@
+"""Publishing is durable and gapless: a process killed at any step leaves a whole index
+(or model file) behind, and the next publish tidies what it left (#15 item 7)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from lookalike.common import versions
+from lookalike.common.files import CRASH_AT, CRASH_EXIT_CODE
+from lookalike.server.backends.memmap import MemmapBackend
+from lookalike.server.index.build import build_index
+from lookalike.server.index.publish import STEPS, recover
+from lookalike.server.index.store import GalleryIndex
+from lookalike.server.online.engine import SearchEngine
+
+
+def gallery_of(source, people, into):
+    for person in people:
+        shutil.copytree(source / person, into / person)
+    return into
+
+
+def index_command(model, gallery, out):
+    return [
+        sys.executable,
+        "-m",
+        "lookalike.client.cli",
+        "index",
+        str(gallery),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
+
+
+def served_rows(embedder, out, query) -> int:
+    """Open ``out`` as the server does (checksum verified) and search it once."""
+    engine = SearchEngine(embedder, MemmapBackend(GalleryIndex.open(out)))
+    assert engine.search(query, 1).hits
+    return len(engine.backend)
+
+
+def leftovers(folder):
+    """What lies beside the index other than the link and its versions folder."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in ("index", ".index.versions"))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_a_build_killed_at_any_publish_step_leaves_a_whole_index(
+    step, onnx_model, embedder, gallery_dir, tmp_path
+):
+    """Killed by LOOKALIKE_CRASH_AT in a real subprocess; what is left opens and searches."""
+    out = tmp_path / "indexes" / "index"
+    build_index(
+        gallery_of(gallery_dir, ["person_00"], tmp_path / "old"), embedder, out, progress=False
+    )
+    new = gallery_of(gallery_dir, ["person_01", "person_02"], tmp_path / "new")
+    crashed = subprocess.run(
+        index_command(onnx_model, new, out),
+        env={**os.environ, CRASH_AT: step},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr
+    query = (gallery_dir / "person_01" / "person_01_0001.jpg").read_bytes()
+    switched = STEPS.index(step) >= STEPS.index("index-switched")
+    assert served_rows(embedder, out, query) == (6 if switched else 3)
+
+    build_index(new, embedder, out, progress=False)  # the next build tidies up
+    assert served_rows(embedder, out, query) == 6
+    assert leftovers(out.parent) == []
+    assert len(list((out.parent / ".index.versions").iterdir())) == 2
+
+
+def test_an_index_folder_from_before_versions_is_switched_in_one_step(
+    index_dir, embedder, gallery_dir, tmp_path
+):
+    """An index a plain folder (as main wrote them) becomes a link by an atomic exchange."""
+    out = tmp_path / "index"
+    shutil.copytree(index_dir, out)
+    old_version = GalleryIndex.open(out).manifest.version
+    build_index(
+        gallery_of(gallery_dir, ["person_00"], tmp_path / "g"), embedder, out, progress=False
+    )
+    assert out.is_symlink() and len(GalleryIndex.open(out)) == 3
+    kept = list((tmp_path / ".index.versions").iterdir())
+    (earlier,) = [version for version in kept if version.name.endswith("-earlier")]
+    assert len(kept) == 2 and GalleryIndex.open(earlier).manifest.version == old_version
+    assert leftovers(tmp_path) == ["g"]
+
+
+def test_an_index_the_old_two_rename_swap_left_aside_is_restored(index_dir, tmp_path):
+    """main's swap moved the index to .index.old-*/index first: a kill there lost it."""
+    out = tmp_path / "index"
+    aside = tmp_path / ".index.old-abc123"
+    aside.mkdir()
+    shutil.copytree(index_dir, aside / "index")
+    recover(out)
+    assert len(GalleryIndex.open(out)) == 18
+    assert leftovers(tmp_path) == []
+
+
+WRITE = """
+import sys
+from pathlib import Path
+from lookalike.common.files import atomic_path
+with atomic_path(Path(sys.argv[1]), tidy=True) as staging:
+    staging.write_bytes(b"new" * 100_000)
+"""
+
+
+@pytest.mark.parametrize("step", ["file-staged", "file-placed"])
+def test_a_model_file_write_killed_at_any_step_leaves_a_whole_file(step, tmp_path):
+    """convert and quantize write .onnx files through atomic_path(tidy=True)."""
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"old" * 100_000)
+    crashed = subprocess.run(
+        [sys.executable, "-c", WRITE, str(model)], env={**os.environ, CRASH_AT: step}
+    )
+    assert crashed.returncode == CRASH_EXIT_CODE
+    assert model.read_bytes() == (b"new" if step == "file-placed" else b"old") * 100_000
+    subprocess.run([sys.executable, "-c", WRITE, str(model)], check=True)
+    assert model.read_bytes() == b"new" * 100_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_an_open_index_survives_a_rebuild_and_the_removal_of_its_version(
+    embedder, gallery_dir, tmp_path
+):
+    """A server keeps searching the matrix it mapped while newer builds replace it."""
+    out = tmp_path / "index"
+    first = gallery_of(gallery_dir, ["person_00"], tmp_path / "first")
+    build_index(first, embedder, out, progress=False)
+    opened, version = GalleryIndex.open(out), out.resolve()
+    rows = np.array(opened.features)
+    for people in (["person_01"], ["person_02"], ["person_03"]):
+        gallery = gallery_of(gallery_dir, people, tmp_path / people[0])
+        build_index(gallery, embedder, out, progress=False)
+    assert not version.exists() and len(GalleryIndex.open(out)) == 3
+    np.testing.assert_array_equal(opened.features, rows)
+
+
+PUBLISH_MODEL = """
+import sys
+from pathlib import Path
+import keras
+from lookalike.export.train import publish_model
+run = sys.argv[2]
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name=f"run{run}")])
+publish_model(model, Path(sys.argv[1]), {"run": run})
+"""
+
+
+def published_run(out) -> str:
+    """The run whose model ``out`` serves, checked to be the run its training record names."""
+    import keras
+
+    from lookalike.export.train import training_record
+
+    record = json.loads(training_record(out).read_text())
+    (layer,) = keras.saving.load_model(out).layers
+    assert layer.name == f"run{record['run']}", "the model and its record come from two runs"
+    return record["run"]
+
+
+def test_a_model_publish_killed_at_any_step_leaves_a_whole_model_and_its_record(tmp_path):
+    """train and distill publish .keras checkpoints through publish_model."""
+    out = tmp_path / "models" / "model.keras"
+    publish = [sys.executable, "-c", PUBLISH_MODEL, str(out)]
+    subprocess.run([*publish, "old"], check=True, capture_output=True)
+    served = "old"
+    for step in (f"model-{step}" for step in versions.STEPS):  # each tidies the last one up
+        crashed = subprocess.run(
+            [*publish, step], env={**os.environ, CRASH_AT: step}, capture_output=True, text=True
+        )
+        assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
+        if step in ("model-switched", "model-cleaned"):
+            served = step
+        assert published_run(out) == served
+    subprocess.run([*publish, "old"], check=True, capture_output=True)
+    assert published_run(out) == "old"
+    assert json.loads(out.with_name("model.keras.json").read_text())["run"] == "old"
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        ".model.keras.versions",
+        "model.keras",
+        "model.keras.json",
+    ]
+    assert len(list((out.parent / ".model.keras.versions").iterdir())) == 2
