@@ -43,7 +43,7 @@ def test_missing_gallery_file_gives_a_match_with_a_note(embedder, gallery_dir, t
         result = client.search(query, k=3, thumbnails=True)
     by_path = {m.path: m for m in result.matches}
     missing = by_path["person_03/person_03_0002.jpg"]
-    assert missing.thumbnail is None and missing.note == "gallery file missing"
+    assert missing.thumbnail is None and missing.note == "thumbnail unavailable"
     assert by_path["person_03/person_03_0001.jpg"].thumbnail
     crop = result.query_crop
     assert (crop.left, crop.top, crop.right, crop.bottom) == (24, 24, 72, 72)

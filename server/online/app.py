@@ -68,6 +68,7 @@ class Server:
             config.thumbnail_size,
             self.telemetry,
             compact_after_rows=config.compact_after_rows,
+            gallery_root=config.gallery_root,
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)

@@ -50,6 +50,7 @@ class ServerConfig:
     batch_window_ms: float = 2.0
     max_batch: int = 16
     thumbnail_size: int = 160
+    gallery_root: Path | None = None
     grace_seconds: float = 10.0
     warmup_runs: int = 3
     auth_token_file: Path | None = None
@@ -111,6 +112,11 @@ SETTINGS: dict[str, Setting] = {
     ),
     "max_batch": Setting(int, "most searches in one embedder run"),
     "thumbnail_size": Setting(int, "longest side of the thumbnails Search returns when asked"),
+    "gallery_root": Setting(
+        Path,
+        "the gallery folder that thumbnails are read from and AddImages/RemoveImages change, "
+        "where the index's manifest names another (an index built on another machine)",
+    ),
     "grace_seconds": Setting(float, "how long calls in flight may finish after SIGTERM"),
     "warmup_runs": Setting(int, "embedder runs before health turns SERVING"),
     "auth_token_file": Setting(

@@ -66,7 +66,7 @@ class GalleryService(SearchService):
             if pending:
                 pixels = np.stack([p.pixels for p in pending])
                 vectors = self.engine.embedder.embed(pixels)
-                root = Path(backend.info.gallery_root)
+                root = self.gallery_folder(backend)
                 for image, vector in zip(pending, vectors, strict=True):
                     results.append(self._add(backend, root, image, vector))
             results.sort(key=lambda r: r.position)
@@ -134,7 +134,7 @@ class GalleryService(SearchService):
             )
         with self.telemetry.call("RemoveImages", context) as call, self._changing(context):
             backend = self.engine.backend
-            root = Path(backend.info.gallery_root)
+            root = self.gallery_folder(backend)
             selectors = [("id", i, backend.find(i)) for i in request.ids]
             selectors += [("label", i, [it for it, _ in backend.items(i)]) for i in request.labels]
             for data in request.images:

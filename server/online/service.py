@@ -54,12 +54,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         max_in_flight: int = 16,
         thumbnail_size: int = 160,
         telemetry: Telemetry | None = None,
+        gallery_root: Path | None = None,
     ) -> None:
         self.engine = engine
         self.max_k = max_k
         self.max_in_flight = max_in_flight
         self.thumbnail_size = thumbnail_size
         self.telemetry = telemetry or Telemetry()
+        self.gallery_root = gallery_root  # else the one each gallery's manifest names
         self._slots = threading.BoundedSemaphore(max_in_flight)
         self._reloading = threading.Lock()
         # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
@@ -87,16 +89,20 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             )
             return old.backend, fresh.backend
 
+    def gallery_folder(self, backend: SearchBackend) -> Path:
+        """Where the gallery's files are here: --gallery-root, else the manifest's root."""
+        return self.gallery_root or Path(backend.info.gallery_root)
+
     def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
     ) -> search_pb2.SearchResponse:
         with self.telemetry.call("Search", context) as call:
             call.update(k=request.k, bytes=len(request.image))
             started = time.perf_counter()
-            with self._admitted(request, context):
+            with self._admitted(request, context):  # thumbnails are work too: in the slot
                 engine = self.engine  # this call's engine, even if the index is swapped
                 outcome = self._run(engine, request, context)
-            response = self._response(request, engine, outcome, started)
+                response = self._response(request, engine, outcome, started, context)
             t = response.timings
             call.update(
                 matches=len(response.matches),
@@ -156,6 +162,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         engine: SearchEngine,
         outcome: SearchOutcome,
         started: float,
+        context: grpc.ServicerContext,
     ) -> search_pb2.SearchResponse:
         """The SearchResponse: ranked matches, thumbnails if asked, crop and timings."""
         matches = [
@@ -169,7 +176,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             for rank, hit in enumerate(outcome.hits, start=1)
         ]
         if request.thumbnails:
-            self._add_thumbnails(matches, engine)
+            self._add_thumbnails(matches, outcome, engine, deadline_guard(context))
         left, top, right, bottom = outcome.prepared.box
         width, height = outcome.prepared.original_size
         return search_pb2.SearchResponse(
@@ -193,14 +200,20 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             ),
         )
 
-    def _add_thumbnails(self, matches: list[search_pb2.Match], engine: SearchEngine) -> None:
-        root = Path(engine.backend.info.gallery_root)
-        for match in matches:
+    def _add_thumbnails(
+        self,
+        matches: list[search_pb2.Match],
+        outcome: SearchOutcome,
+        engine: SearchEngine,
+        checkpoint: Callable[[], None],
+    ) -> None:
+        """Each match's thumbnail; none is begun once the deadline has passed."""
+        root = self.gallery_folder(engine.backend)
+        for match, hit in zip(matches, outcome.hits, strict=True):
+            checkpoint()
             match.thumbnail_jpeg, match.note = thumbnail_or_note(
-                root / match.path, self.thumbnail_size, engine.max_pixels
+                root, hit.item, self.thumbnail_size, engine.max_pixels
             )
-            if match.note:
-                log.warning("no thumbnail for %s: %s", match.path, match.note)
 
     def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.GetInfoRequest, context: grpc.ServicerContext

@@ -1,34 +1,97 @@
-"""Small JPEGs of gallery images, for callers that show their results."""
+"""Small JPEGs of gallery images, for callers that show their results.
+
+Only gallery files are read, and only the file that was indexed is shown: the
+path from the manifest must stay inside the gallery root once resolved (no
+absolute paths, no ``..``, no links leading out), name a regular file within a
+size cap, and hash to the item's id. A file swapped since indexing would
+otherwise show another person's face under the matched label. A client sees
+only ``UNAVAILABLE`` as the note; the reason is logged, with the paths.
+"""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
+import logging
+import os
+import stat
+from pathlib import Path, PurePosixPath
 
 from PIL import Image
 
+from lookalike.server.index.gallery import content_id
+from lookalike.server.index.store import Item
 from lookalike.server.vision.imaging import ImageError, decode
 
+log = logging.getLogger(__name__)
+
 JPEG_QUALITY = 85
+UNAVAILABLE = "thumbnail unavailable"
+# Largest gallery file read for a thumbnail; a 40-megapixel JPEG is about 20 MB.
+MAX_GALLERY_FILE_BYTES = 64 * 1024 * 1024
 
 
-def thumbnail_jpeg(path: Path, size: int, max_pixels: int) -> bytes:
-    """The image at ``path`` shrunk to at most ``size`` on its longer side.
+class GalleryFileError(Exception):
+    """A gallery file that may not or cannot be shown; the message is for the log only."""
 
-    Raises OSError or ImageError when the file is gone or no longer decodes.
-    """
-    image = decode(path.read_bytes(), max_pixels)
+
+def gallery_file(root: Path, relative: str) -> Path:
+    """``relative`` resolved under ``root``, refused if it names anything outside it."""
+    parts = PurePosixPath(relative).parts
+    if not parts or PurePosixPath(relative).is_absolute() or ".." in parts:
+        raise GalleryFileError(f"path {relative!r} is not relative to the gallery")
+    try:
+        real_root = root.resolve(strict=True)
+        real = (real_root / relative).resolve(strict=True)
+    except (OSError, RuntimeError) as error:  # RuntimeError: a symlink loop
+        raise GalleryFileError(f"{root / relative}: {error}") from None
+    if not real.is_relative_to(real_root):
+        raise GalleryFileError(f"{root / relative} leads out of the gallery, to {real}")
+    return real
+
+
+def read_gallery_file(path: Path, item_id: str, cap: int) -> bytes:
+    """The bytes of the regular file ``path``, at most ``cap`` of them, hashing to ``item_id``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        raise GalleryFileError(f"{path}: {error}") from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise GalleryFileError(f"{path} is not a regular file")
+        if status.st_size > cap:
+            raise GalleryFileError(f"{path} is {status.st_size:,} bytes, over the {cap:,} cap")
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(cap + 1)
+    finally:
+        os.close(fd)
+    if len(data) > cap:
+        raise GalleryFileError(f"{path} grew over the {cap:,} byte cap while read")
+    if content_id(data) != item_id:
+        raise GalleryFileError(f"{path} changed since it was indexed as {item_id}")
+    return data
+
+
+def thumbnail_jpeg(data: bytes, size: int, max_pixels: int) -> bytes:
+    """The image ``data`` shrunk to at most ``size`` on its longer side (raises ImageError)."""
+    image = decode(data, max_pixels)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
 
 
-def thumbnail_or_note(path: Path, size: int, max_pixels: int) -> tuple[bytes, str]:
-    """(jpeg, "") or (b"", why there is none): a missing file must not fail the search."""
-    try:
-        return thumbnail_jpeg(path, size, max_pixels), ""
-    except FileNotFoundError:
-        return b"", "gallery file missing"
-    except (OSError, ImageError) as error:
-        return b"", f"gallery file unreadable: {error}"
+def thumbnail_or_note(root: Path, item: Item, size: int, max_pixels: int) -> tuple[bytes, str]:
+    """(jpeg, "") or (b"", UNAVAILABLE): a file that cannot be shown must not fail the search.
+
+    The item's paths are tried in turn (identical files are indexed once).
+    """
+    problems = []
+    for relative in (item.path, *item.also):
+        try:
+            data = read_gallery_file(gallery_file(root, relative), item.id, MAX_GALLERY_FILE_BYTES)
+            return thumbnail_jpeg(data, size, max_pixels), ""
+        except (GalleryFileError, ImageError, OSError) as error:
+            problems.append(str(error))
+    log.warning("no thumbnail for item %s: %s", item.id, "; ".join(problems))
+    return b"", UNAVAILABLE
