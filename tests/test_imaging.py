@@ -127,3 +127,35 @@ def test_invalid_crop_is_refused():
         Crop("face")
     with pytest.raises(ValueError, match="fraction"):
         Crop("center", 0.0)
+
+
+def traced_peak(work) -> int:
+    """Peak bytes Python and numpy allocated while ``work`` ran (tracemalloc sees both)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        work()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_sixteen_bit_frames_convert_without_float64_copies():
+    """#15 item 10: main held two float64 copies of the frame (16 bytes a pixel)."""
+    from lookalike.server.vision.imaging import to_rgb
+
+    frame = Image.fromarray(np.tile(np.linspace(0, 65535, 2000, dtype=np.uint16), (2000, 1)))
+    pixels = frame.width * frame.height
+    peak = traced_peak(lambda: to_rgb(frame))
+    assert peak < 2 * pixels  # the 1-byte result and one small band of floats
+
+
+def test_face_detection_runs_on_a_downscaled_copy():
+    """The cascade sees at most 800 px: main gave it the whole 24 MP frame in grey."""
+    pytest.importorskip("cv2")
+    from lookalike.server.vision.faces import largest_face
+
+    frame = Image.new("RGB", (6000, 4000), (128, 128, 128))
+    peak = traced_peak(lambda: largest_face(frame))
+    assert peak < 6000 * 4000 / 8

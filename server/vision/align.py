@@ -51,7 +51,6 @@ CENTRE_BOX = (0.2546, 0.2923, 0.7304, 0.7681)
 MAX_SCALE_RATIO = 1.5
 MAX_ROTATION = 0.6
 TEMPLATE_BOX = (-0.0383, -0.0330, 0.9936, 0.9989)  # dlib's mean box in chip units
-DETECTION_SIDE = 800  # longest side of the copy faces are detected on
 
 FIVE_POINT_MODEL = "shape_predictor_5_face_landmarks.dat"
 NO_DLIB_FACE_NOTE = "dlib found no face; aligned in the box of OpenCV's face cascade"
@@ -150,19 +149,12 @@ def find_face(image: Image.Image) -> tuple[tuple[float, float, float, float], st
     """The largest face box dlib finds (upsampling once if it finds none), else the
     Haar cascade's, else the centre box; and a note unless dlib found it.
 
-    Detection runs on a copy at most ``DETECTION_SIDE`` pixels long (a face that
-    fills a 24 MP photo is found as well at that size, and costs 1/50 the time);
-    the box is scaled back to the photo.
+    Detection runs on ``faces.detection_copy`` (at most 800 pixels long); the box
+    is scaled back to the photo.
     """
-    scale = min(1.0, DETECTION_SIDE / max(image.size))
-    small = (
-        image
-        if scale == 1.0
-        else image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-            Image.Resampling.BILINEAR,
-        )
-    )
+    from lookalike.server.vision.faces import detection_copy
+
+    small, scale = detection_copy(image)
     rgb = np.ascontiguousarray(np.asarray(small.convert("RGB")))
     detector, _ = _dlib_models()
     box, note = None, ""

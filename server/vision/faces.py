@@ -15,6 +15,7 @@ from PIL import Image
 # The detected box is square and tight around the eyes and mouth; grow it so
 # the crop holds the whole face, as LFW's 2.2x enlarged boxes do more loosely.
 FACE_SCALE = 1.5
+DETECTION_SIDE = 800  # longest side of the copy faces are detected on
 _local = threading.local()
 
 
@@ -28,6 +29,19 @@ def _detector():  # noqa: ANN202 (cv2.CascadeClassifier)
     return _local.detector
 
 
+def detection_copy(image: Image.Image) -> tuple[Image.Image, float]:
+    """The image at most ``DETECTION_SIDE`` pixels long, and the scale it was shrunk by.
+
+    A face that fills a 24 MP photo is found as well at that size, at a fraction
+    of the time and memory a detector would spend on the whole frame.
+    """
+    scale = min(1.0, DETECTION_SIDE / max(image.size))
+    if scale == 1.0:
+        return image, scale
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.BILINEAR), scale
+
+
 def cascade_faces(image: Image.Image) -> list[tuple[int, int, int, int]]:
     """(x, y, width, height) of every face the cascade finds."""
     gray = np.ascontiguousarray(np.asarray(image.convert("L")))
@@ -39,11 +53,15 @@ def cascade_faces(image: Image.Image) -> list[tuple[int, int, int, int]]:
 
 
 def largest_face(image: Image.Image) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom) of the largest face, grown by FACE_SCALE, or None."""
-    found = cascade_faces(image)
+    """(left, top, right, bottom) of the largest face, grown by FACE_SCALE, or None.
+
+    Detected on ``detection_copy``; the box is scaled back to ``image``.
+    """
+    small, scale = detection_copy(image)
+    found = cascade_faces(small)
     if not found:
         return None
-    x, y, w, h = max(found, key=lambda box: box[2] * box[3])
+    x, y, w, h = (value / scale for value in max(found, key=lambda box: box[2] * box[3]))
     half = min(w, h) * FACE_SCALE / 2
     cx, cy = x + w / 2, y + h / 2
     left, top = max(0, round(cx - half)), max(0, round(cy - half))

@@ -19,6 +19,8 @@ CropMode = Literal["none", "center", "detect", "align"]
 CROP_MODES: tuple[str, ...] = get_args(CropMode)
 # Largest image (width x height) decoded; larger is refused before decoding.
 DEFAULT_MAX_PIXELS = 40_000_000
+# Pixels converted at once when a 16-bit frame is brought to 8 bits (1 MB of float32).
+BAND_PIXELS = 1 << 18
 NO_FACE_NOTE = "no face found; the centre crop was used"
 
 # An LFW frame holds the face in roughly its middle 45%; half the shorter
@@ -108,9 +110,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is flattened onto white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        peak = array.max() or 1.0
-        image = Image.fromarray((array * (255.0 / peak)).astype(np.uint8), mode="L")
+        image = _deep_gray_to_l(image)
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -118,6 +118,27 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
     return image.convert("RGB")
+
+
+def _deep_gray_to_l(image: Image.Image) -> Image.Image:
+    """16- or 32-bit grey to 8 bits, scaled by its peak, a band of rows at a time.
+
+    Only the 8-bit result is whole-frame; each band is read out of Pillow and
+    scaled as float32 on its own. (Whole-frame float64 copies of a 40 MP frame
+    would take 320 MB each.)
+    """
+    peak = max(int(image.getextrema()[1]), 1)
+    scale = np.float32(255.0 / peak)
+    gray = np.empty((image.height, image.width), np.uint8)
+    rows = max(1, BAND_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        bottom = min(image.height, top + rows)
+        band = np.asarray(image.crop((0, top, image.width, bottom)), dtype=np.float32)
+        np.clip(band, 0, peak, out=band)
+        band *= scale
+        band += 0.5  # round to nearest: the peak becomes 255
+        gray[top:bottom] = band
+    return Image.fromarray(gray, mode="L")
 
 
 @dataclass(frozen=True)
