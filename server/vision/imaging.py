@@ -101,7 +101,7 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     try:
         image.seek(0)  # animated formats: the first frame
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # not in place: a copy, always
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(f"the image data is truncated or corrupt: {error}") from None
     return to_rgb(image)
@@ -114,10 +114,13 @@ def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+        # pasted through its alpha onto white: one RGB frame and one alpha plane,
+        # where alpha_composite would hold three RGBA frames at once
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        return flat
+    return image if image.mode == "RGB" else image.convert("RGB")  # convert always copies
 
 
 def _deep_gray_to_l(image: Image.Image) -> Image.Image:
