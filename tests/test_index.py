@@ -307,3 +307,15 @@ def test_a_torn_last_journal_line_is_cut_before_appending(tmp_path, gallery_dir,
     (gallery / "person_00" / "broken.jpg").unlink()
     report = build_index(gallery, embedder, tmp_path / "index", progress=False, resume=True)
     assert (report.rows, report.embedded) == (3, 0)
+
+
+def test_resume_with_another_model_is_refused(tmp_path, gallery_dir, embedder):
+    """The header names the model by fingerprint; one other model stands in for a rebuild."""
+    gallery = failed_build(tmp_path, gallery_dir, embedder)
+    journal = tmp_path / ".index.building" / "journal.jsonl"
+    header, *records = journal.read_text().splitlines(keepends=True)
+    built = json.loads(header)
+    built["build"]["model"] = "0123456789abcdef"
+    journal.write_text(json.dumps(built) + "\n" + "".join(records))
+    with pytest.raises(InvalidIndexError, match="model was '0123456789abcdef'"):
+        build_index(gallery, embedder, tmp_path / "index", progress=False, resume=True)
