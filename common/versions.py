@@ -4,15 +4,17 @@ The fixed name is a symbolic link into a folder of versions beside it::
 
     index -> .index.versions/20261202T013000Z-1a2b3c4d
     .index.versions/20261202T013000Z-1a2b3c4d/   the version served now
-    .index.versions/20261201T220000Z-99aa00ff/   the one before, kept for readers mid-open
 
 A version is written and synced in full, moved into the versions folder, and
 only then served, by renaming a fresh link over the old one: at every moment
-the name points at one complete version. A process killed at any step
-(``crash_point``: ``<kind>-staged``, ``-placed``, ``-linked``, ``-switched``,
-``-cleaned``) leaves the old or the new version served; ``recover`` removes
-what such a kill left behind. Readers resolve the link once and read
-everything from the folder it names.
+the name points at one complete version. Then the versions no longer served
+are removed (an index's erased rows must not linger in an old one). A reader
+resolves the link once and reads everything from the folder it names; one
+that maps a file keeps it readable after its removal (POSIX), and one that
+finds its version removed mid-read resolves the link again. A process killed
+at any step (``crash_point``: ``<kind>-staged``, ``-placed``, ``-linked``,
+``-switched``, ``-cleaned``) leaves the old or the new version served;
+``recover`` removes what such a kill left behind.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 import uuid
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def publish_version(
     staging: Path, out: Path, version: str, kind: str, member: str | None = None
 ) -> Path:
     """Serve the finished folder ``staging`` at ``out`` (or its file ``member``); returns
-    the version folder. The version served before is kept, older ones are removed."""
+    the version folder. The versions served before are removed."""
     fsync_tree(staging)
     crash_point(f"{kind}-staged")
     versions = versions_of(out)
@@ -62,48 +63,35 @@ def publish_version(
     fsync_path(versions)
     fsync_path(out.parent)
     crash_point(f"{kind}-placed")
-    previous = point(out, folder / member if member else folder, kind)
+    point(out, folder / member if member else folder, kind)
     crash_point(f"{kind}-switched")
-    _clean(out, keep={folder.name, previous})
+    _clean(out, keep=folder.name)
     crash_point(f"{kind}-cleaned")
     log.info("serving %s at %s", folder.name, out)
     return folder
 
 
-def point(out: Path, target: Path, kind: str) -> str | None:
-    """Make ``out`` a link to ``target`` in one rename (one exchange for a plain folder).
-
-    Returns the name of the version served before, if it is among the versions.
-    """
-    previous = served_version(out)
+def point(out: Path, target: Path, kind: str) -> None:
+    """Make ``out`` a link to ``target`` in one rename (one exchange for a plain folder,
+    which is left under a stray link name for ``_clean``)."""
     link = out.parent / f".{out.name}.link-{uuid.uuid4().hex[:8]}"
     os.symlink(os.path.relpath(target, out.parent), link)
     crash_point(f"{kind}-linked")
-    if out.is_dir() and not out.is_symlink():  # from before versions: keep it as one
+    if out.is_dir() and not out.is_symlink():  # from before versions
         if not exchange(link, out):
             log.warning("no atomic exchange on this system; %s is briefly missing", out)
-            aside = link.with_name(link.name + ".old")
-            os.replace(out, aside)
+            os.replace(out, link.with_name(link.name + ".old"))
             os.replace(link, out)
-            link = aside
-        fsync_path(out.parent)
-        retired = _free_name(versions_of(out) / _earlier_name(link))
-        os.replace(link, retired)
-        previous = retired.name
     else:
         os.replace(link, out)
     fsync_path(out.parent)
-    return previous
 
 
 def recover(out: Path) -> None:
-    """Remove what a killed publish left: stray links, and versions neither served nor
-    the one served before (a version placed but never switched to, for one)."""
-    if not out.parent.is_dir():
-        return
-    current = served_version(out)
-    older = sorted(v.name for v in _versions(out) if current and v.name < current)
-    _clean(out, keep={current, older[-1] if older else None})
+    """Remove what a killed publish left: stray links, and versions not served (the old
+    one, or one placed but never switched to)."""
+    if out.parent.is_dir():
+        _clean(out, keep=served_version(out))
 
 
 def _free_name(target: Path) -> Path:
@@ -115,25 +103,15 @@ def _free_name(target: Path) -> Path:
     return candidate
 
 
-def _earlier_name(folder: Path) -> str:
-    """A version name for a folder published before versions, sorting by its age."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(folder.lstat().st_mtime))
-    return f"{stamp}-earlier"
-
-
 def _versions(out: Path) -> list[Path]:
     versions = versions_of(out)
     return [v for v in versions.iterdir() if v.is_dir()] if versions.is_dir() else []
 
 
-def _clean(out: Path, keep: set[str | None]) -> None:
-    """Remove versions not in ``keep`` and stray links.
-
-    A reader that still maps a file of a removed version keeps reading it: on
-    POSIX a file's blocks live until its last mapping closes.
-    """
+def _clean(out: Path, keep: str | None) -> None:
+    """Remove every version but ``keep``, and stray links (or folders under their names)."""
     for version in _versions(out):
-        if version.name not in keep:
+        if version.name != keep:
             shutil.rmtree(version, ignore_errors=True)
     for stray in out.parent.glob(f".{out.name}.link-*"):
         if stray.is_symlink() or stray.is_file():

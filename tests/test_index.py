@@ -77,7 +77,7 @@ def test_rebuild_replaces_the_old_index_whole(tmp_path, gallery_dir, embedder):
     index = GalleryIndex.open(out)
     assert len(index) == 6 and index.manifest.crop == Crop("center")
     assert sorted(p.name for p in tmp_path.iterdir()) == [".index.versions", "gallery", "index"]
-    assert len(list((tmp_path / ".index.versions").iterdir())) == 2  # this one and the last
+    assert len(list((tmp_path / ".index.versions").iterdir())) == 1  # the old one is gone
 
 
 def test_failed_build_leaves_no_trace(tmp_path, embedder):

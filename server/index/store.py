@@ -29,6 +29,7 @@ FORMAT = 1
 # manifest.json is read whole into memory: about 100 bytes an item, so this allows
 # some 2.5 million items; larger galleries belong in Milvus.
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+OPEN_ATTEMPTS = 5
 
 
 class InvalidIndexError(RuntimeError):
@@ -166,10 +167,26 @@ class GalleryIndex:
 
     @classmethod
     def open(cls, path: Path, verify: bool = True) -> GalleryIndex:
-        """Map the index; ``verify`` also checks the feature file against its checksum."""
-        # Resolved once: both files come from the same version even if the link that
-        # names it is switched to a newer one meanwhile (server/index/publish.py).
-        folder = path.resolve()
+        """Map the index; ``verify`` also checks the feature file against its checksum.
+
+        ``path`` is resolved once, so both files come from one version even if its
+        link is switched meanwhile (server/index/publish.py); a version removed
+        while it was read is read again from where the link points now.
+        """
+        for _ in range(OPEN_ATTEMPTS):
+            folder = path.resolve()
+            try:
+                return cls._open(path, folder, verify)
+            except (InvalidIndexError, FileNotFoundError) as error:
+                if path.resolve() != folder:
+                    continue  # a newer version was published while this one was read
+                if isinstance(error, FileNotFoundError):
+                    raise InvalidIndexError(f"a file of {path} vanished: {error}") from None
+                raise
+        raise InvalidIndexError(f"{path} changed {OPEN_ATTEMPTS} times while it was opened")
+
+    @classmethod
+    def _open(cls, path: Path, folder: Path, verify: bool) -> GalleryIndex:
         manifest_file, features_file = folder / MANIFEST, folder / FEATURES
         for file in (manifest_file, features_file):
             if not file.is_file():
