@@ -60,6 +60,11 @@ COMMANDS = {
         "milvus",
         "load an index into a Milvus collection, without re-embedding",
     ),
+    "sample-gallery": (
+        "lookalike.server.cli:add_sample_gallery_parser",
+        "server",
+        "draw a small gallery of synthetic faces to try lookalike on",
+    ),
     "eval": (
         "lookalike.server.evaluation.cli:add_eval_parser",
         "eval",

@@ -91,6 +91,19 @@ def add_to_milvus_parser(subparsers: argparse._SubParsersAction) -> None:
     to_milvus.set_defaults(func=run_to_milvus)
 
 
+def add_sample_gallery_parser(subparsers: argparse._SubParsersAction) -> None:
+    sample = subparsers.add_parser(
+        "sample-gallery",
+        description="Draw a small gallery of synthetic cartoon faces into GALLERY_DIR/<person>/ "
+        "(not photos of real people): a gallery to try lookalike on without downloading any.",
+    )
+    sample.add_argument("out", type=Path, metavar="GALLERY_DIR")
+    sample.add_argument("--people", type=int, default=12, help="how many 'people' (12)")
+    sample.add_argument("--photos", type=int, default=4, help="drawings of each (4)")
+    sample.add_argument("--size", type=int, default=160, help="side of each drawing, px (160)")
+    sample.set_defaults(func=run_sample_gallery)
+
+
 def add_replace_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replace",
@@ -170,6 +183,17 @@ def run_index(args: argparse.Namespace) -> int:
     return (
         run_to_milvus(argparse.Namespace(**{**vars(args), "index": out})) if args.milvus_uri else 0
     )
+
+
+def run_sample_gallery(args: argparse.Namespace) -> int:
+    from lookalike.server.index.samples import DESCRIPTION, write_gallery
+
+    if min(args.people, args.photos, args.size) < 1:
+        print("error: --people, --photos and --size must be at least 1", file=sys.stderr)
+        return 2
+    write_gallery(args.out, args.people, args.photos, args.size)
+    print(f"wrote {args.people * args.photos} images into {args.out}: {DESCRIPTION}")
+    return 0
 
 
 def run_to_milvus(args: argparse.Namespace) -> int:
