@@ -1,5 +1,6 @@
 """The lookalike client library: search a lookalike server from Python."""
 
+from lookalike.client.aio import AsyncSearchClient
 from lookalike.client.client import (
     CropBox,
     LookalikeError,
@@ -11,6 +12,7 @@ from lookalike.client.client import (
 )
 
 __all__ = [
+    "AsyncSearchClient",
     "CropBox",
     "LookalikeError",
     "Match",

@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from lookalike.client.client import LookalikeError, SearchClient, SearchResult
+from lookalike.client.client import LookalikeError, SearchClient, SearchResult, limit_note
 from lookalike.common.logs import configure_logging
 from lookalike.common.tokens import TokenFileError, read_token
 
@@ -117,6 +117,13 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser("search", help="find the gallery images most like a photo")
     search.add_argument("image", type=Path, metavar="IMAGE")
     search.add_argument("-k", type=int, default=20, help="how many matches (default 20)")
+    search.add_argument(
+        "--max-distance",
+        type=float,
+        default=None,
+        metavar="D",
+        help="drop matches farther than D (default: the server's --max-distance, if any)",
+    )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument(
         "--sheet",
@@ -133,6 +140,13 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
 
     info = subparsers.add_parser("info", help="show the server's model, index and device")
     info.add_argument("--json", action="store_true")
+    info.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the server to be ready (health SERVING)",
+    )
     add_connection_arguments(info)
     info.set_defaults(func=run_info, extra="client")
 
@@ -175,6 +189,8 @@ def connect(args: argparse.Namespace) -> SearchClient:
 
 
 def format_table(result: SearchResult) -> str:
+    if not result.matches:
+        return limit_note(result) or "no match"
     rows = [("rank", "distance", "label", "path")]
     rows += [(str(m.rank), f"{m.distance:.4f}", m.label, m.path) for m in result.matches]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -184,6 +200,8 @@ def format_table(result: SearchResult) -> str:
     ]
     if result.crop_note:
         lines.append(f"note: {result.crop_note}")
+    if limit_note(result):
+        lines.append(f"note: {limit_note(result)}")
     t = result.timings
     lines.append(
         f"model {result.model_fingerprint}, index {result.index_version}; "
@@ -199,7 +217,9 @@ def run_search(args: argparse.Namespace) -> int:
         return 2
     query = args.image.read_bytes()
     with connect(args) as client:
-        result = client.search(query, k=args.k, thumbnails=args.sheet is not None)
+        result = client.search(
+            query, k=args.k, thumbnails=args.sheet is not None, max_distance=args.max_distance
+        )
     if args.sheet:
         write_sheet(args, query, result)
     print(json.dumps(result_to_json(result), indent=2) if args.json else format_table(result))
@@ -226,6 +246,8 @@ def write_sheet(args: argparse.Namespace, query: bytes, result: SearchResult) ->
 
 def run_info(args: argparse.Namespace) -> int:
     with connect(args) as client:
+        if args.wait > 0:
+            client.wait_until_ready(args.wait)
         info = client.info()
     if args.json:
         print(json.dumps(asdict(info), indent=2))

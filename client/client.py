@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Union
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
@@ -19,6 +22,9 @@ if TYPE_CHECKING:
 ImageInput = Union[str, PathLike, bytes, "Image"]
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_READY_TIMEOUT = 60.0
+# The name the server's health service reports the search service under.
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 
 
 class LookalikeError(Exception):
@@ -69,6 +75,9 @@ class SearchResult:
     timings: Timings
     query_crop: CropBox | None = None
     crop_note: str = ""
+    # The distance past which matches were dropped (asked for, or the server's
+    # default); None when there was none.
+    max_distance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +96,16 @@ class ServerInfo:
     thumbnail_size: int
     startup_seconds: float
     warmup_seconds: float
+    max_distance: float | None = None  # the server's default for Search, None: no limit
+
+
+def limit_note(result: SearchResult) -> str:
+    """What a distance limit left out: "no match within D" when it left nothing."""
+    if result.max_distance is None:
+        return ""
+    if not result.matches:
+        return f"no match within {result.max_distance:g}"
+    return f"only matches within {result.max_distance:g} are shown"
 
 
 def retry_policy(retries: int) -> str:
@@ -122,13 +141,112 @@ def image_bytes(image: ImageInput) -> bytes:
     raise TypeError(f"expected a path, bytes or a PIL image, not {type(image).__name__}")
 
 
-class SearchClient:
-    """Talks to one lookalike server; use as a context manager to close the channel.
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
-    >>> with SearchClient("localhost:50051") as client:
-    ...     for match in client.search("query.jpg", k=5).matches:
-    ...         print(match.rank, match.label, match.distance)
+
+def search_request(
+    image: ImageInput, k: int, thumbnails: bool, max_distance: float | None
+) -> search_pb2.SearchRequest:
+    return search_pb2.SearchRequest(
+        image=image_bytes(image), k=k, thumbnails=thumbnails, max_distance=max_distance or 0.0
+    )
+
+
+def search_result(response: search_pb2.SearchResponse) -> SearchResult:
+    crop = response.query_crop
+    return SearchResult(
+        matches=[
+            Match(m.rank, m.id, m.label, m.path, m.distance, m.thumbnail_jpeg or None, m.note)
+            for m in response.matches
+        ],
+        model_fingerprint=response.model_fingerprint,
+        index_version=response.index_version,
+        timings=Timings(
+            response.timings.decode_ms,
+            response.timings.embed_ms,
+            response.timings.search_ms,
+            response.timings.total_ms,
+        ),
+        query_crop=CropBox(
+            crop.left, crop.top, crop.right, crop.bottom, crop.image_width, crop.image_height
+        )
+        if response.HasField("query_crop")
+        else None,
+        crop_note=response.crop_note,
+        max_distance=response.max_distance or None,
+    )
+
+
+def server_info(r: search_pb2.GetInfoResponse) -> ServerInfo:
+    return ServerInfo(
+        model_name=r.model_name,
+        model_fingerprint=r.model_fingerprint,
+        embedding_size=r.embedding_size,
+        input_size=r.input_size,
+        execution_provider=r.execution_provider,
+        providers=list(r.providers),
+        gallery_size=r.gallery_size,
+        index_version=r.index_version,
+        max_k=r.max_k,
+        knn_backend=r.knn_backend,
+        weights=r.weights,
+        thumbnail_size=r.thumbnail_size,
+        startup_seconds=r.startup_seconds,
+        warmup_seconds=r.warmup_seconds,
+        max_distance=r.max_distance or None,
+    )
+
+
+def call_error(error: grpc.RpcError) -> LookalikeError:
+    return LookalikeError(error.code(), error.details() or "")
+
+
+class Readiness:
+    """One wait_until_ready: the health checks still allowed, and what each answer means.
+
+    Sync and async clients run the same loop around it; only the waiting differs.
     """
+
+    POLL_SECONDS = 0.2
+    CHECK_SECONDS = 5.0  # one health check's own deadline, within the overall timeout
+
+    def __init__(self, target: str, timeout: float) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.last = "no answer"
+        self.request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+
+    def check_timeout(self) -> float:
+        """The next check's timeout; LookalikeError(DEADLINE_EXCEEDED) once time is up."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise LookalikeError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{self.target} not ready after {self.timeout:g} s (last: {self.last})",
+            )
+        return min(remaining, self.CHECK_SECONDS)
+
+    def answered(self, response: health_pb2.HealthCheckResponse) -> bool:
+        """True when the server is SERVING; otherwise keep polling."""
+        self.last = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    def failed(self, error: grpc.RpcError) -> None:
+        """A server not up yet is polled again; any other failure ends the wait."""
+        if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise call_error(error) from None
+        self.last = f"{error.code().name}: {error.details() or ''}".rstrip(": ")
+
+    def pause(self) -> float:
+        return max(0.0, min(self.POLL_SECONDS, self.deadline - time.monotonic()))
+
+
+class ClientBase:
+    """The channel, stubs and settings both clients hold; ``channels`` is grpc or grpc.aio."""
+
+    channels: ModuleType
 
     def __init__(
         self,
@@ -143,15 +261,30 @@ class SearchClient:
         """``timeout`` bounds each call, retries included; ``ca`` (PEM) implies TLS."""
         self.target = target
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = auth_metadata(token)
         options = [("grpc.service_config", retry_policy(retries))] if retries > 0 else []
         if tls or ca is not None:
             roots = ca if isinstance(ca, bytes) or ca is None else Path(ca).read_bytes()
             credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+            self._channel = self.channels.secure_channel(target, credentials, options=options)
         else:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = self.channels.insecure_channel(target, options=options)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+
+class SearchClient(ClientBase):
+    """Talks to one lookalike server; use as a context manager to close the channel.
+
+    One client (one channel) may be shared by any number of threads.
+
+    >>> with SearchClient("localhost:50051") as client:
+    ...     client.wait_until_ready()
+    ...     for match in client.search("query.jpg", k=5).matches:
+    ...         print(match.rank, match.label, match.distance)
+    """
+
+    channels = grpc  # where insecure_channel and secure_channel come from
 
     def __enter__(self) -> SearchClient:
         return self
@@ -162,31 +295,35 @@ class SearchClient:
     def close(self) -> None:
         self._channel.close()
 
-    def search(self, image: ImageInput, k: int = 20, thumbnails: bool = False) -> SearchResult:
-        """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each."""
-        request = search_pb2.SearchRequest(image=image_bytes(image), k=k, thumbnails=thumbnails)
-        response = self._call(self._stub.Search, request)
-        crop = response.query_crop
-        return SearchResult(
-            matches=[
-                Match(m.rank, m.id, m.label, m.path, m.distance, m.thumbnail_jpeg or None, m.note)
-                for m in response.matches
-            ],
-            model_fingerprint=response.model_fingerprint,
-            index_version=response.index_version,
-            timings=Timings(
-                response.timings.decode_ms,
-                response.timings.embed_ms,
-                response.timings.search_ms,
-                response.timings.total_ms,
-            ),
-            query_crop=CropBox(
-                crop.left, crop.top, crop.right, crop.bottom, crop.image_width, crop.image_height
-            )
-            if response.HasField("query_crop")
-            else None,
-            crop_note=response.crop_note,
-        )
+    def wait_until_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+        """Block until the server's health service says SERVING (model loaded, warmed up);
+        LookalikeError with DEADLINE_EXCEEDED after ``timeout`` seconds."""
+        wait = Readiness(self.target, timeout)
+        while True:
+            try:
+                answer = self._health.Check(
+                    wait.request,
+                    timeout=wait.check_timeout(),
+                    metadata=self._metadata,
+                    wait_for_ready=True,
+                )
+                if wait.answered(answer):
+                    return
+            except grpc.RpcError as error:
+                wait.failed(error)
+            time.sleep(wait.pause())
+
+    def search(
+        self,
+        image: ImageInput,
+        k: int = 20,
+        thumbnails: bool = False,
+        max_distance: float | None = None,
+    ) -> SearchResult:
+        """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each;
+        ``max_distance`` drops matches farther than it (None: the server's default)."""
+        request = search_request(image, k, thumbnails, max_distance)
+        return search_result(self._call(self._stub.Search, request))
 
     def reload_index(self, index_path: str = "") -> tuple[str, int]:
         """Ask the server to switch to a rebuilt index; returns (version, gallery size)."""
@@ -195,26 +332,10 @@ class SearchClient:
         return response.index_version, response.gallery_size
 
     def info(self) -> ServerInfo:
-        r = self._call(self._stub.GetInfo, search_pb2.GetInfoRequest())
-        return ServerInfo(
-            model_name=r.model_name,
-            model_fingerprint=r.model_fingerprint,
-            embedding_size=r.embedding_size,
-            input_size=r.input_size,
-            execution_provider=r.execution_provider,
-            providers=list(r.providers),
-            gallery_size=r.gallery_size,
-            index_version=r.index_version,
-            max_k=r.max_k,
-            knn_backend=r.knn_backend,
-            weights=r.weights,
-            thumbnail_size=r.thumbnail_size,
-            startup_seconds=r.startup_seconds,
-            warmup_seconds=r.warmup_seconds,
-        )
+        return server_info(self._call(self._stub.GetInfo, search_pb2.GetInfoRequest()))
 
     def _call(self, method, request):  # noqa: ANN001, ANN202 (any unary stub method)
         try:
             return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise LookalikeError(error.code(), error.details() or "") from None
+            raise call_error(error) from None

@@ -63,12 +63,8 @@ lookalike index "$gallery" --model "$work/model.onnx" --out "$work/index" --crop
 lookalike serve --model "$work/model.onnx" --index "$work/index" --port "$port" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server' EXIT
-for _ in $(seq 300); do  # until warm-up is over and Search answers
-  lookalike search "$query" --server "localhost:$port" -k 1 --log-level ERROR >/dev/null 2>&1 && break
-  kill -0 $server 2>/dev/null || { echo "error: the server exited" >&2; exit 1; }
-  sleep 1
-done
-lookalike info --server "localhost:$port"
+# Health turns SERVING once the model and index are loaded and warmed up.
+lookalike info --server "localhost:$port" --wait 300
 
 echo
 echo "Searching for $query ($what):"

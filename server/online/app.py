@@ -63,6 +63,7 @@ class Server:
             config.max_in_flight,
             config.thumbnail_size,
             self.telemetry,
+            config.max_distance,
         )
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)

@@ -44,6 +44,7 @@ class ServerConfig:
     device: Device = "auto"
     knn_algorithm: Algorithm = "brute"
     max_k: int = 100
+    max_distance: float | None = None
     max_message_bytes: int = 8 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_in_flight: int = 16
@@ -99,6 +100,11 @@ SETTINGS: dict[str, Setting] = {
     "device": Setting(str, HELP["device"], DEVICES),
     "knn_algorithm": Setting(str, HELP["knn_algorithm"], ALGORITHMS),
     "max_k": Setting(int, "largest k a Search may ask for"),
+    "max_distance": Setting(
+        float,
+        "drop matches farther than this unless a Search asks for its own limit "
+        "(`lookalike eval` prints its operating point; default: no limit)",
+    ),
     "max_message_bytes": Setting(int, "largest request; larger get RESOURCE_EXHAUSTED"),
     "max_pixels": Setting(int, "largest image (width x height), checked before decoding"),
     "max_in_flight": Setting(int, "searches worked on at once; more get RESOURCE_EXHAUSTED"),
