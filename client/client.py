@@ -97,6 +97,7 @@ class ServerInfo:
     startup_seconds: float
     warmup_seconds: float
     max_distance: float | None = None  # the server's default for Search, None: no limit
+    intra_op_threads: int = 0  # onnxruntime's intra-op pool
 
 
 def limit_note(result: SearchResult) -> str:
@@ -195,6 +196,7 @@ def server_info(r: search_pb2.GetInfoResponse) -> ServerInfo:
         startup_seconds=r.startup_seconds,
         warmup_seconds=r.warmup_seconds,
         max_distance=r.max_distance or None,
+        intra_op_threads=r.intra_op_threads,
     )
 
 

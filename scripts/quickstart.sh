@@ -60,11 +60,20 @@ fi
 rm -rf "$work/index"
 lookalike index "$gallery" --model "$work/model.onnx" --out "$work/index" --crop "$crop"
 
-lookalike serve --model "$work/model.onnx" --index "$work/index" --port "$port" &
+lookalike serve --model "$work/model.onnx" --index "$work/index" --port "$port" \
+  >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server' EXIT
+echo "serving on port $port (log: $work/server.log); waiting for it to be ready" >&2
 # Health turns SERVING once the model and index are loaded and warmed up.
-lookalike info --server "localhost:$port" --wait 300
+until lookalike info --server "localhost:$port" --wait 10 >/dev/null 2>&1; do
+  if ! kill -0 $server 2>/dev/null; then
+    tail -n 20 "$work/server.log" >&2
+    echo "error: the server exited (log above)" >&2
+    exit 1
+  fi
+done
+lookalike info --server "localhost:$port"
 
 echo
 echo "Searching for $query ($what):"

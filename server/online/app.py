@@ -103,12 +103,14 @@ class Server:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on port %d: model %s on %s, %d gallery images (index %s, %s); "
+            "serving %s on port %d: model %s on %s (%d intra-op threads), %d gallery images "
+            "(index %s, %s); "
             "started in %.2f s, warm-up %.2f s",
             SERVICE_NAME,
             self.port,
             embedder.info.fingerprint,
             embedder.provider,
+            embedder.threads,
             len(engine.backend),
             engine.backend.info.version,
             engine.backend.name,

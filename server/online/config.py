@@ -42,6 +42,7 @@ class ServerConfig:
     host: str = "[::]"
     port: int = 50051
     device: Device = "auto"
+    threads: int | None = None
     knn_algorithm: Algorithm = "brute"
     max_k: int = 100
     max_distance: float | None = None
@@ -98,6 +99,11 @@ SETTINGS: dict[str, Setting] = {
     "host": Setting(str, "address to listen on (default: all interfaces)"),
     "port": Setting(int, "port to listen on"),
     "device": Setting(str, HELP["device"], DEVICES),
+    "threads": Setting(
+        int,
+        "threads of onnxruntime's intra-op pool (default: the container's CPU quota, "
+        "cgroup cpu.max, else the CPUs this process may use)",
+    ),
     "knn_algorithm": Setting(str, HELP["knn_algorithm"], ALGORITHMS),
     "max_k": Setting(int, "largest k a Search may ask for"),
     "max_distance": Setting(

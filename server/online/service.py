@@ -258,4 +258,5 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             startup_seconds=self.telemetry.startup_seconds,
             warmup_seconds=self.telemetry.warmup_seconds,
             max_distance=self.max_distance or 0.0,
+            intra_op_threads=embedder.threads,
         )
