@@ -18,6 +18,7 @@ from pathlib import Path
 
 from lookalike.client.client import LookalikeError, SearchClient, SearchResult, limit_note
 from lookalike.common.logs import configure_logging
+from lookalike.common.output import LOG_LEVELS, emit, lookalike_version
 from lookalike.common.tokens import TokenFileError, read_token
 
 DEFAULT_SERVER = "localhost:50051"
@@ -43,6 +44,26 @@ class MissingExtra(Exception):
             f"`lookalike {command}` needs {package}, which is not installed; "
             f"install it with: pip install 'lookalike[{extra}]'"
         )
+
+
+# Commands that print a result and so take --json, beyond search, info and eval.
+RESULT_COMMANDS = ("index", "to-milvus", "export", "train", "quantize", "reload", "sample-gallery")
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help unless it is unset or already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        default = action.default
+        if (
+            default in (None, False, argparse.SUPPRESS, "")
+            or not action.option_strings
+            or "default" in help_text
+            or f"({default})" in help_text
+        ):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
 
 
 # The commands of the other parts: the function that adds each one's parser
@@ -88,8 +109,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the real parser of ``command`` alone among the other parts' commands
     (the rest are listed by name and help line, without importing their modules)."""
     parser = argparse.ArgumentParser(
-        prog="lookalike", description="Reverse image search for faces."
+        prog="lookalike",
+        description="Reverse image search for faces.",
+        epilog="Exit status: 0 done; 1 the server answered with an error (a failed call); "
+        "2 a usage or input error here (bad option, missing file or extra, bad config).",
     )
+    parser.add_argument("--version", action="version", version=f"lookalike {lookalike_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _register_client_commands(subparsers)
     for name, (adder, extra, help_line) in COMMANDS.items():
@@ -105,11 +130,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         subparsers.choices[name].set_defaults(extra=extra)
     for name, command_parser in subparsers.choices.items():
         if name not in COMMANDS or name == command:
+            command_parser.formatter_class = DefaultsHelpFormatter
             command_parser.add_argument(
                 "--log-level",
-                default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO"),
-                help="DEBUG, INFO, WARNING or ERROR (env LOOKALIKE_LOG_LEVEL)",
+                type=str.upper,
+                choices=LOG_LEVELS,
+                default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO").upper(),
+                help="how much to log (env LOOKALIKE_LOG_LEVEL)",
             )
+            if name in RESULT_COMMANDS:
+                command_parser.add_argument(
+                    "--json", action="store_true", help="print the result as JSON"
+                )
     return parser
 
 
@@ -139,7 +171,7 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(func=run_search, extra="client")
 
     info = subparsers.add_parser("info", help="show the server's model, index and device")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("--json", action="store_true", help="print JSON instead of lines")
     info.add_argument(
         "--wait",
         type=float,
@@ -260,7 +292,11 @@ def run_info(args: argparse.Namespace) -> int:
 def run_reload(args: argparse.Namespace) -> int:
     with connect(args) as client:
         version, size = client.reload_index(args.index)
-    print(f"serving index {version} ({size} images)")
+    emit(
+        args.json,
+        f"serving index {version} ({size} images)",
+        {"index_version": version, "gallery_size": size},
+    )
     return 0
 
 
@@ -268,10 +304,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((word for word in argv if not word.startswith("-")), None)
     try:
-        args = build_parser(command).parse_args(argv)
+        parser = build_parser(command)
     except MissingExtra as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    args = parser.parse_args(argv)
+    if args.log_level not in LOG_LEVELS:  # from LOOKALIKE_LOG_LEVEL, which argparse takes as is
+        parser.error(f"LOOKALIKE_LOG_LEVEL={args.log_level}: choose from {', '.join(LOG_LEVELS)}")
     configure_logging(args.log_level)
     try:
         return args.func(args)

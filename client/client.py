@@ -98,6 +98,7 @@ class ServerInfo:
     warmup_seconds: float
     max_distance: float | None = None  # the server's default for Search, None: no limit
     intra_op_threads: int = 0  # onnxruntime's intra-op pool
+    server_version: str = ""  # the lookalike version the server runs
 
 
 def limit_note(result: SearchResult) -> str:
@@ -197,6 +198,7 @@ def server_info(r: search_pb2.GetInfoResponse) -> ServerInfo:
         warmup_seconds=r.warmup_seconds,
         max_distance=r.max_distance or None,
         intra_op_threads=r.intra_op_threads,
+        server_version=r.server_version,
     )
 
 

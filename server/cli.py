@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lookalike.common.output import as_json, emit
 from lookalike.server.backends.base import BACKEND_NAMES
 from lookalike.server.online.config import add_server_arguments
 from lookalike.server.options import (
@@ -173,13 +174,17 @@ def run_index(args: argparse.Namespace) -> int:
     except (ModelError, InvalidIndexError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(
+    lines = [
         f"indexed {report.rows} images into {report.path}: {report.embedded} embedded in "
         f"{report.seconds:.1f} s ({report.images_per_second:.1f} images/s), "
         f"{report.duplicates} duplicates, {len(report.skipped)} skipped"
+    ]
+    lines += [f"  skipped {skipped['path']}: {skipped['error']}" for skipped in report.skipped]
+    emit(
+        args.json,
+        "\n".join(lines),
+        {**as_json(report), "images_per_second": report.images_per_second},
     )
-    for skipped in report.skipped:
-        print(f"  skipped {skipped['path']}: {skipped['error']}")
     return (
         run_to_milvus(argparse.Namespace(**{**vars(args), "index": out})) if args.milvus_uri else 0
     )
@@ -192,7 +197,12 @@ def run_sample_gallery(args: argparse.Namespace) -> int:
         print("error: --people, --photos and --size must be at least 1", file=sys.stderr)
         return 2
     write_gallery(args.out, args.people, args.photos, args.size)
-    print(f"wrote {args.people * args.photos} images into {args.out}: {DESCRIPTION}")
+    images = args.people * args.photos
+    emit(
+        args.json,
+        f"wrote {images} images into {args.out}: {DESCRIPTION}",
+        {"path": str(args.out), "people": args.people, "images": images, "what": DESCRIPTION},
+    )
     return 0
 
 
@@ -212,8 +222,10 @@ def run_to_milvus(args: argparse.Namespace) -> int:
     except (InvalidIndexError, BackendUnavailable, TokenFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(
+    emit(
+        args.json,
         f"loaded {report.rows} rows into collection {report.collection} at {args.milvus_uri} "
-        f"({report.index_type}, {report.deleted} stale rows deleted) in {report.seconds:.1f} s"
+        f"({report.index_type}, {report.deleted} stale rows deleted) in {report.seconds:.1f} s",
+        report,
     )
     return 0

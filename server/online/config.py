@@ -145,13 +145,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the effective configuration as TOML and exit",
     )
+    defaults = {field.name: field.default for field in fields(ServerConfig)}
     for name, setting in SETTINGS.items():
+        default = defaults.get(name)
+        shown = "" if default is None or "default" in setting.help else f" (default: {default})"
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             type=setting.convert,
             default=None,
             choices=setting.choices,
-            help=setting.help,
+            help=f"{setting.help}{shown}; env LOOKALIKE_{name.upper()}".replace("%", "%%"),
         )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from lookalike.common.output import lookalike_version
 from lookalike.server.backends.base import BackendUnavailable, SearchBackend
 from lookalike.server.index.store import InvalidIndexError
 from lookalike.server.online.engine import SearchEngine, SearchOutcome
@@ -259,4 +260,5 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             warmup_seconds=self.telemetry.warmup_seconds,
             max_distance=self.max_distance or 0.0,
             intra_op_threads=embedder.threads,
+            server_version=lookalike_version(),
         )
