@@ -13,7 +13,7 @@ from PIL import Image
 from lookalike.client import LookalikeError, SearchClient
 from lookalike.v1 import search_pb2, search_pb2_grpc
 from tests.imagegen import encode, noise_image
-from tests.serving import in_process_server
+from tests.serving import free_port, in_process_server, start_server_process
 
 LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]
 
@@ -78,3 +78,9 @@ def test_cli_and_sheet_say_no_match_within_the_limit(limited_target, tmp_path):
         timeout=60,
     )
     assert '"matches": []' in as_json.stdout
+
+
+def test_serve_refuses_a_limit_that_is_not_above_zero(onnx_model, index_dir):
+    server = start_server_process(onnx_model, index_dir, free_port(), "--max-distance", "0")
+    _, err = server.communicate(timeout=120)
+    assert server.returncode == 2 and "--max-distance must be above 0" in err
