@@ -12,6 +12,7 @@ from lookalike.client.client import (
     AddResult,
     ClientBase,
     GalleryEntry,
+    GalleryPages,
     ImageInput,
     NewImage,
     Readiness,
@@ -21,7 +22,6 @@ from lookalike.client.client import (
     add_request,
     add_results,
     call_error,
-    gallery_entries,
     remove_request,
     remove_results,
     search_request,
@@ -107,15 +107,10 @@ class AsyncSearchClient(ClientBase):
 
     async def list_images(self, label: str = "") -> list[GalleryEntry]:
         """Every image of the gallery, or of one label (admin), page by page."""
-        found: list[GalleryEntry] = []
-        token = ""
-        while True:
-            request = search_pb2.ListImagesRequest(label=label, page_token=token)
-            response = await self._call(self._stub.ListImages, request)
-            found += gallery_entries(response)
-            token = response.next_page_token
-            if not token:
-                return found
+        pages = GalleryPages(label)
+        while (request := pages.next_request()) is not None:
+            pages.add(await self._call(self._stub.ListImages, request))
+        return pages.found
 
     async def compact(self) -> tuple[str, int, int]:
         """Fold added and removed images into a new index version (admin):

@@ -292,8 +292,27 @@ def remove_results(response: search_pb2.RemoveImagesResponse) -> list[RemoveResu
     ]
 
 
-def gallery_entries(response: search_pb2.ListImagesResponse) -> list[GalleryEntry]:
-    return [GalleryEntry(e.id, e.label, e.path, list(e.also), e.pending) for e in response.images]
+class GalleryPages:
+    """One list_images: the next ListImages request, and the entries of the pages so far.
+
+    Sync and async clients run the same loop around it; only the call differs.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.found: list[GalleryEntry] = []
+        self.token: str | None = None  # None before the first page, "" after the last
+
+    def next_request(self) -> search_pb2.ListImagesRequest | None:
+        if self.token == "":
+            return None
+        return search_pb2.ListImagesRequest(label=self.label, page_token=self.token or "")
+
+    def add(self, response: search_pb2.ListImagesResponse) -> None:
+        self.found += [
+            GalleryEntry(e.id, e.label, e.path, list(e.also), e.pending) for e in response.images
+        ]
+        self.token = response.next_page_token
 
 
 def call_error(error: grpc.RpcError) -> LookalikeError:
@@ -447,15 +466,10 @@ class SearchClient(ClientBase):
 
     def list_images(self, label: str = "") -> list[GalleryEntry]:
         """Every image of the gallery, or of one label (admin), page by page."""
-        found: list[GalleryEntry] = []
-        token = ""
-        while True:
-            request = search_pb2.ListImagesRequest(label=label, page_token=token)
-            response = self._call(self._stub.ListImages, request)
-            found += gallery_entries(response)
-            token = response.next_page_token
-            if not token:
-                return found
+        pages = GalleryPages(label)
+        while (request := pages.next_request()) is not None:
+            pages.add(self._call(self._stub.ListImages, request))
+        return pages.found
 
     def compact(self) -> tuple[str, int, int]:
         """Fold added and removed images into a new index version (admin):
