@@ -80,6 +80,27 @@ def load(target: str, images: list[bytes], concurrency: int, seconds: float) -> 
     }
 
 
+def serve_command(model: Path, index: Path, port: int, *extra: str) -> list[str]:
+    """`lookalike serve` on loopback ``port``, logging only warnings."""
+    return [
+        sys.executable,
+        "-m",
+        "lookalike.client.cli",
+        "serve",
+        "--model",
+        str(model),
+        "--index",
+        str(index),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "WARNING",
+        *extra,
+    ]
+
+
 def wait_until_up(target: str, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     with SearchClient(target, timeout=2, retries=0) as client:
@@ -107,25 +128,9 @@ def main() -> None:
     print(f"raw onnxruntime: {rate:.1f} images/s at batch {batch}")
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "lookalike.client.cli",
-            "serve",
-            "--model",
-            str(args.model),
-            "--index",
-            str(args.index),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "WARNING",
-            "--max-in-flight",
-            "64",
-            *args.serve_args.split(),
-        ],
+        serve_command(
+            args.model, args.index, port, "--max-in-flight", "64", *args.serve_args.split()
+        )
     )
     target = f"127.0.0.1:{port}"
     try:

@@ -1,5 +1,6 @@
 """The lookalike client library: search a lookalike server from Python."""
 
+from lookalike.client.aio import AsyncSearchClient
 from lookalike.client.client import (
     AddResult,
     CropBox,
@@ -17,6 +18,7 @@ from lookalike.client.client import (
 
 __all__ = [
     "AddResult",
+    "AsyncSearchClient",
     "CropBox",
     "GalleryEntry",
     "LookalikeError",

@@ -16,8 +16,15 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from lookalike.client.client import LookalikeError, NewImage, SearchClient, SearchResult
+from lookalike.client.client import (
+    LookalikeError,
+    NewImage,
+    SearchClient,
+    SearchResult,
+    limit_note,
+)
 from lookalike.common.logs import configure_logging
+from lookalike.common.output import LOG_LEVELS, emit, lookalike_version
 from lookalike.common.tokens import TokenFileError, read_token
 
 DEFAULT_SERVER = "localhost:50051"
@@ -45,6 +52,38 @@ class MissingExtra(Exception):
         )
 
 
+# Commands that print a result and so take --json, beyond search, info and eval.
+RESULT_COMMANDS = (
+    "index",
+    "to-milvus",
+    "export",
+    "train",
+    "quantize",
+    "reload",
+    "sample-gallery",
+    "add",
+    "remove",
+    "list",
+    "compact",
+)
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help unless it is unset or already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        default = action.default
+        if (
+            default in (None, False, argparse.SUPPRESS, "", [])
+            or not action.option_strings
+            or "default" in help_text
+            or f"({default})" in help_text
+        ):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
+
+
 # The commands of the other parts: the function that adds each one's parser
 # ("module:function"), the extra that brings its dependencies, and its line in
 # `lookalike --help`.
@@ -59,6 +98,11 @@ COMMANDS = {
         "lookalike.server.cli:add_to_milvus_parser",
         "milvus",
         "load an index into a Milvus collection, without re-embedding",
+    ),
+    "sample-gallery": (
+        "lookalike.server.cli:add_sample_gallery_parser",
+        "server",
+        "draw a small gallery of synthetic faces to try lookalike on",
     ),
     "eval": (
         "lookalike.server.evaluation.cli:add_eval_parser",
@@ -83,8 +127,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser, with the real parser of ``command`` alone among the other parts' commands
     (the rest are listed by name and help line, without importing their modules)."""
     parser = argparse.ArgumentParser(
-        prog="lookalike", description="Reverse image search for faces."
+        prog="lookalike",
+        description="Reverse image search for faces.",
+        epilog="Exit status: 0 done; 1 the server answered with an error (a failed call); "
+        "2 a usage or input error here (bad option, missing file or extra, bad config).",
     )
+    parser.add_argument("--version", action="version", version=f"lookalike {lookalike_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _register_client_commands(subparsers)
     for name, (adder, extra, help_line) in COMMANDS.items():
@@ -100,11 +148,18 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         subparsers.choices[name].set_defaults(extra=extra)
     for name, command_parser in subparsers.choices.items():
         if name not in COMMANDS or name == command:
+            command_parser.formatter_class = DefaultsHelpFormatter
             command_parser.add_argument(
                 "--log-level",
-                default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO"),
-                help="DEBUG, INFO, WARNING or ERROR (env LOOKALIKE_LOG_LEVEL)",
+                type=str.upper,
+                choices=LOG_LEVELS,
+                default=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO").upper(),
+                help="how much to log (env LOOKALIKE_LOG_LEVEL)",
             )
+            if name in RESULT_COMMANDS:
+                command_parser.add_argument(
+                    "--json", action="store_true", help="print the result as JSON"
+                )
     return parser
 
 
@@ -112,6 +167,13 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     search = subparsers.add_parser("search", help="find the gallery images most like a photo")
     search.add_argument("image", type=Path, metavar="IMAGE")
     search.add_argument("-k", type=int, default=20, help="how many matches (default 20)")
+    search.add_argument(
+        "--max-distance",
+        type=float,
+        default=None,
+        metavar="D",
+        help="drop matches farther than D (default: the server's --max-distance, if any)",
+    )
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
     search.add_argument(
         "--sheet",
@@ -127,7 +189,14 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     search.set_defaults(func=run_search, extra="client")
 
     info = subparsers.add_parser("info", help="show the server's model, index and device")
-    info.add_argument("--json", action="store_true")
+    info.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    info.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to SECONDS for the server to be ready (health SERVING)",
+    )
     add_connection_arguments(info)
     info.set_defaults(func=run_info, extra="client")
 
@@ -154,7 +223,6 @@ def _register_gallery_commands(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="your own id of each image, in the order of the paths (default: its content id)",
     )
-    add.add_argument("--json", action="store_true")
     add_connection_arguments(add)
     add.set_defaults(func=run_add, extra="client")
 
@@ -167,13 +235,11 @@ def _register_gallery_commands(subparsers: argparse._SubParsersAction) -> None:
     remove.add_argument(
         "--delete-files", action="store_true", help="also delete their files from the gallery"
     )
-    remove.add_argument("--json", action="store_true")
     add_connection_arguments(remove)
     remove.set_defaults(func=run_remove, extra="client")
 
     listing = subparsers.add_parser("list", help="list the images of the live gallery")
     listing.add_argument("--label", default="", help="only this person's")
-    listing.add_argument("--json", action="store_true")
     add_connection_arguments(listing)
     listing.set_defaults(func=run_list, extra="client")
 
@@ -212,6 +278,8 @@ def connect(args: argparse.Namespace) -> SearchClient:
 
 
 def format_table(result: SearchResult) -> str:
+    if not result.matches:
+        return limit_note(result) or "no match"
     rows = [("rank", "distance", "label", "path")]
     rows += [(str(m.rank), f"{m.distance:.4f}", m.label, m.path) for m in result.matches]
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -221,6 +289,8 @@ def format_table(result: SearchResult) -> str:
     ]
     if result.crop_note:
         lines.append(f"note: {result.crop_note}")
+    if limit_note(result):
+        lines.append(f"note: {limit_note(result)}")
     t = result.timings
     lines.append(
         f"model {result.model_fingerprint}, index {result.index_version}; "
@@ -236,7 +306,9 @@ def run_search(args: argparse.Namespace) -> int:
         return 2
     query = args.image.read_bytes()
     with connect(args) as client:
-        result = client.search(query, k=args.k, thumbnails=args.sheet is not None)
+        result = client.search(
+            query, k=args.k, thumbnails=args.sheet is not None, max_distance=args.max_distance
+        )
     if args.sheet:
         write_sheet(args, query, result)
     print(json.dumps(result_to_json(result), indent=2) if args.json else format_table(result))
@@ -263,6 +335,8 @@ def write_sheet(args: argparse.Namespace, query: bytes, result: SearchResult) ->
 
 def run_info(args: argparse.Namespace) -> int:
     with connect(args) as client:
+        if args.wait > 0:
+            client.wait_until_ready(args.wait)
         info = client.info()
     if args.json:
         print(json.dumps(asdict(info), indent=2))
@@ -275,7 +349,11 @@ def run_info(args: argparse.Namespace) -> int:
 def run_reload(args: argparse.Namespace) -> int:
     with connect(args) as client:
         version, size = client.reload_index(args.index)
-    print(f"serving index {version} ({size} images)")
+    emit(
+        args.json,
+        f"serving index {version} ({size} images)",
+        {"index_version": version, "gallery_size": size},
+    )
     return 0
 
 
@@ -335,7 +413,11 @@ def run_list(args: argparse.Namespace) -> int:
 def run_compact(args: argparse.Namespace) -> int:
     with connect(args) as client:
         version, size, folded = client.compact()
-    print(f"serving index {version} ({size} images; {folded} changed rows folded in)")
+    emit(
+        args.json,
+        f"serving index {version} ({size} images; {folded} changed rows folded in)",
+        {"index_version": version, "gallery_size": size, "folded_rows": folded},
+    )
     return 0
 
 
@@ -343,10 +425,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((word for word in argv if not word.startswith("-")), None)
     try:
-        args = build_parser(command).parse_args(argv)
+        parser = build_parser(command)
     except MissingExtra as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    args = parser.parse_args(argv)
+    if args.log_level not in LOG_LEVELS:  # from LOOKALIKE_LOG_LEVEL, which argparse takes as is
+        parser.error(f"LOOKALIKE_LOG_LEVEL={args.log_level}: choose from {', '.join(LOG_LEVELS)}")
     configure_logging(args.log_level)
     try:
         return args.func(args)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Union
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
@@ -20,6 +23,9 @@ if TYPE_CHECKING:
 ImageInput = Union[str, PathLike, bytes, "Image"]
 
 DEFAULT_TIMEOUT = 30.0
+DEFAULT_READY_TIMEOUT = 60.0
+# The name the server's health service reports the search service under.
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 
 
 class LookalikeError(Exception):
@@ -70,6 +76,9 @@ class SearchResult:
     timings: Timings
     query_crop: CropBox | None = None
     crop_note: str = ""
+    # The distance past which matches were dropped (asked for, or the server's
+    # default); None when there was none.
+    max_distance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,18 @@ class ServerInfo:
     thumbnail_size: int
     startup_seconds: float
     warmup_seconds: float
+    max_distance: float | None = None  # the server's default for Search, None: no limit
+    intra_op_threads: int = 0  # onnxruntime's intra-op pool
+    server_version: str = ""  # the lookalike version the server runs
+
+
+def limit_note(result: SearchResult) -> str:
+    """What a distance limit left out: "no match within D" when it left nothing."""
+    if result.max_distance is None:
+        return ""
+    if not result.matches:
+        return f"no match within {result.max_distance:g}"
+    return f"only matches within {result.max_distance:g} are shown"
 
 
 @dataclass(frozen=True)
@@ -167,17 +188,182 @@ def image_bytes(image: ImageInput) -> bytes:
     raise TypeError(f"expected a path, bytes or a PIL image, not {type(image).__name__}")
 
 
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def search_request(
+    image: ImageInput, k: int, thumbnails: bool, max_distance: float | None
+) -> search_pb2.SearchRequest:
+    return search_pb2.SearchRequest(
+        image=image_bytes(image), k=k, thumbnails=thumbnails, max_distance=max_distance or 0.0
+    )
+
+
+def search_result(response: search_pb2.SearchResponse) -> SearchResult:
+    crop = response.query_crop
+    return SearchResult(
+        matches=[
+            Match(m.rank, m.id, m.label, m.path, m.distance, m.thumbnail_jpeg or None, m.note)
+            for m in response.matches
+        ],
+        model_fingerprint=response.model_fingerprint,
+        index_version=response.index_version,
+        timings=Timings(
+            response.timings.decode_ms,
+            response.timings.embed_ms,
+            response.timings.search_ms,
+            response.timings.total_ms,
+        ),
+        query_crop=CropBox(
+            crop.left, crop.top, crop.right, crop.bottom, crop.image_width, crop.image_height
+        )
+        if response.HasField("query_crop")
+        else None,
+        crop_note=response.crop_note,
+        max_distance=response.max_distance or None,
+    )
+
+
+def server_info(r: search_pb2.GetInfoResponse) -> ServerInfo:
+    return ServerInfo(
+        model_name=r.model_name,
+        model_fingerprint=r.model_fingerprint,
+        embedding_size=r.embedding_size,
+        input_size=r.input_size,
+        execution_provider=r.execution_provider,
+        providers=list(r.providers),
+        gallery_size=r.gallery_size,
+        index_version=r.index_version,
+        max_k=r.max_k,
+        knn_backend=r.knn_backend,
+        weights=r.weights,
+        thumbnail_size=r.thumbnail_size,
+        startup_seconds=r.startup_seconds,
+        warmup_seconds=r.warmup_seconds,
+        max_distance=r.max_distance or None,
+        intra_op_threads=r.intra_op_threads,
+        server_version=r.server_version,
+    )
+
+
 def _result_name(value: int) -> str:
     return search_pb2.ChangeResult.Name(value).lower()
 
 
-class SearchClient:
-    """Talks to one lookalike server; use as a context manager to close the channel.
+def add_request(images: Sequence[NewImage]) -> search_pb2.AddImagesRequest:
+    return search_pb2.AddImagesRequest(
+        images=[
+            search_pb2.NewImage(
+                image=image_bytes(new.image), label=new.label, external_id=new.external_id
+            )
+            for new in images
+        ]
+    )
 
-    >>> with SearchClient("localhost:50051") as client:
-    ...     for match in client.search("query.jpg", k=5).matches:
-    ...         print(match.rank, match.label, match.distance)
+
+def add_results(response: search_pb2.AddImagesResponse) -> list[AddResult]:
+    return [
+        AddResult(r.position, _result_name(r.result), r.id, r.label, r.path, r.error)
+        for r in response.results
+    ]
+
+
+def remove_request(
+    ids: Sequence[str], labels: Sequence[str], images: Sequence[ImageInput], delete_files: bool
+) -> search_pb2.RemoveImagesRequest:
+    return search_pb2.RemoveImagesRequest(
+        ids=list(ids),
+        labels=list(labels),
+        images=[image_bytes(image) for image in images],
+        delete_files=delete_files,
+    )
+
+
+def remove_results(response: search_pb2.RemoveImagesResponse) -> list[RemoveResult]:
+    return [
+        RemoveResult(
+            r.selector,
+            r.position,
+            _result_name(r.result),
+            [RemovedImage(g.id, g.label, g.path, g.file_deleted) for g in r.removed],
+        )
+        for r in response.results
+    ]
+
+
+class GalleryPages:
+    """One list_images: the next ListImages request, and the entries of the pages so far.
+
+    Sync and async clients run the same loop around it; only the call differs.
     """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.found: list[GalleryEntry] = []
+        self.token: str | None = None  # None before the first page, "" after the last
+
+    def next_request(self) -> search_pb2.ListImagesRequest | None:
+        if self.token == "":
+            return None
+        return search_pb2.ListImagesRequest(label=self.label, page_token=self.token or "")
+
+    def add(self, response: search_pb2.ListImagesResponse) -> None:
+        self.found += [
+            GalleryEntry(e.id, e.label, e.path, list(e.also), e.pending) for e in response.images
+        ]
+        self.token = response.next_page_token
+
+
+def call_error(error: grpc.RpcError) -> LookalikeError:
+    return LookalikeError(error.code(), error.details() or "")
+
+
+class Readiness:
+    """One wait_until_ready: the health checks still allowed, and what each answer means.
+
+    Sync and async clients run the same loop around it; only the waiting differs.
+    """
+
+    POLL_SECONDS = 0.2
+    CHECK_SECONDS = 5.0  # one health check's own deadline, within the overall timeout
+
+    def __init__(self, target: str, timeout: float) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.last = "no answer"
+        self.request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
+
+    def check_timeout(self) -> float:
+        """The next check's timeout; LookalikeError(DEADLINE_EXCEEDED) once time is up."""
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise LookalikeError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"{self.target} not ready after {self.timeout:g} s (last: {self.last})",
+            )
+        return min(remaining, self.CHECK_SECONDS)
+
+    def answered(self, response: health_pb2.HealthCheckResponse) -> bool:
+        """True when the server is SERVING; otherwise keep polling."""
+        self.last = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return response.status == health_pb2.HealthCheckResponse.SERVING
+
+    def failed(self, error: grpc.RpcError) -> None:
+        """A server not up yet is polled again; any other failure ends the wait."""
+        if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise call_error(error) from None
+        self.last = f"{error.code().name}: {error.details() or ''}".rstrip(": ")
+
+    def pause(self) -> float:
+        return max(0.0, min(self.POLL_SECONDS, self.deadline - time.monotonic()))
+
+
+class ClientBase:
+    """The channel, stubs and settings both clients hold; ``channels`` is grpc or grpc.aio."""
+
+    channels: ModuleType
 
     def __init__(
         self,
@@ -192,15 +378,30 @@ class SearchClient:
         """``timeout`` bounds each call, retries included; ``ca`` (PEM) implies TLS."""
         self.target = target
         self.timeout = timeout
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = auth_metadata(token)
         options = [("grpc.service_config", retry_policy(retries))] if retries > 0 else []
         if tls or ca is not None:
             roots = ca if isinstance(ca, bytes) or ca is None else Path(ca).read_bytes()
             credentials = grpc.ssl_channel_credentials(root_certificates=roots)
-            self._channel = grpc.secure_channel(target, credentials, options=options)
+            self._channel = self.channels.secure_channel(target, credentials, options=options)
         else:
-            self._channel = grpc.insecure_channel(target, options=options)
+            self._channel = self.channels.insecure_channel(target, options=options)
         self._stub = search_pb2_grpc.SearchServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+
+class SearchClient(ClientBase):
+    """Talks to one lookalike server; use as a context manager to close the channel.
+
+    One client (one channel) may be shared by any number of threads.
+
+    >>> with SearchClient("localhost:50051") as client:
+    ...     client.wait_until_ready()
+    ...     for match in client.search("query.jpg", k=5).matches:
+    ...         print(match.rank, match.label, match.distance)
+    """
+
+    channels = grpc  # where insecure_channel and secure_channel come from
 
     def __enter__(self) -> SearchClient:
         return self
@@ -211,31 +412,35 @@ class SearchClient:
     def close(self) -> None:
         self._channel.close()
 
-    def search(self, image: ImageInput, k: int = 20, thumbnails: bool = False) -> SearchResult:
-        """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each."""
-        request = search_pb2.SearchRequest(image=image_bytes(image), k=k, thumbnails=thumbnails)
-        response = self._call(self._stub.Search, request)
-        crop = response.query_crop
-        return SearchResult(
-            matches=[
-                Match(m.rank, m.id, m.label, m.path, m.distance, m.thumbnail_jpeg or None, m.note)
-                for m in response.matches
-            ],
-            model_fingerprint=response.model_fingerprint,
-            index_version=response.index_version,
-            timings=Timings(
-                response.timings.decode_ms,
-                response.timings.embed_ms,
-                response.timings.search_ms,
-                response.timings.total_ms,
-            ),
-            query_crop=CropBox(
-                crop.left, crop.top, crop.right, crop.bottom, crop.image_width, crop.image_height
-            )
-            if response.HasField("query_crop")
-            else None,
-            crop_note=response.crop_note,
-        )
+    def wait_until_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+        """Block until the server's health service says SERVING (model loaded, warmed up);
+        LookalikeError with DEADLINE_EXCEEDED after ``timeout`` seconds."""
+        wait = Readiness(self.target, timeout)
+        while True:
+            try:
+                answer = self._health.Check(
+                    wait.request,
+                    timeout=wait.check_timeout(),
+                    metadata=self._metadata,
+                    wait_for_ready=True,
+                )
+                if wait.answered(answer):
+                    return
+            except grpc.RpcError as error:
+                wait.failed(error)
+            time.sleep(wait.pause())
+
+    def search(
+        self,
+        image: ImageInput,
+        k: int = 20,
+        thumbnails: bool = False,
+        max_distance: float | None = None,
+    ) -> SearchResult:
+        """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each;
+        ``max_distance`` drops matches farther than it (None: the server's default)."""
+        request = search_request(image, k, thumbnails, max_distance)
+        return search_result(self._call(self._stub.Search, request))
 
     def reload_index(self, index_path: str = "") -> tuple[str, int]:
         """Ask the server to switch to a rebuilt index; returns (version, gallery size)."""
@@ -243,21 +448,9 @@ class SearchClient:
         response = self._call(self._stub.ReloadIndex, request)
         return response.index_version, response.gallery_size
 
-    def add_images(self, images: list[NewImage]) -> list[AddResult]:
+    def add_images(self, images: Sequence[NewImage]) -> list[AddResult]:
         """Enrol images (admin); one result per image, in order. Safe to send again."""
-        request = search_pb2.AddImagesRequest(
-            images=[
-                search_pb2.NewImage(
-                    image=image_bytes(new.image), label=new.label, external_id=new.external_id
-                )
-                for new in images
-            ]
-        )
-        response = self._call(self._stub.AddImages, request)
-        return [
-            AddResult(r.position, _result_name(r.result), r.id, r.label, r.path, r.error)
-            for r in response.results
-        ]
+        return add_results(self._call(self._stub.AddImages, add_request(images)))
 
     def remove_images(
         self,
@@ -268,36 +461,15 @@ class SearchClient:
     ) -> list[RemoveResult]:
         """Remove images by content or external id, by label, or by a photo's exact bytes
         (admin); ``delete_files`` also deletes their files from the gallery folder."""
-        request = search_pb2.RemoveImagesRequest(
-            ids=list(ids),
-            labels=list(labels),
-            images=[image_bytes(image) for image in images],
-            delete_files=delete_files,
-        )
-        response = self._call(self._stub.RemoveImages, request)
-        return [
-            RemoveResult(
-                r.selector,
-                r.position,
-                _result_name(r.result),
-                [RemovedImage(g.id, g.label, g.path, g.file_deleted) for g in r.removed],
-            )
-            for r in response.results
-        ]
+        request = remove_request(ids, labels, images, delete_files)
+        return remove_results(self._call(self._stub.RemoveImages, request))
 
     def list_images(self, label: str = "") -> list[GalleryEntry]:
         """Every image of the gallery, or of one label (admin), page by page."""
-        found, token = [], ""
-        while True:
-            request = search_pb2.ListImagesRequest(label=label, page_token=token)
-            response = self._call(self._stub.ListImages, request)
-            found += [
-                GalleryEntry(e.id, e.label, e.path, list(e.also), e.pending)
-                for e in response.images
-            ]
-            token = response.next_page_token
-            if not token:
-                return found
+        pages = GalleryPages(label)
+        while (request := pages.next_request()) is not None:
+            pages.add(self._call(self._stub.ListImages, request))
+        return pages.found
 
     def compact(self) -> tuple[str, int, int]:
         """Fold added and removed images into a new index version (admin):
@@ -306,26 +478,10 @@ class SearchClient:
         return response.index_version, response.gallery_size, response.folded_rows
 
     def info(self) -> ServerInfo:
-        r = self._call(self._stub.GetInfo, search_pb2.GetInfoRequest())
-        return ServerInfo(
-            model_name=r.model_name,
-            model_fingerprint=r.model_fingerprint,
-            embedding_size=r.embedding_size,
-            input_size=r.input_size,
-            execution_provider=r.execution_provider,
-            providers=list(r.providers),
-            gallery_size=r.gallery_size,
-            index_version=r.index_version,
-            max_k=r.max_k,
-            knn_backend=r.knn_backend,
-            weights=r.weights,
-            thumbnail_size=r.thumbnail_size,
-            startup_seconds=r.startup_seconds,
-            warmup_seconds=r.warmup_seconds,
-        )
+        return server_info(self._call(self._stub.GetInfo, search_pb2.GetInfoRequest()))
 
     def _call(self, method, request):  # noqa: ANN001, ANN202 (any unary stub method)
         try:
             return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as error:
-            raise LookalikeError(error.code(), error.details() or "") from None
+            raise call_error(error) from None

@@ -12,7 +12,7 @@ from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from lookalike.client.client import CropBox, Match, SearchResult
+from lookalike.client.client import CropBox, Match, SearchResult, limit_note
 
 CELL = 160
 CAPTION = 40
@@ -161,7 +161,9 @@ def render_sheet(
     With ``label`` (the query's person), matches of that person get a green frame
     and the title counts them.
     """
-    layout = SheetLayout(min(columns, len(result.matches) + 1), len(result.matches) + 1)
+    # With no match, a second cell says so instead of leaving the query alone.
+    cells = max(len(result.matches) + 1, 2 if result.max_distance is not None else 1)
+    layout = SheetLayout(min(columns, cells), cells)
     sheet = Image.new("RGB", layout.size, BACKGROUND)
     draw = ImageDraw.Draw(sheet)
     k = len(result.matches)
@@ -170,13 +172,29 @@ def render_sheet(
         same = sum(match.label == label for match in result.matches)
         headline += f"  ·  {same} of {k} are {label}"
     draw.text((PAD, 8), headline, fill=INK, font=_font(18))
+    limit = "" if result.max_distance is None else f" within {result.max_distance:g}"
     draw.text(
         (PAD, 32),
-        f"k = {k}, model {result.model_fingerprint}, index {result.index_version}",
+        f"k = {k}{limit}, model {result.model_fingerprint}, index {result.index_version}",
         fill=MUTED,
         font=_font(13),
     )
     _draw_query(sheet, query, result.query_crop, label, layout.origin(0))
     for n, match in enumerate(result.matches, start=1):
         _draw_match(sheet, match, label, layout.origin(n))
+    if not result.matches and result.max_distance is not None:
+        _draw_no_match(draw, limit_note(result), layout.origin(1))
     return sheet
+
+
+def _draw_no_match(draw: ImageDraw.ImageDraw, note: str, at: tuple[int, int]) -> None:
+    x, y = at
+    draw.rectangle([x, y, x + CELL - 1, y + CELL - 1], outline=MUTED, width=2)
+    draw.multiline_text(
+        (x + CELL // 2, y + CELL // 2),
+        _wrap(draw, note, _font(16), max_lines=3),
+        fill=INK,
+        font=_font(16),
+        anchor="mm",
+        align="center",
+    )

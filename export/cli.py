@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lookalike.common.output import emit
 from lookalike.export.losses import LOSSES
 from lookalike.server.options import (
     add_crop_arguments,
@@ -121,7 +122,7 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             given = {"crop": crop} if crop is not None else {}
             written = train(config_from_args(TrainConfig, args, **given))
-        print(f"wrote {written}")
+        emit(args.json, f"wrote {written}", {"path": str(written)})
     except (ExportError, TrainingError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -137,10 +138,12 @@ def run_quantize(args: argparse.Namespace) -> int:
     except (QuantizeError, ModelError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(
+    emit(
+        args.json,
         f"wrote {report.path} ({report.path.stat().st_size / 1e6:.0f} MB, fingerprint "
         f"{report.fingerprint}) in {report.seconds:.0f} s from {report.images} calibration "
-        f"images; fp32 vs int8 embeddings of those images: min cosine {report.min_cosine:.4f}"
+        f"images; fp32 vs int8 embeddings of those images: min cosine {report.min_cosine:.4f}",
+        report,
     )
     return 0
 
@@ -155,9 +158,11 @@ def run_export(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     size_mb = report.path.stat().st_size / 1e6
-    print(
+    emit(
+        args.json,
         f"wrote {report.path} ({size_mb:.0f} MB, fingerprint {report.fingerprint}) "
         f"in {report.seconds:.0f} s; Keras vs onnxruntime: max abs diff "
-        f"{report.max_abs_diff:.2e}, max rel diff {report.max_rel_diff:.2e}"
+        f"{report.max_abs_diff:.2e}, max rel diff {report.max_rel_diff:.2e}",
+        report,
     )
     return 0

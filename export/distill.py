@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.common.files import atomic_path
+from lookalike.common.output import bar_disable
 from lookalike.export.losses import (
     LOSSES,
     Loss,
@@ -139,7 +140,7 @@ def aligned_chips(config: DistillConfig, images: list[GalleryImage]) -> np.ndarr
         return np.load(cache)
     chips = np.empty((len(images), config.image_size, config.image_size, 3), np.uint8)
     for n, image in enumerate(
-        tqdm(images, desc="aligning", unit="img", disable=not config.progress)
+        tqdm(images, desc="aligning", unit="img", disable=bar_disable(config.progress))
     ):
         data = (config.data / image.path).read_bytes()
         chips[n] = load(data, ALIGN, config.image_size).pixels.round().astype(np.uint8)

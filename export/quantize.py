@@ -28,6 +28,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
 from lookalike.common.files import atomic_path
+from lookalike.common.output import bar_disable
 from lookalike.server.index.gallery import Split, list_gallery
 from lookalike.server.vision.embedder import Embedder, file_fingerprint
 from lookalike.server.vision.imaging import WHOLE_FRAME, Crop, ImageError, load
@@ -83,7 +84,7 @@ class Batches(CalibrationDataReader):
 
     def __init__(self, input_name: str, pixels: np.ndarray, batch_size: int, progress: bool):
         starts = range(0, len(pixels), batch_size)
-        bar = tqdm(starts, desc="calibrating", unit="batch", disable=not progress)
+        bar = tqdm(starts, desc="calibrating", unit="batch", disable=bar_disable(progress))
         self._batches: Iterator[dict] = (
             {input_name: pixels[start : start + batch_size]} for start in bar
         )

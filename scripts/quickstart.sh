@@ -1,15 +1,33 @@
 #!/usr/bin/env bash
 # The main job, end to end: install, export the embedder, index a gallery, serve, search.
 #
-#   LOOKALIKE_GALLERY   folder of <label>/<image> files (default: a slice of ../shared/lfw)
+#   LOOKALIKE_GALLERY   folder of <person>/<image> photos to search; unset: a sample
+#                       gallery of synthetic cartoon faces that lookalike draws itself
+#   LOOKALIKE_CROP      how to crop your photos (default detect: the largest face found)
 #   LOOKALIKE_WEIGHTS   imagenet (default), none, or a weights file
-#   LOOKALIKE_PEOPLE    how many people of LFW to index (default 80)
+#   LOOKALIKE_PORT      port to serve on (default 50051)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=artifacts/quickstart
+port=${LOOKALIKE_PORT:-50051}
+
+# What is needed, checked before the slow steps (install, export).
+gallery=${LOOKALIKE_GALLERY:-}
+if [ -n "$gallery" ]; then
+  if [ -z "$(find -L "$gallery" -mindepth 2 -type f -print -quit 2>/dev/null)" ]; then
+    echo "error: LOOKALIKE_GALLERY=$gallery holds no <person>/<image> files" >&2
+    exit 2
+  fi
+fi
+if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  echo "error: port $port is in use; set LOOKALIKE_PORT to a free one" >&2
+  exit 2
+fi
 mkdir -p "$work"
 
-python3 -m pip install --quiet --disable-pip-version-check -e '.[server,export]'
+. scripts/venv.sh
+echo "installing lookalike into .venv (the server and export extras)" >&2
+python -m pip install --quiet --disable-pip-version-check -e '.[server,export]'
 
 weights=${LOOKALIKE_WEIGHTS:-imagenet}
 if [ ! -f "$work/model.onnx" ]; then
@@ -21,34 +39,42 @@ if [ ! -f "$work/model.onnx" ]; then
   fi
 fi
 
-gallery=${LOOKALIKE_GALLERY:-}
 if [ -z "$gallery" ]; then
-  lfw=${LOOKALIKE_LFW_DIR:-../shared/lfw}
-  if [ ! -d "$lfw/images" ]; then
-    echo "error: set LOOKALIKE_GALLERY to a folder of <person>/<image> files" >&2
-    exit 2
-  fi
-  # A slice of LFW: the first people (alphabetically) with at least two photos.
-  gallery=$work/gallery
-  rm -rf "$gallery" && mkdir -p "$gallery"
-  awk 'NR > 1 && $2 >= 2 {print $1}' "$lfw/peopleDevTrain.txt" | sort \
-    | head -n "${LOOKALIKE_PEOPLE:-80}" \
-    | while read -r person; do ln -s "$(realpath "$lfw/images/$person")" "$gallery/$person"; done
+  gallery=$work/sample-gallery
+  rm -rf "$gallery"
+  lookalike sample-gallery "$gallery" --people 12 --photos 5
+  # One drawing of person_03 is kept out of the gallery: the query.
+  query=$work/query-person_03.jpg
+  mv "$gallery/person_03/person_03_0005.jpg" "$query"
+  what="a drawing of person_03 that is not in the gallery"
+  crop=none
+  echo "No LOOKALIKE_GALLERY given: using that sample gallery. To search real photos, run"
+  echo "  LOOKALIKE_GALLERY=/path/to/photos bash scripts/quickstart.sh"
+  echo "with one folder per person (photos/<person>/<image>)."
+else
+  query=$(find -L "$gallery" -mindepth 2 -type f | sort | head -n 1)
+  what="the first photo of the gallery (it should find itself first)"
+  crop=${LOOKALIKE_CROP:-detect}
 fi
 
-lookalike index "$gallery" --model "$work/model.onnx" --out "$work/index" --crop center
+rm -rf "$work/index"
+lookalike index "$gallery" --model "$work/model.onnx" --out "$work/index" --crop "$crop"
 
-port=${LOOKALIKE_PORT:-50051}
-lookalike serve --model "$work/model.onnx" --index "$work/index" --port "$port" &
+lookalike serve --model "$work/model.onnx" --index "$work/index" --port "$port" \
+  >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server' EXIT
-query=$(find -L "$gallery" -type f | sort | head -n 1)
-for _ in $(seq 120); do  # until warm-up is over and Search answers
-  lookalike search "$query" --server "localhost:$port" -k 1 --log-level ERROR >/dev/null 2>&1 && break
-  sleep 1
+echo "serving on port $port (log: $work/server.log); waiting for it to be ready" >&2
+# Health turns SERVING once the model and index are loaded and warmed up.
+until lookalike info --server "localhost:$port" --wait 10 >/dev/null 2>&1; do
+  if ! kill -0 $server 2>/dev/null; then
+    tail -n 20 "$work/server.log" >&2
+    echo "error: the server exited (log above)" >&2
+    exit 1
+  fi
 done
 lookalike info --server "localhost:$port"
 
 echo
-echo "Searching for $query:"
-lookalike search "$query" --server "localhost:$port" -k 10
+echo "Searching for $query ($what):"
+lookalike search "$query" --server "localhost:$port" -k 5

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install lookalike with every extra and run the linters, the import rule and the test suite.
+# Install lookalike with every extra into ./.venv and run the linters, the import rule and
+# the test suite (arguments go to pytest).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+. scripts/venv.sh
+python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 ruff check .
 ruff format --check .
 lint-imports
-python3 -m pytest "$@"
+python -m pytest "$@"

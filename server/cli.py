@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lookalike.common.output import as_json, emit
 from lookalike.server.backends.base import BACKEND_NAMES
 from lookalike.server.online.config import add_server_arguments
 from lookalike.server.options import (
@@ -91,6 +92,19 @@ def add_to_milvus_parser(subparsers: argparse._SubParsersAction) -> None:
     to_milvus.set_defaults(func=run_to_milvus)
 
 
+def add_sample_gallery_parser(subparsers: argparse._SubParsersAction) -> None:
+    sample = subparsers.add_parser(
+        "sample-gallery",
+        description="Draw a small gallery of synthetic cartoon faces into GALLERY_DIR/<person>/ "
+        "(not photos of real people): a gallery to try lookalike on without downloading any.",
+    )
+    sample.add_argument("out", type=Path, metavar="GALLERY_DIR")
+    sample.add_argument("--people", type=int, default=12, help="how many 'people' (12)")
+    sample.add_argument("--photos", type=int, default=4, help="drawings of each (4)")
+    sample.add_argument("--size", type=int, default=160, help="side of each drawing, px (160)")
+    sample.set_defaults(func=run_sample_gallery)
+
+
 def add_replace_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--replace",
@@ -160,16 +174,36 @@ def run_index(args: argparse.Namespace) -> int:
     except (ModelError, InvalidIndexError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(
+    lines = [
         f"indexed {report.rows} images into {report.path}: {report.embedded} embedded in "
         f"{report.seconds:.1f} s ({report.images_per_second:.1f} images/s), "
         f"{report.duplicates} duplicates, {len(report.skipped)} skipped"
+    ]
+    lines += [f"  skipped {skipped['path']}: {skipped['error']}" for skipped in report.skipped]
+    emit(
+        args.json,
+        "\n".join(lines),
+        {**as_json(report), "images_per_second": report.images_per_second},
     )
-    for skipped in report.skipped:
-        print(f"  skipped {skipped['path']}: {skipped['error']}")
     return (
         run_to_milvus(argparse.Namespace(**{**vars(args), "index": out})) if args.milvus_uri else 0
     )
+
+
+def run_sample_gallery(args: argparse.Namespace) -> int:
+    from lookalike.server.index.samples import DESCRIPTION, write_gallery
+
+    if min(args.people, args.photos, args.size) < 1:
+        print("error: --people, --photos and --size must be at least 1", file=sys.stderr)
+        return 2
+    write_gallery(args.out, args.people, args.photos, args.size)
+    images = args.people * args.photos
+    emit(
+        args.json,
+        f"wrote {images} images into {args.out}: {DESCRIPTION}",
+        {"path": str(args.out), "people": args.people, "images": images, "what": DESCRIPTION},
+    )
+    return 0
 
 
 def run_to_milvus(args: argparse.Namespace) -> int:
@@ -188,8 +222,10 @@ def run_to_milvus(args: argparse.Namespace) -> int:
     except (InvalidIndexError, BackendUnavailable, TokenFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(
+    emit(
+        args.json,
         f"loaded {report.rows} rows into collection {report.collection} at {args.milvus_uri} "
-        f"({report.index_type}, {report.deleted} stale rows deleted) in {report.seconds:.1f} s"
+        f"({report.index_type}, {report.deleted} stale rows deleted) in {report.seconds:.1f} s",
+        report,
     )
     return 0

@@ -1,47 +1,15 @@
-"""Synthetic face-like test images: each person is a pattern, each photo a noisy variant."""
+"""Test images: the sample gallery's drawings (lookalike.server.index.samples), encodings, noise."""
 
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
+from lookalike.server.index.samples import person_image, write_gallery
 
-def person_image(person: int, photo: int, size: int = 96) -> Image.Image:
-    """A face-ish drawing whose colours and shapes depend on ``person``, noise on ``photo``."""
-    rng = np.random.default_rng(1000 * person + photo)
-    base = np.random.default_rng(person)
-    skin = tuple(int(c) for c in base.integers(80, 255, 3))
-    background = tuple(int(c) for c in base.integers(0, 255, 3))
-    image = Image.new("RGB", (size, size), background)
-    draw = ImageDraw.Draw(image)
-    shift = rng.integers(-3, 4, 2)
-    cx, cy = size // 2 + shift[0], size // 2 + shift[1]
-    r = int(size * base.uniform(0.25, 0.4))
-    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=skin)
-    eye = max(2, r // 5)
-    for dx in (-r // 2, r // 2):
-        draw.ellipse(
-            (cx + dx - eye, cy - r // 3 - eye, cx + dx + eye, cy - r // 3 + eye), fill=(20, 20, 20)
-        )
-    mouth = int(r * base.uniform(0.3, 0.7))
-    draw.line((cx - mouth, cy + r // 2, cx + mouth, cy + r // 2), fill=(120, 20, 20), width=3)
-    pixels = np.asarray(image, dtype=np.int16) + rng.integers(-12, 13, (size, size, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def write_gallery(root: Path, people: int, photos: int, size: int = 96) -> Path:
-    """``root/person_NN/person_NN_MMMM.jpg`` for every person and photo."""
-    for person in range(people):
-        folder = root / f"person_{person:02d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for photo in range(photos):
-            person_image(person, photo, size).save(
-                folder / f"person_{person:02d}_{photo + 1:04d}.jpg", quality=92
-            )
-    return root
+__all__ = ["encode", "noise_image", "person_image", "write_gallery"]
 
 
 def encode(image: Image.Image, fmt: str, **options) -> bytes:

@@ -3,6 +3,8 @@ ListImages, CompactIndex through the client, with real processes and kill -9."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import shutil
 import signal
@@ -15,7 +17,7 @@ import grpc
 import numpy as np
 import pytest
 
-from lookalike.client import LookalikeError, NewImage, SearchClient
+from lookalike.client import AsyncSearchClient, LookalikeError, NewImage, SearchClient
 from lookalike.server.index.build import build_index
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.vision.imaging import WHOLE_FRAME, load
@@ -261,6 +263,47 @@ def test_admin_calls_need_the_admin_token_when_one_is_set(embedder, live, backen
             assert len(admin.list_images()) == 13
 
 
+def test_the_async_client_adds_lists_removes_and_compacts(embedder, live, backend, tmp_path):
+    """The admin calls through AsyncSearchClient, with the admin token as its metadata."""
+    root, index, settings = live
+    if backend == "milvus":
+        pytest.skip("the client does not depend on the backend")
+    (tmp_path / "admin").write_text("s3cret\n")
+
+    async def calls(target: str) -> None:
+        async with AsyncSearchClient(target) as anonymous:
+            with pytest.raises(LookalikeError) as refused:
+                await anonymous.list_images()
+            assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+        async with AsyncSearchClient(target, token="s3cret") as client:
+            before = (await client.info()).index_version
+            new = [NewImage(photo(70), "new_70", "a70"), NewImage(photo(71), "new_71")]
+            added = await client.add_images(new)
+            assert [(r.position, r.result, r.label) for r in added] == [
+                (0, "added", "new_70"),
+                (1, "added", "new_71"),
+            ]
+            again = await client.add_images(new[:1])
+            assert [(r.result, r.id) for r in again] == [("already_present", added[0].id)]
+            top = (await client.search(photo(71), k=1)).matches[0]
+            assert (top.label, top.id) == ("new_71", added[1].id)
+            listed = await client.list_images()
+            assert len(listed) == 14
+            assert {e.label for e in listed if e.pending} == {"new_70", "new_71"}
+            (by_id,) = await client.remove_images(ids=["a70"], delete_files=True)
+            assert by_id.result == "removed" and by_id.removed[0].file_deleted
+            assert not (root / by_id.removed[0].path).exists()
+            (by_image,) = await client.remove_images(images=[photo(70)])
+            assert (by_image.selector, by_image.result) == ("image", "not_found")
+            version, size, folded = await client.compact()
+            assert (size, folded) == (13, 1) and version != before
+            assert not any(e.pending for e in await client.list_images())
+            assert (await client.info()).index_version == version
+
+    with in_process_server(embedder, index, admin_token_file=tmp_path / "admin") as target:
+        asyncio.run(calls(target))
+
+
 def test_metrics_and_automatic_compaction(embedder, live, backend):
     root, index, settings = live
     if backend == "milvus":
@@ -316,6 +359,12 @@ def test_the_command_line_adds_lists_removes_and_compacts(embedder, live, backen
         assert "1 changed rows folded in" in compacted.stdout, compacted.stderr
         listed = lookalike("list", "--label", "new_50").stdout.splitlines()
         assert len(listed) == 1 and listed[0].endswith(".png")
+        compacted = json.loads(lookalike("compact", "--json").stdout)
+        assert compacted["folded_rows"] == 0 and compacted["gallery_size"] == 13
+        (entry,) = json.loads(lookalike("list", "--label", "new_50", "--json").stdout)
+        assert entry["path"].endswith(".png") and entry["pending"] is False
+        (gone,) = json.loads(lookalike("remove", "--label", "new_50", "--json").stdout)
+        assert gone["result"] == "removed" and gone["removed"][0]["id"] == entry["id"]
         assert "no such image" in lookalike("add", "nowhere.jpg", "--label", "x").stderr
 
 

@@ -132,3 +132,40 @@ def test_split_is_by_person_and_stable():
     splits = [person_split(name) for name in names]
     assert splits == [person_split(name) for name in reversed(names)][::-1]
     assert 0.25 < splits.count("test") / len(splits) < 0.35
+
+
+def test_eval_names_the_distance_of_its_operating_point():
+    """The threshold users can give `serve --max-distance`: between the pairs' two groups."""
+    from lookalike.server.evaluation.cli import format_report
+    from lookalike.server.evaluation.scores import verification_metrics
+
+    same = [0.1, 0.2, 0.3, 0.35] * 5
+    different = [0.8, 0.9, 1.0, 1.2] * 5
+    metrics = verification_metrics(same + different, [True] * 20 + [False] * 20)
+    assert metrics.threshold == pytest.approx((0.35 + 0.8) / 2)
+    assert metrics.accuracy == 1.0
+    report = {
+        "gallery_size": 40,
+        "people": 2,
+        "split": "all",
+        "queries": 40,
+        "model_fingerprint": "f",
+        "model_weights": "none",
+        "input_size": 64,
+        "crop": "none",
+        "execution_provider": "CPUExecutionProvider",
+        "hit_at_1": 1.0,
+        "hit_at_5": 1.0,
+        "hit_at_20": 1.0,
+        "map": 1.0,
+        "mean_same_in_top20": 1.0,
+        "verification_accuracy": metrics.accuracy,
+        "roc_auc": metrics.roc_auc,
+        "verification": {**metrics.__dict__},
+        "pairs_skipped": 0,
+        "knn_backend": "sklearn-brute",
+        "seconds_index": 0.0,
+        "seconds_search": 0.0,
+        "seconds_total": 0.0,
+    }
+    assert "--max-distance 0.5750" in format_report(report)

@@ -25,6 +25,7 @@ import numpy as np
 from pymilvus import DataType, MilvusClient, MilvusException
 from tqdm import tqdm
 
+from lookalike.common.output import bar_disable
 from lookalike.common.tokens import read_token
 from lookalike.server.backends.base import (
     BackendUnavailable,
@@ -207,7 +208,9 @@ def _upsert(
     client: MilvusClient, target: MilvusTarget, index: GalleryIndex, batch: int, progress: bool
 ) -> None:
     items, name = index.manifest.items, target.collection
-    with tqdm(total=len(items), unit="row", desc=f"loading {name}", disable=not progress) as bar:
+    with tqdm(
+        total=len(items), unit="row", desc=f"loading {name}", disable=bar_disable(progress)
+    ) as bar:
         for start in range(0, len(items), batch):
             vectors = np.asarray(index.features[start : start + batch])
             rows = [

@@ -109,6 +109,10 @@ def format_report(report: dict[str, object]) -> str:
             f"on {v['pairs']} pairs ({v['matched']} matched; "
             f"{report['pairs_skipped']} outside the gallery skipped)"
         )
+        lines.append(
+            f"operating point: same person when distance <= {v['threshold']:.4f} "
+            f"(use it as serve/search --max-distance {v['threshold']:.4f} with this model)"
+        )
     lines.append(
         f"{report['knn_backend']}: index {report['seconds_index']:.1f} s, "
         f"search {report['seconds_search']:.2f} s, total {report['seconds_total']:.1f} s"

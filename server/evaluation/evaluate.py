@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from tqdm import tqdm
 
+from lookalike.common.output import bar_disable
+
 if TYPE_CHECKING:
     from lookalike.server.backends.milvus import MilvusTarget
 
@@ -100,7 +102,10 @@ def rank_gallery(
     size = len(index)
     ranked = np.empty((len(rows), size - 1), dtype=np.int64)
     for start in tqdm(
-        range(0, len(rows), QUERY_CHUNK), desc="searching", unit="chunk", disable=not progress
+        range(0, len(rows), QUERY_CHUNK),
+        desc="searching",
+        unit="chunk",
+        disable=bar_disable(progress),
     ):
         chunk = rows[start : start + QUERY_CHUNK]
         _, neighbours = knn.search(index.features[chunk], size)
@@ -162,7 +167,7 @@ def milvus_recall(
         range(0, len(rows), MILVUS_QUERY_CHUNK),
         desc="milvus",
         unit="chunk",
-        disable=not config.progress,
+        disable=bar_disable(config.progress),
     ):
         chunk = rows[start : start + MILVUS_QUERY_CHUNK]
         for n, hits in enumerate(backend.search(index.features[chunk], depth + 1)):

@@ -83,6 +83,9 @@ class VerificationMetrics:
     pairs: int
     matched: int
     chance_accuracy: float  # always answering the commoner class; 0.5 on balanced pairs
+    # The operating point: the distance threshold of best accuracy on all the pairs,
+    # a starting value for `serve --max-distance` with this model.
+    threshold: float = float("nan")
 
 
 def best_threshold(distances: np.ndarray, is_same: np.ndarray) -> float:
@@ -134,4 +137,5 @@ def verification_metrics(
         pairs=len(distances),
         matched=int(is_same.sum()),
         chance_accuracy=float(max(is_same.mean(), 1 - is_same.mean())),
+        threshold=best_threshold(distances, is_same),
     )

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lookalike.common.output import bar_disable
 from lookalike.server.index import journal as journals
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
 from lookalike.server.index.journal import JOURNAL, Journal
@@ -220,7 +221,7 @@ def _embed(
         pending.clear()
         fresh.clear()
 
-    with tqdm(total=len(images), unit="img", desc="indexing", disable=not progress) as bar:
+    with tqdm(total=len(images), unit="img", desc="indexing", disable=bar_disable(progress)) as bar:
         for record in _decoded(root, images, crop, embedder.info.input_size):
             if "error" in record:
                 log.warning("skipped %s: %s", record["path"], record["error"])

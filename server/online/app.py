@@ -12,6 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from lookalike.common.output import lookalike_version
 from lookalike.common.tokens import read_token
 from lookalike.server.backends.base import BackendUnavailable
 from lookalike.server.index.store import InvalidIndexError
@@ -67,6 +68,7 @@ class Server:
             config.max_in_flight,
             config.thumbnail_size,
             self.telemetry,
+            max_distance=config.max_distance,
             compact_after_rows=config.compact_after_rows,
             gallery_root=config.gallery_root,
         )
@@ -109,12 +111,15 @@ class Server:
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s on port %d: model %s on %s, %d gallery images (index %s, %s); "
+            "lookalike %s serving %s on port %d: model %s on %s (%d intra-op threads), "
+            "%d gallery images (index %s, %s); "
             "started in %.2f s, warm-up %.2f s",
+            lookalike_version(),
             SERVICE_NAME,
             self.port,
             embedder.info.fingerprint,
             embedder.provider,
+            embedder.threads,
             len(engine.backend),
             engine.backend.info.version,
             engine.backend.name,

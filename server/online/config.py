@@ -42,8 +42,10 @@ class ServerConfig:
     host: str = "[::]"
     port: int = 50051
     device: Device = "auto"
+    threads: int | None = None
     knn_algorithm: Algorithm = "brute"
     max_k: int = 100
+    max_distance: float | None = None
     max_message_bytes: int = 8 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_in_flight: int = 16
@@ -100,8 +102,18 @@ SETTINGS: dict[str, Setting] = {
     "host": Setting(str, "address to listen on (default: all interfaces)"),
     "port": Setting(int, "port to listen on"),
     "device": Setting(str, HELP["device"], DEVICES),
+    "threads": Setting(
+        int,
+        "threads of onnxruntime's intra-op pool (default: the container's CPU quota, "
+        "cgroup cpu.max, else the CPUs this process may use)",
+    ),
     "knn_algorithm": Setting(str, HELP["knn_algorithm"], ALGORITHMS),
     "max_k": Setting(int, "largest k a Search may ask for"),
+    "max_distance": Setting(
+        float,
+        "drop matches farther than this unless a Search asks for its own limit "
+        "(`lookalike eval` prints its operating point; default: no limit)",
+    ),
     "max_message_bytes": Setting(int, "largest request; larger get RESOURCE_EXHAUSTED"),
     "max_pixels": Setting(int, "largest image (width x height), checked before decoding"),
     "max_in_flight": Setting(int, "searches worked on at once; more get RESOURCE_EXHAUSTED"),
@@ -152,13 +164,16 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print the effective configuration as TOML and exit",
     )
+    defaults = {field.name: field.default for field in fields(ServerConfig)}
     for name, setting in SETTINGS.items():
+        default = defaults.get(name)
+        shown = "" if default is None or "default" in setting.help else f" (default: {default})"
         parser.add_argument(
             f"--{name.replace('_', '-')}",
             type=setting.convert,
             default=None,
             choices=setting.choices,
-            help=setting.help,
+            help=f"{setting.help}{shown}; env LOOKALIKE_{name.upper()}".replace("%", "%%"),
         )
 
 

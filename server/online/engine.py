@@ -70,7 +70,7 @@ class SearchEngine:
 
     @classmethod
     def open(cls, config: ServerConfig) -> SearchEngine:
-        embedder = Embedder(config.model, config.device)
+        embedder = Embedder(config.model, config.device, config.threads)
         return cls(embedder, open_backend(config), config.max_pixels)
 
     def with_backend(self, backend: SearchBackend) -> SearchEngine:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 
+from lookalike.common.output import lookalike_version
 from lookalike.server.backends.base import BackendUnavailable, SearchBackend
 from lookalike.server.index.store import InvalidIndexError
 from lookalike.server.online.engine import SearchEngine, SearchOutcome
@@ -55,8 +56,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         thumbnail_size: int = 160,
         telemetry: Telemetry | None = None,
         gallery_root: Path | None = None,
+        max_distance: float | None = None,
     ) -> None:
+        if max_distance is not None and not max_distance > 0:
+            raise ValueError(f"--max-distance must be above 0, got {max_distance}")
         self.engine = engine
+        self.max_distance = max_distance
         self.max_k = max_k
         self.max_in_flight = max_in_flight
         self.thumbnail_size = thumbnail_size
@@ -124,6 +129,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"k must be between 1 and {self.max_k}, got {request.k}",
             )
+        if not request.max_distance >= 0:  # also catches NaN
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"max_distance must be 0 (the server's default) or above, "
+                f"got {request.max_distance}",
+            )
         if not self._slots.acquire(blocking=False):
             context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -164,7 +175,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         started: float,
         context: grpc.ServicerContext,
     ) -> search_pb2.SearchResponse:
-        """The SearchResponse: ranked matches, thumbnails if asked, crop and timings."""
+        """The SearchResponse: ranked matches within the distance limit, thumbnails if asked,
+        crop and timings."""
+        limit = request.max_distance or self.max_distance
         matches = [
             search_pb2.Match(
                 rank=rank,
@@ -174,6 +187,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 distance=hit.distance,
             )
             for rank, hit in enumerate(outcome.hits, start=1)
+            if limit is None or hit.distance <= limit
         ]
         if request.thumbnails:
             self._add_thumbnails(matches, outcome, engine, deadline_guard(context))
@@ -190,6 +204,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 image_height=height,
             ),
             crop_note=outcome.prepared.note,
+            max_distance=limit or 0.0,
             model_fingerprint=engine.embedder.info.fingerprint,
             index_version=engine.backend.info.version,
             timings=search_pb2.Timings(
@@ -256,4 +271,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             thumbnail_size=self.thumbnail_size,
             startup_seconds=self.telemetry.startup_seconds,
             warmup_seconds=self.telemetry.warmup_seconds,
+            max_distance=self.max_distance or 0.0,
+            intra_op_threads=embedder.threads,
+            server_version=lookalike_version(),
         )

@@ -11,6 +11,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from lookalike.server.vision.cpus import CpuBudget, default_threads
 from lookalike.server.vision.imaging import Crop
 
 Device = Literal["auto", "cpu", "cuda"]
@@ -68,13 +69,20 @@ class Embedder:
     the provider in use is read back from the session, never assumed.
     """
 
-    def __init__(self, model_path: Path, device: Device = "auto", threads: int = 0) -> None:
+    def __init__(
+        self, model_path: Path, device: Device = "auto", threads: int | None = None
+    ) -> None:
+        """``threads``: onnxruntime's intra-op pool; None: the CPU quota (vision.cpus)."""
         import onnxruntime as ort
 
         if not model_path.is_file():
             raise ModelError(f"model file not found: {model_path}")
+        if threads is not None and threads < 1:
+            raise ModelError(f"--threads must be at least 1, got {threads}")
+        budget = default_threads() if threads is None else CpuBudget(threads, "--threads")
+        self.threads = budget.threads
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
+        options.intra_op_num_threads = budget.threads
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self._session = ort.InferenceSession(
@@ -94,7 +102,14 @@ class Embedder:
             log.warning("the CUDA execution provider did not load; running on %s", self.provider)
         self.input_name = self._session.get_inputs()[0].name
         self.info = self._read_info(model_path)
-        log.info("embedder %s (%s) on %s", self.info.name, self.info.fingerprint, self.provider)
+        log.info(
+            "embedder %s (%s) on %s, %d intra-op threads (%s)",
+            self.info.name,
+            self.info.fingerprint,
+            self.provider,
+            self.threads,
+            budget.source,
+        )
 
     def _read_info(self, model_path: Path) -> ModelInfo:
         meta = self._session.get_modelmeta().custom_metadata_map

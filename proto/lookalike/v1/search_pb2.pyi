@@ -23,14 +23,16 @@ NOT_FOUND: ChangeResult
 FAILED: ChangeResult
 
 class SearchRequest(_message.Message):
-    __slots__ = ("image", "k", "thumbnails")
+    __slots__ = ("image", "k", "thumbnails", "max_distance")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     k: int
     thumbnails: bool
-    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., thumbnails: _Optional[bool] = ...) -> None: ...
+    max_distance: float
+    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., thumbnails: _Optional[bool] = ..., max_distance: _Optional[float] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("rank", "id", "label", "path", "distance", "thumbnail_jpeg", "note")
@@ -79,27 +81,29 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., embed_ms: _Optional[float] = ..., search_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("matches", "model_fingerprint", "index_version", "timings", "query_crop", "crop_note")
+    __slots__ = ("matches", "model_fingerprint", "index_version", "timings", "query_crop", "crop_note", "max_distance")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     QUERY_CROP_FIELD_NUMBER: _ClassVar[int]
     CROP_NOTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
     model_fingerprint: str
     index_version: str
     timings: Timings
     query_crop: CropBox
     crop_note: str
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ..., index_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., query_crop: _Optional[_Union[CropBox, _Mapping]] = ..., crop_note: _Optional[str] = ...) -> None: ...
+    max_distance: float
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ..., index_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., query_crop: _Optional[_Union[CropBox, _Mapping]] = ..., crop_note: _Optional[str] = ..., max_distance: _Optional[float] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size", "startup_seconds", "warmup_seconds")
+    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size", "startup_seconds", "warmup_seconds", "max_distance", "intra_op_threads", "server_version")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +118,9 @@ class GetInfoResponse(_message.Message):
     THUMBNAIL_SIZE_FIELD_NUMBER: _ClassVar[int]
     STARTUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WARMUP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_fingerprint: str
     embedding_size: int
@@ -128,7 +135,10 @@ class GetInfoResponse(_message.Message):
     thumbnail_size: int
     startup_seconds: float
     warmup_seconds: float
-    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ..., startup_seconds: _Optional[float] = ..., warmup_seconds: _Optional[float] = ...) -> None: ...
+    max_distance: float
+    intra_op_threads: int
+    server_version: str
+    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ..., startup_seconds: _Optional[float] = ..., warmup_seconds: _Optional[float] = ..., max_distance: _Optional[float] = ..., intra_op_threads: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
 
 class ReloadIndexRequest(_message.Message):
     __slots__ = ("index_path",)

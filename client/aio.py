@@ -1,0 +1,128 @@
+"""The asyncio client: SearchClient's methods, results and errors on grpc.aio."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+
+from lookalike.client.client import (
+    DEFAULT_READY_TIMEOUT,
+    AddResult,
+    ClientBase,
+    GalleryEntry,
+    GalleryPages,
+    ImageInput,
+    NewImage,
+    Readiness,
+    RemoveResult,
+    SearchResult,
+    ServerInfo,
+    add_request,
+    add_results,
+    call_error,
+    remove_request,
+    remove_results,
+    search_request,
+    search_result,
+    server_info,
+)
+from lookalike.v1 import search_pb2
+
+
+class AsyncSearchClient(ClientBase):
+    """Talks to one lookalike server from asyncio; ``async with`` closes the channel.
+
+    A grpc.aio channel belongs to the event loop it was made on: share one client
+    among the tasks of that loop, and make one per loop (or thread running a loop).
+
+    >>> async with AsyncSearchClient("localhost:50051") as client:
+    ...     await client.wait_until_ready()
+    ...     result = await client.search("query.jpg", k=5)
+    """
+
+    channels = grpc.aio
+
+    async def __aenter__(self) -> AsyncSearchClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def wait_until_ready(self, timeout: float = DEFAULT_READY_TIMEOUT) -> None:
+        """Wait until the server's health service says SERVING (model loaded, warmed up);
+        LookalikeError with DEADLINE_EXCEEDED after ``timeout`` seconds."""
+        wait = Readiness(self.target, timeout)
+        while True:
+            try:
+                answer = await self._health.Check(
+                    wait.request,
+                    timeout=wait.check_timeout(),
+                    metadata=self._metadata,
+                    wait_for_ready=True,
+                )
+                if wait.answered(answer):
+                    return
+            except grpc.RpcError as error:
+                wait.failed(error)
+            await asyncio.sleep(wait.pause())
+
+    async def search(
+        self,
+        image: ImageInput,
+        k: int = 20,
+        thumbnails: bool = False,
+        max_distance: float | None = None,
+    ) -> SearchResult:
+        """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each;
+        ``max_distance`` drops matches farther than it (None: the server's default)."""
+        request = search_request(image, k, thumbnails, max_distance)
+        return search_result(await self._call(self._stub.Search, request))
+
+    async def reload_index(self, index_path: str = "") -> tuple[str, int]:
+        """Ask the server to switch to a rebuilt index; returns (version, gallery size)."""
+        request = search_pb2.ReloadIndexRequest(index_path=index_path)
+        response = await self._call(self._stub.ReloadIndex, request)
+        return response.index_version, response.gallery_size
+
+    async def add_images(self, images: Sequence[NewImage]) -> list[AddResult]:
+        """Enrol images (admin); one result per image, in order. Safe to send again."""
+        return add_results(await self._call(self._stub.AddImages, add_request(images)))
+
+    async def remove_images(
+        self,
+        ids: Sequence[str] = (),
+        labels: Sequence[str] = (),
+        images: Sequence[ImageInput] = (),
+        delete_files: bool = False,
+    ) -> list[RemoveResult]:
+        """Remove images by content or external id, by label, or by a photo's exact bytes
+        (admin); ``delete_files`` also deletes their files from the gallery folder."""
+        request = remove_request(ids, labels, images, delete_files)
+        return remove_results(await self._call(self._stub.RemoveImages, request))
+
+    async def list_images(self, label: str = "") -> list[GalleryEntry]:
+        """Every image of the gallery, or of one label (admin), page by page."""
+        pages = GalleryPages(label)
+        while (request := pages.next_request()) is not None:
+            pages.add(await self._call(self._stub.ListImages, request))
+        return pages.found
+
+    async def compact(self) -> tuple[str, int, int]:
+        """Fold added and removed images into a new index version (admin):
+        (version, gallery size, rows folded)."""
+        response = await self._call(self._stub.CompactIndex, search_pb2.CompactIndexRequest())
+        return response.index_version, response.gallery_size, response.folded_rows
+
+    async def info(self) -> ServerInfo:
+        return server_info(await self._call(self._stub.GetInfo, search_pb2.GetInfoRequest()))
+
+    async def _call(self, method, request):  # noqa: ANN001, ANN202 (any unary stub method)
+        try:
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise call_error(error) from None
