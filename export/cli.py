@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lookalike.common.output import emit
-from lookalike.export.losses import LOSSES
+from lookalike.export.losses import BATCHNORMS, LOSSES
 from lookalike.server.options import (
     add_crop_arguments,
     add_seed_argument,
@@ -37,6 +37,13 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="input side in pixels (default 224, or the checkpoint's)",
     )
+    export.add_argument(
+        "--architecture",
+        choices=("resnet101", "pixels"),
+        default="resnet101",
+        help="pixels: no network, the input pixels themselves (each image's mean removed, "
+        "L2-normalised): the floor a learned model must beat",
+    )
     export.add_argument("--out", type=Path, default=Path("model.onnx"))
     export.add_argument("--opset", type=int, default=17)
     add_seed_argument(export, "random weights")
@@ -59,8 +66,10 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--trainable-from",
         default=None,
-        help="first ResNet101 layer to train, earlier ones frozen "
-        "(conv4_block1_1_conv; every layer with --teacher)",
+        help="first ResNet101 layer to train, earlier ones frozen (conv4_block1_1_conv). "
+        "With --teacher the frozen layers run once per image, their outputs cached: name "
+        "the first layer of a block (e.g. conv5_block1_0_conv), or head (the default: "
+        "only the dense head trains)",
     )
     add_crop_arguments(train, default=None)
     add_split_argument(train, default="train", allow_test=False)
@@ -79,6 +88,13 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="whitened: cosine to whitened descriptors; relational: batch similarities; "
         "both (the default)",
+    )
+    teacher.add_argument(
+        "--batchnorm",
+        choices=BATCHNORMS,
+        default=None,
+        help="frozen: BatchNormalization stays at its initial statistics and is not trained "
+        "(the default); train: batch statistics while training",
     )
     teacher.add_argument("--minutes", type=float, default=None, help="training time budget")
     teacher.add_argument("--steps", type=int, default=None, help="or a number of steps")

@@ -16,7 +16,12 @@ import tensorflow as tf
 import tf2onnx
 
 from lookalike.common.files import atomic_path
-from lookalike.export.model import EMBEDDING_SIZE, ExportError, build_embedder
+from lookalike.export.model import (
+    EMBEDDING_SIZE,
+    ExportError,
+    build_embedder,
+    build_pixels_embedder,
+)
 from lookalike.export.train import L2Normalize
 from lookalike.server.vision.embedder import file_fingerprint
 
@@ -29,6 +34,7 @@ class ExportConfig:
     out: Path = Path("model.onnx")
     weights: str = "imagenet"
     image_size: int | None = None  # 224, or the checkpoint's
+    architecture: str = "resnet101"  # or "pixels": no network, the baseline
     checkpoint: Path | None = None
     opset: int = 17
     seed: int = 0
@@ -67,6 +73,17 @@ def metadata(
 
 def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str, str]]:
     """The Keras embedder, its input size, and what the metadata must add about it."""
+    if config.architecture == "pixels":
+        size = config.image_size or 64
+        return (
+            build_pixels_embedder(size),
+            size,
+            {
+                "lookalike.model_name": "pixels",
+                "lookalike.weights": "none (no network)",
+                "lookalike.preprocessing": "flattened, each image's mean removed, L2-normalised",
+            },
+        )
     if config.checkpoint is None:
         size = config.image_size or 224
         model = build_embedder(size, config.weights, config.seed)

@@ -15,6 +15,7 @@ images seen, training time).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -29,7 +30,9 @@ from tqdm import tqdm
 from lookalike.common.files import atomic_path
 from lookalike.common.output import bar_disable
 from lookalike.export.losses import (
+    BATCHNORMS,
     LOSSES,
+    BatchNorm,
     Loss,
     Whitening,
     relational_loss,
@@ -68,7 +71,10 @@ class DistillConfig:
     batch_size: int = 32
     pairs_share: float = 0.75  # of each batch: pairs of photos of one person
     learning_rate: float = 1e-3
-    trainable_from: str | None = None  # first ResNet101 layer trained; None: all
+    # first ResNet101 layer trained, or "head": only the dense head (the fastest recipe that
+    # learns, see docs/RESULTS.md); None: every layer, each step through the whole network
+    trainable_from: str | None = "head"
+    batchnorm: BatchNorm = "frozen"
     minutes: float | None = None  # training time budget (evaluations not counted)
     steps: int | None = None  # or a number of optimiser steps
     eval_every_minutes: float = 10.0
@@ -83,6 +89,8 @@ class DistillConfig:
             raise TrainingError("give a budget: --minutes or --steps")
         if self.loss not in LOSSES:
             raise TrainingError(f"--loss must be one of {', '.join(LOSSES)}")
+        if self.batchnorm not in BATCHNORMS:
+            raise TrainingError(f"--batchnorm must be one of {', '.join(BATCHNORMS)}")
         if self.batch_size < 4:
             raise TrainingError("--batch-size must be at least 4")
 
@@ -151,6 +159,40 @@ def aligned_chips(config: DistillConfig, images: list[GalleryImage]) -> np.ndarr
     return chips
 
 
+def prefix_cache(config: DistillConfig, images: list[GalleryImage]) -> Path | None:
+    """Where the frozen layers' outputs are kept: named after everything they depend on."""
+    if config.trainable_from is None:
+        return None
+    key = [[image.path for image in images], config.weights, config.seed, config.image_size]
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
+    return config.checkpoints / f"frozen-{config.trainable_from}-{digest}.npy"
+
+
+def prefix_outputs(
+    prefix: keras.Model, chips: np.ndarray, cache: Path | None, progress: bool
+) -> np.ndarray:
+    """(2, n, ...) float16 outputs of the frozen prefix for each chip and its mirror image,
+    kept in ``cache`` (valid while the chips, weights and cut stay the same)."""
+    if cache is not None and cache.is_file():
+        cached = np.load(cache, mmap_mode="r")
+        if cached.shape[:2] == (2, len(chips)) and cached.shape[2:] == prefix.output.shape[1:]:
+            return np.asarray(cached)
+    outputs = np.empty((2, len(chips), *prefix.output.shape[1:]), np.float16)
+    batch = 64
+    with tqdm(total=2 * len(chips), desc="frozen layers", unit="img", disable=not progress) as bar:
+        for mirror in (0, 1):
+            for start in range(0, len(chips), batch):
+                pixels = chips[start : start + batch].astype(np.float32)
+                if mirror:
+                    pixels = pixels[:, :, ::-1]
+                outputs[mirror, start : start + batch] = prefix.predict_on_batch(pixels)
+                bar.update(len(pixels))
+    if cache is not None:
+        with atomic_path(cache) as staging, staging.open("wb") as stream:
+            np.save(stream, outputs)
+    return outputs
+
+
 # --- the student ----------------------------------------------------------------------------
 
 
@@ -164,15 +206,54 @@ def build_student(image_size: int, embedding_size: int, weights: str, seed: int 
     return keras.Model(base.input, L2Normalize(name="l2")(head), name=EMBEDDER_LAYER)
 
 
-def freeze_before(student: keras.Model, layer_name: str | None) -> None:
-    if layer_name is None:
-        return
-    backbone = next(layer for layer in student.layers if isinstance(layer, keras.Model))
+def backbone_of(student: keras.Model) -> keras.Model:
+    return next(layer for layer in student.layers if isinstance(layer, keras.Model))
+
+
+def split_student(
+    student: keras.Model, first_trained: str | None
+) -> tuple[keras.Model | None, keras.Model]:
+    """(frozen prefix: pixels -> the input of ``first_trained``, trained suffix: that
+    tensor -> embedding). They share the student's layers, so training the suffix trains
+    the student; the prefix runs once per image, its outputs cached, not once per step."""
+    if first_trained is None:
+        return None, student
+    backbone = backbone_of(student)
+    pixels = keras.Input(student.input.shape[1:], name="pixels")
+    if first_trained == "head":  # the whole ResNet101 frozen: a projection of its features
+        backbone.trainable = False
+        prefix = keras.Model(pixels, backbone(student.get_layer("preprocess")(pixels)))
+        features = keras.Input(backbone.output.shape[1:], name="features")
+        embedding = student.get_layer("l2")(student.get_layer("head")(features))
+        return prefix, keras.Model(features, embedding)
     names = [layer.name for layer in backbone.layers]
-    if layer_name not in names:
-        raise TrainingError(f"--trainable-from {layer_name!r} is not a ResNet101 layer")
-    for layer in backbone.layers[: names.index(layer_name)]:
+    if first_trained not in names:
+        raise TrainingError(f"--trainable-from {first_trained!r} is not a ResNet101 layer")
+    cut = backbone.get_layer(first_trained).input
+    if isinstance(cut, list | tuple):
+        raise TrainingError(f"--trainable-from {first_trained!r} must be a layer with one input")
+    try:
+        inner_suffix = keras.Model(cut, backbone.output)
+    except ValueError as error:
+        raise TrainingError(
+            f"--trainable-from {first_trained!r}: later layers need more than its input "
+            f"({error}); name the first layer of a block, e.g. conv5_block1_0_conv"
+        ) from None
+    for layer in backbone.layers[: names.index(first_trained)]:
         layer.trainable = False
+    prefix = keras.Model(
+        pixels, keras.Model(backbone.input, cut)(student.get_layer("preprocess")(pixels))
+    )
+    features = keras.Input(cut.shape[1:], name="features")
+    embedding = student.get_layer("l2")(student.get_layer("head")(inner_suffix(features)))
+    return prefix, keras.Model(features, embedding)
+
+
+def freeze_batchnorm(student: keras.Model) -> None:
+    """Keras runs a BatchNormalization that is not trainable in inference mode."""
+    for layer in backbone_of(student).layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
 
 
 class PairBatches:
@@ -208,50 +289,71 @@ class Progress:
 
 
 class Distiller:
-    def __init__(self, config: DistillConfig, chips: np.ndarray, descriptors: np.ndarray):
+    """The student, its optimiser and one training step. With ``trainable_from`` the step
+    runs only the trained suffix, on cached prefix outputs of each chip and its mirror."""
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        chips: np.ndarray,
+        descriptors: np.ndarray,
+        cache: Path | None = None,
+    ):
         import tensorflow as tf
 
-        self.config, self.chips = config, chips
+        self.config = config
         whitening = Whitening.fit(descriptors)
         self.whitened = whitening.whitened(descriptors)
         self.centred = whitening.centred(descriptors)
         self.student = build_student(
             config.image_size, config.embedding_size, config.weights, config.seed
         )
-        freeze_before(self.student, config.trainable_from)
+        if config.batchnorm == "frozen":
+            freeze_batchnorm(self.student)
+        prefix, self.suffix = split_student(self.student, config.trainable_from)
+        self.inputs = (
+            np.stack([chips, chips[:, :, ::-1]])
+            if prefix is None
+            else prefix_outputs(prefix, chips, cache, config.progress)
+        )
+        self.rng = np.random.default_rng(config.seed)
         self.optimizer = keras.optimizers.Adamax(config.learning_rate)
-        self.optimizer.build(self.student.trainable_variables)
-        student, optimizer, loss_name = self.student, self.optimizer, config.loss
+        self.optimizer.build(self.suffix.trainable_variables)
+        suffix, optimizer, loss_name = self.suffix, self.optimizer, config.loss
         temperature = config.temperature
 
         @tf.function
-        def step(pixels, whitened, centred):  # noqa: ANN001, ANN202
-            flip = tf.random.uniform([tf.shape(pixels)[0], 1, 1, 1]) < 0.5
-            pixels = tf.where(flip, pixels[:, :, ::-1, :], pixels)
+        def step(inputs, whitened, centred):  # noqa: ANN001, ANN202
             with tf.GradientTape() as tape:
-                embedding = student(pixels, training=True)
+                embedding = suffix(inputs, training=True)
                 loss = 0.0
                 if loss_name in ("whitened", "both"):
                     loss += whitened_loss(embedding, whitened)
                 if loss_name in ("relational", "both"):
                     loss += relational_loss(embedding, centred, temperature)
-            variables = student.trainable_variables
+            variables = suffix.trainable_variables
             gradients = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(gradients, variables, strict=True))
             return loss
 
         self._step = step
 
+    def batch(self, rows: np.ndarray, mirrored: np.ndarray) -> np.ndarray:
+        return self.inputs[mirrored.astype(np.intp), rows].astype(np.float32)
+
     def train_step(self, rows: np.ndarray) -> float:
+        mirrored = self.rng.random(len(rows)) < 0.5
         return float(
-            self._step(self.chips[rows].astype(np.float32), self.whitened[rows], self.centred[rows])
+            self._step(self.batch(rows, mirrored), self.whitened[rows], self.centred[rows])
         )
 
-    def embed(self, chips: np.ndarray) -> np.ndarray:
+    def embed(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings of rows of ``chips`` (unmirrored), as the exported model gives them."""
+        unmirrored = np.zeros(len(rows), bool)
         return np.concatenate(
             [
-                np.asarray(self.student(chips[i : i + 128].astype(np.float32), training=False))
-                for i in range(0, len(chips), 128)
+                self.suffix.predict_on_batch(self.batch(rows[i : i + 128], unmirrored[i : i + 128]))
+                for i in range(0, len(rows), 128)
             ]
         )
 
@@ -283,7 +385,7 @@ def distill(config: DistillConfig) -> Path:
     """Train the student within the budget; write ``config.out`` and its training record."""
     keras.utils.set_random_seed(config.seed)
     train_images, validation = training_people(
-        config.data, config.split, config.max_images, config.seed
+        config.data, config.split, config.max_images, config.seed, singletons=True
     )
     folder = config.checkpoints
     folder.mkdir(parents=True, exist_ok=True)
@@ -302,7 +404,9 @@ def distill(config: DistillConfig) -> Path:
         f"{config.embedding_size}-d, loss {config.loss}) on {len(train_images)} images; "
         f"validating on {len(validation)} images of {len(set(validation_labels))} other people"
     )
-    distiller = Distiller(config, chips[: len(train_images)], descriptors[: len(train_images)])
+    distiller = Distiller(
+        config, chips, descriptors[: len(train_images)], prefix_cache(config, everything)
+    )
     progress = distiller.restore(folder) if config.resume else Progress()
     if progress.step:
         say(f"resumed at step {progress.step} ({progress.train_seconds / 60:.1f} min)")
@@ -314,7 +418,7 @@ def distill(config: DistillConfig) -> Path:
     )
 
     def evaluate(loss: float) -> None:
-        hit = leave_one_out_hit_at_1(distiller.embed(chips[validation_rows]), validation_labels)
+        hit = leave_one_out_hit_at_1(distiller.embed(validation_rows), validation_labels)
         line = {
             "step": progress.step,
             "images": progress.images,

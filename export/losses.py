@@ -4,7 +4,8 @@ dlib's descriptors share one large common direction (two random faces have
 cosine 0.84), so both losses take it out before comparing: the whitened loss
 by centring and whitening the targets, the relational one by comparing
 similarities between centred descriptors. Declared apart from the training
-loop so that the command line can name the losses without importing Keras.
+loop so that the command line can name the losses (and the BatchNorm choice)
+without importing Keras.
 """
 
 from __future__ import annotations
@@ -16,6 +17,12 @@ import numpy as np
 
 Loss = Literal["whitened", "relational", "both"]
 LOSSES: tuple[str, ...] = get_args(Loss)
+# frozen: every BatchNormalization keeps its initial statistics (an identity at random
+# weights, where the residual paths carry the image through; statistics measured on faces
+# instead make deep random features worse: see docs/RESULTS.md) and is not trained;
+# train: batch statistics while training, moving averages after.
+BatchNorm = Literal["frozen", "train"]
+BATCHNORMS: tuple[str, ...] = get_args(BatchNorm)
 # Eigenvalues of the teacher's covariance below this share of their mean are raised
 # to it before whitening, so the noisiest directions are not blown up.
 WHITENING_FLOOR = 0.05

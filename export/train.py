@@ -118,8 +118,12 @@ def build_training_model(config: TrainConfig, classes: int) -> keras.Model:
     return model
 
 
-def split_people(images: list[GalleryImage], seed: int) -> tuple[list, list]:
-    """Training and validation images, split by person; people with one photo are left out."""
+def split_people(
+    images: list[GalleryImage], seed: int, singletons: bool = False
+) -> tuple[list, list]:
+    """Training and validation images, split by person. People with one photo cannot be
+    validated on, so they only train, and only when ``singletons`` (a class of one image
+    teaches an identity loss nothing; a teacher's descriptor of it still teaches)."""
     counts = Counter(image.label for image in images)
     people = sorted(label for label, count in counts.items() if count >= 2)
     if len(people) < 2:
@@ -130,20 +134,21 @@ def split_people(images: list[GalleryImage], seed: int) -> tuple[list, list]:
     held_out = set(
         rng.choice(people, max(1, round(len(people) * VALIDATION_SHARE)), replace=False).tolist()
     )
-    train = [i for i in images if counts[i.label] >= 2 and i.label not in held_out]
+    minimum = 1 if singletons else 2
+    train = [i for i in images if counts[i.label] >= minimum and i.label not in held_out]
     validation = [i for i in images if i.label in held_out]
     return train, validation
 
 
 def training_people(
-    data: Path, split: str, max_images: int | None, seed: int
+    data: Path, split: str, max_images: int | None, seed: int, singletons: bool = False
 ) -> tuple[list[GalleryImage], list[GalleryImage]]:
     """The images to train on and those of the people held out for validation, all
     checked to decode before the first step."""
     images = list_gallery(data, split)  # type: ignore[arg-type]
     if max_images:
         images = images[:max_images]
-    train_images, validation = split_people(images, seed)
+    train_images, validation = split_people(images, seed, singletons)
     check_readable(data, train_images + validation)
     return train_images, validation
 

@@ -52,3 +52,40 @@ def test_distillation_trains_resumes_and_exports(lfw_dir, tmp_path):
     assert json.loads(meta["lookalike.crop"])["mode"] == "align"
     info = Embedder(report.path, "cpu").info
     assert (info.embedding_size, info.input_size, info.crop.mode) == (128, 32, "align")
+
+
+def test_frozen_layers_run_once_and_only_the_rest_trains(lfw_dir, tmp_path):
+    """With --trainable-from the frozen prefix's outputs are cached and its weights (and
+    every frozen BatchNorm statistic) stay as they were; the exported model is the whole
+    network, prefix included."""
+    import keras
+    import numpy as np
+
+    from lookalike.export.distill import backbone_of, build_student
+
+    data = small_gallery(lfw_dir, tmp_path / "gallery")
+    config = DistillConfig(
+        data=data,
+        out=tmp_path / "student.keras",
+        weights="none",
+        image_size=32,
+        batch_size=8,
+        steps=3,
+        trainable_from="conv5_block1_0_conv",
+        eval_every_minutes=100,
+        progress=False,
+    )
+    distill(config)
+    assert len(list(config.checkpoints.glob("frozen-conv5_block1_0_conv-*.npy"))) == 1
+
+    before = backbone_of(build_student(32, 128, "none", config.seed))
+    after = backbone_of(keras.saving.load_model(config.out).get_layer("embedder"))
+    changed = {
+        layer.name
+        for old, layer in zip(before.layers, after.layers, strict=True)
+        for w_old, w_new in zip(old.get_weights(), layer.get_weights(), strict=True)
+        if not np.array_equal(w_old, w_new)
+    }
+    assert changed, "nothing trained"
+    assert all(name.startswith("conv5_") for name in changed), sorted(changed)[:5]
+    assert not any(name.endswith("_bn") for name in changed)  # frozen BatchNorm by default
