@@ -54,8 +54,7 @@ class CentredPixels(keras.layers.Layer):
     """Flattened pixels minus the image's own mean, L2-normalised (so nearest neighbours by
     Euclidean distance rank by correlation of pixels, blind to brightness)."""
 
-    def call(self, pixels):
-        flat = keras.ops.reshape(pixels, (keras.ops.shape(pixels)[0], -1))
+    def call(self, flat):
         centred = flat - keras.ops.mean(flat, axis=1, keepdims=True)
         norm = keras.ops.sqrt(keras.ops.sum(centred * centred, axis=1, keepdims=True))
         return centred / keras.ops.maximum(norm, 1e-6)
@@ -64,4 +63,5 @@ class CentredPixels(keras.layers.Layer):
 def build_pixels_embedder(image_size: int) -> keras.Model:
     """The no-network baseline: (N, S, S, 3) pixels -> (N, S*S*3) centred unit vectors."""
     pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
-    return keras.Model(pixels, CentredPixels(name="centred_pixels")(pixels), name="pixels")
+    flat = keras.layers.Flatten(name="flatten")(pixels)
+    return keras.Model(pixels, CentredPixels(name="centred_pixels")(flat), name="pixels")

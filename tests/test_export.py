@@ -128,3 +128,22 @@ def test_local_weights_file_is_loaded(tmp_path):
     backbone = model.get_layer(source.name)
     for mine, theirs in zip(backbone.weights, source.weights, strict=True):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+
+def test_the_pixels_floor_exports_centred_unit_pixels(tmp_path):
+    """`export --architecture pixels`: no network, each image's pixels minus their mean,
+    L2-normalised; the metadata names it and gives its real embedding size."""
+    from lookalike.export.convert import ExportConfig, export_onnx
+    from lookalike.server.vision.embedder import Embedder
+
+    report = export_onnx(
+        ExportConfig(out=tmp_path / "pixels.onnx", architecture="pixels", image_size=8)
+    )
+    embedder = Embedder(report.path, "cpu")
+    assert (embedder.info.embedding_size, embedder.info.name) == (8 * 8 * 3, "pixels")
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    session = ort.InferenceSession(str(report.path), providers=["CPUExecutionProvider"])
+    (embedding,) = session.run(None, {"pixels": pixels})
+    flat = pixels.reshape(2, -1) - pixels.reshape(2, -1).mean(axis=1, keepdims=True)
+    expected = flat / np.linalg.norm(flat, axis=1, keepdims=True)
+    np.testing.assert_allclose(embedding, expected, atol=1e-6)
