@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lookalike.common.output import emit
-from lookalike.export.losses import BATCHNORMS, LOSSES
+from lookalike.export.losses import BATCHNORMS, LOSSES, POOLINGS
 from lookalike.server.options import (
     add_crop_arguments,
     add_seed_argument,
@@ -95,6 +95,13 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="frozen: BatchNormalization stays at its initial statistics and is not trained "
         "(the default); train: batch statistics while training",
+    )
+    teacher.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default=None,
+        help="what the head sees of ResNet101's last feature map: avg, its average (the "
+        "default), or flatten, all of it (keeps where on the face each feature was)",
     )
     teacher.add_argument("--minutes", type=float, default=None, help="training time budget")
     teacher.add_argument("--steps", type=int, default=None, help="or a number of steps")

@@ -32,8 +32,10 @@ from lookalike.common.output import bar_disable
 from lookalike.export.losses import (
     BATCHNORMS,
     LOSSES,
+    POOLINGS,
     BatchNorm,
     Loss,
+    Pooling,
     Whitening,
     relational_loss,
     whitened_loss,
@@ -75,6 +77,7 @@ class DistillConfig:
     # learns, see docs/RESULTS.md); None: every layer, each step through the whole network
     trainable_from: str | None = "head"
     batchnorm: BatchNorm = "frozen"
+    pooling: Pooling = "avg"
     minutes: float | None = None  # training time budget (evaluations not counted)
     steps: int | None = None  # or a number of optimiser steps
     eval_every_minutes: float = 10.0
@@ -89,6 +92,8 @@ class DistillConfig:
             raise TrainingError("give a budget: --minutes or --steps")
         if self.loss not in LOSSES:
             raise TrainingError(f"--loss must be one of {', '.join(LOSSES)}")
+        if self.pooling not in POOLINGS:
+            raise TrainingError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.batchnorm not in BATCHNORMS:
             raise TrainingError(f"--batchnorm must be one of {', '.join(BATCHNORMS)}")
         if self.batch_size < 4:
@@ -164,6 +169,7 @@ def prefix_cache(config: DistillConfig, images: list[GalleryImage]) -> Path | No
     if config.trainable_from is None:
         return None
     key = [[image.path for image in images], config.weights, config.seed, config.image_size]
+    key += [config.pooling] if config.pooling != "avg" else []  # names of older caches hold
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
     return config.checkpoints / f"frozen-{config.trainable_from}-{digest}.npy"
 
@@ -196,13 +202,19 @@ def prefix_outputs(
 # --- the student ----------------------------------------------------------------------------
 
 
-def build_student(image_size: int, embedding_size: int, weights: str, seed: int = 0) -> keras.Model:
-    """pixels -> ResNet101 (preprocessing in graph) -> dense head -> L2: the served embedder."""
-    base = build_embedder(image_size, weights, seed)
+def build_student(
+    image_size: int, embedding_size: int, weights: str, seed: int = 0, pooling: Pooling = "avg"
+) -> keras.Model:
+    """pixels -> ResNet101 (preprocessing in graph) -> [average pool | flatten] -> dense
+    head -> L2: the served embedder."""
+    base = build_embedder(image_size, weights, seed, "avg" if pooling == "avg" else None)
     for layer in base.layers[-1].layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCHNORM_MOMENTUM
-    head = keras.layers.Dense(embedding_size, name="head")(base.output)
+    features = base.output
+    if pooling == "flatten":
+        features = keras.layers.Flatten(name="flatten")(features)
+    head = keras.layers.Dense(embedding_size, name="head")(features)
     return keras.Model(base.input, L2Normalize(name="l2")(head), name=EMBEDDER_LAYER)
 
 
@@ -220,12 +232,15 @@ def split_student(
         return None, student
     backbone = backbone_of(student)
     pixels = keras.Input(student.input.shape[1:], name="pixels")
+    after = student.layers[student.layers.index(backbone) + 1 :]  # [flatten], head, l2
     if first_trained == "head":  # the whole ResNet101 frozen: a projection of its features
         backbone.trainable = False
-        prefix = keras.Model(pixels, backbone(student.get_layer("preprocess")(pixels)))
-        features = keras.Input(backbone.output.shape[1:], name="features")
+        frozen = backbone(student.get_layer("preprocess")(pixels))
+        for layer in after[:-2]:  # the flatten layer, if any
+            frozen = layer(frozen)
+        features = keras.Input(frozen.shape[1:], name="features")
         embedding = student.get_layer("l2")(student.get_layer("head")(features))
-        return prefix, keras.Model(features, embedding)
+        return keras.Model(pixels, frozen), keras.Model(features, embedding)
     names = [layer.name for layer in backbone.layers]
     if first_trained not in names:
         raise TrainingError(f"--trainable-from {first_trained!r} is not a ResNet101 layer")
@@ -245,7 +260,9 @@ def split_student(
         pixels, keras.Model(backbone.input, cut)(student.get_layer("preprocess")(pixels))
     )
     features = keras.Input(cut.shape[1:], name="features")
-    embedding = student.get_layer("l2")(student.get_layer("head")(inner_suffix(features)))
+    embedding = inner_suffix(features)
+    for layer in after:
+        embedding = layer(embedding)
     return prefix, keras.Model(features, embedding)
 
 
@@ -306,7 +323,7 @@ class Distiller:
         self.whitened = whitening.whitened(descriptors)
         self.centred = whitening.centred(descriptors)
         self.student = build_student(
-            config.image_size, config.embedding_size, config.weights, config.seed
+            config.image_size, config.embedding_size, config.weights, config.seed, config.pooling
         )
         if config.batchnorm == "frozen":
             freeze_batchnorm(self.student)

@@ -23,6 +23,10 @@ LOSSES: tuple[str, ...] = get_args(Loss)
 # train: batch statistics while training, moving averages after.
 BatchNorm = Literal["frozen", "train"]
 BATCHNORMS: tuple[str, ...] = get_args(BatchNorm)
+# What the head sees of ResNet101's last feature map: its average (2048 numbers), or all of
+# it flattened (S/32 x S/32 x 2048), which keeps where on the face each feature was.
+Pooling = Literal["avg", "flatten"]
+POOLINGS: tuple[str, ...] = get_args(Pooling)
 # Eigenvalues of the teacher's covariance below this share of their mean are raised
 # to it before whitening, so the noisiest directions are not blown up.
 WHITENING_FLOOR = 0.05

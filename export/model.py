@@ -22,18 +22,21 @@ class ResNetPreprocess(keras.layers.Layer):
         return bgr - keras.ops.convert_to_tensor(IMAGENET_BGR_MEANS, dtype=pixels.dtype)
 
 
-def build_embedder(image_size: int = 224, weights: str = "imagenet", seed: int = 0) -> keras.Model:
+def build_embedder(
+    image_size: int = 224, weights: str = "imagenet", seed: int = 0, pooling: str | None = "avg"
+) -> keras.Model:
     """pixels (N, S, S, 3) float32 RGB 0..255 -> (N, 2048) average-pooled ResNet101 features.
 
     ``weights``: "imagenet" (Keras' own download), "none" (random, seeded) or a
-    path to a ResNet101 no-top weights file.
+    path to a ResNet101 no-top weights file. ``pooling=None`` keeps the last feature
+    map, (N, S/32, S/32, 2048), for a head that needs where things are.
     """
     keras.utils.set_random_seed(seed)
     pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
     try:
         backbone = keras.applications.ResNet101(
             include_top=False,
-            pooling="avg",
+            pooling=pooling,
             weights=None if weights == "none" else weights,
             input_shape=(image_size, image_size, 3),
         )

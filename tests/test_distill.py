@@ -72,13 +72,14 @@ def test_frozen_layers_run_once_and_only_the_rest_trains(lfw_dir, tmp_path):
         batch_size=8,
         steps=3,
         trainable_from="conv5_block1_0_conv",
+        pooling="flatten",  # the head sees the whole last feature map
         eval_every_minutes=100,
         progress=False,
     )
     distill(config)
     assert len(list(config.checkpoints.glob("frozen-conv5_block1_0_conv-*.npy"))) == 1
 
-    before = backbone_of(build_student(32, 128, "none", config.seed))
+    before = backbone_of(build_student(32, 128, "none", config.seed, "flatten"))
     after = backbone_of(keras.saving.load_model(config.out).get_layer("embedder"))
     changed = {
         layer.name
