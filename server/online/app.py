@@ -12,10 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from lookalike.common.tokens import read_token
-from lookalike.server.backends.base import BackendUnavailable
-from lookalike.server.index.store import InvalidIndexError
-from lookalike.server.online.auth import BearerTokenInterceptor
+from lookalike.server.online.auth import Gate, GateInterceptor, TokenFile
 from lookalike.server.online.batcher import MicroBatcher
 from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine
@@ -43,13 +40,10 @@ class Server:
         # Every admitted call gets a thread at once; past the limit gRPC itself
         # answers RESOURCE_EXHAUSTED instead of queueing without end.
         threads = config.max_in_flight + CONTROL_CALLS
-        interceptors = []
-        if config.auth_token_file:
-            token = read_token(config.auth_token_file, "auth token")
-            interceptors.append(BearerTokenInterceptor(token))
+        self.gate = gate_of(config)
         self._grpc = grpc.server(
             futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
-            interceptors=interceptors,
+            interceptors=[GateInterceptor(self.gate, self.telemetry)],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
@@ -57,13 +51,7 @@ class Server:
             maximum_concurrent_rpcs=threads,
         )
         self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
-        self.service = SearchService(
-            engine.with_batcher(self.batcher),
-            config.max_k,
-            config.max_in_flight,
-            config.thumbnail_size,
-            self.telemetry,
-        )
+        self.service = SearchService(engine.with_batcher(self.batcher), config, self.telemetry)
         search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
@@ -96,8 +84,9 @@ class Server:
         self.telemetry.provider.labels(embedder.provider).set(1)
         self.telemetry.record_start(time.perf_counter() - self.began, warmup)
         if self.config.metrics_port is not None:
-            self.metrics_port = self.telemetry.serve_http(self.config.metrics_port)
-            log.info("Prometheus metrics on port %d at /metrics", self.metrics_port)
+            host = self.config.metrics_host
+            self.metrics_port = self.telemetry.serve_http(self.config.metrics_port, host)
+            log.info("Prometheus metrics on %s port %d at /metrics", host, self.metrics_port)
         self.service.ready.set()
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -126,12 +115,26 @@ class Server:
         self._grpc.wait_for_termination()
 
 
-def reload_index(server: Server) -> None:
-    """SIGHUP: switch to the index now in the served folder, or keep the old one."""
+def gate_of(config: ServerConfig) -> Gate:
+    """The tokens the config names (read now: an unreadable one stops the start)."""
+    search = TokenFile(config.auth_token_file, "auth token") if config.auth_token_file else None
+    admin = TokenFile(config.admin_token_file, "admin token") if config.admin_token_file else None
+    if (search or admin) and not config.tls_cert:
+        log.warning(
+            "bearer tokens are configured but TLS is not: tokens cross the network in clear "
+            "text; serve with --tls-cert and --tls-key, or only on a trusted network"
+        )
+    return Gate(search, admin)
+
+
+def on_hangup(server: Server) -> None:
+    """SIGHUP: re-read the token files, then switch to the index now in the served
+    folder, or keep the old one (swap_index logs which)."""
+    server.gate.reload_tokens()
     try:
-        server.service.swap_index()
-    except (InvalidIndexError, BackendUnavailable) as error:
-        log.error("reload failed, kept the old index: %s", error)
+        server.service.swap_index(who="SIGHUP")
+    except Exception:  # noqa: BLE001 (logged by swap_index; the server keeps serving)
+        return
 
 
 def serve(config: ServerConfig) -> int:
@@ -145,12 +148,12 @@ def serve(config: ServerConfig) -> int:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stopping.set()
 
-    def on_hangup(_signum: int, _frame: object) -> None:
-        threading.Thread(target=reload_index, args=(server,), name="reload").start()
+    def hangup(_signum: int, _frame: object) -> None:
+        threading.Thread(target=on_hangup, args=(server,), name="reload").start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_hangup)
+    signal.signal(signal.SIGHUP, hangup)
     server.start()
     stopping.wait()
     server.stop()

@@ -56,6 +56,9 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    admin_token_file: Path | None = None
+    index_root: Path | None = None
     log_format: LogFormat = "text"
 
     @property
@@ -119,6 +122,9 @@ SETTINGS: dict[str, Setting] = {
     "tls_cert": Setting(Path, "PEM certificate chain; with --tls-key, serve TLS only"),
     "tls_key": Setting(Path, "PEM private key of --tls-cert"),
     "metrics_port": Setting(int, "serve Prometheus metrics over HTTP on this port (off if unset)"),
+    "metrics_host": Setting(str, HELP["metrics_host"]),
+    "admin_token_file": Setting(Path, HELP["admin_token_file"]),
+    "index_root": Setting(Path, HELP["index_root"]),
     "log_format": Setting(str, "text or json, one line per call", get_args(LogFormat)),
 }
 

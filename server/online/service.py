@@ -13,7 +13,9 @@ import grpc
 
 from lookalike.server.backends.base import BackendUnavailable, SearchBackend
 from lookalike.server.index.store import InvalidIndexError
+from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine, SearchOutcome
+from lookalike.server.online.reloads import ReloadBusy, ReloadRefused, allowed_location
 from lookalike.server.online.telemetry import Telemetry
 from lookalike.server.online.thumbnails import thumbnail_or_note
 from lookalike.server.vision.imaging import ImageError
@@ -48,44 +50,60 @@ def deadline_guard(context: grpc.ServicerContext) -> Callable[[], None]:
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
     def __init__(
-        self,
-        engine: SearchEngine,
-        max_k: int,
-        max_in_flight: int = 16,
-        thumbnail_size: int = 160,
-        telemetry: Telemetry | None = None,
+        self, engine: SearchEngine, config: ServerConfig, telemetry: Telemetry | None = None
     ) -> None:
         self.engine = engine
-        self.max_k = max_k
-        self.max_in_flight = max_in_flight
-        self.thumbnail_size = thumbnail_size
+        self.max_k = config.max_k
+        self.max_in_flight = config.max_in_flight
+        self.thumbnail_size = config.thumbnail_size
         self.telemetry = telemetry or Telemetry()
-        self._slots = threading.BoundedSemaphore(max_in_flight)
+        # What a reload may open: the location served at start, or names under index_root.
+        self.folders = config.backend == "memmap"
+        self.served = str(config.index) if self.folders else str(config.collection)
+        self.index_root = config.index_root
+        self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._reloading = threading.Lock()
         # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
         self.ready = threading.Event()
 
-    def swap_index(self, location: str | None = None) -> tuple[SearchBackend, SearchBackend]:
+    def swap_index(
+        self, location: str | None = None, who: str = "SIGHUP"
+    ) -> tuple[SearchBackend, SearchBackend]:
         """Open, check and warm a new gallery, then switch to it; returns (old, new).
 
-        ``location`` is an index folder, or a collection for the Milvus backend;
-        by default the one served, read afresh. Calls hold the engine they started
-        with, so those in flight finish on the old gallery; a memory-mapped
-        matrix is released when the last of them ends.
+        ``location`` is an index folder, or a collection for the Milvus backend,
+        already allowed by ``allowed_location``; by default the one served, read
+        afresh. A reload while another runs raises ReloadBusy at once. Calls hold
+        the engine they started with, so those in flight finish on the old
+        gallery; a memory-mapped matrix is released when the last of them ends.
         """
-        with self._reloading:
-            old = self.engine
+        if not self._reloading.acquire(blocking=False):
+            self.telemetry.reloads.labels("busy").inc()
+            log.warning("reload by %s refused: another reload is under way", who)
+            raise ReloadBusy("another reload is under way; try again when it has finished")
+        old = self.engine
+        try:
             fresh = old.with_backend(old.backend.reopen(location))
             fresh.warm_up(1)
-            self.engine = fresh
-            self.telemetry.gallery_size.set(len(fresh.backend))
-            log.info(
-                "switched from gallery %s to %s (%d images)",
-                old.backend.info.version,
-                fresh.backend.info.version,
-                len(fresh.backend),
+        except Exception as error:
+            self.telemetry.reloads.labels("failed").inc()
+            log.error(
+                "reload by %s failed, kept gallery %s: %s", who, old.backend.info.version, error
             )
-            return old.backend, fresh.backend
+            raise
+        finally:
+            self._reloading.release()
+        self.engine = fresh
+        self.telemetry.gallery_size.set(len(fresh.backend))
+        self.telemetry.reloads.labels("ok").inc()
+        log.info(
+            "reload by %s: switched from gallery %s to %s (%d images)",
+            who,
+            old.backend.info.version,
+            fresh.backend.info.version,
+            len(fresh.backend),
+        )
+        return old.backend, fresh.backend
 
     def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
@@ -212,12 +230,37 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self, request: search_pb2.ReloadIndexRequest, context: grpc.ServicerContext
     ) -> search_pb2.ReloadIndexResponse:
         with self.telemetry.call("ReloadIndex", context) as call:
+            peer = context.peer()
+            call.update(peer=peer)
             try:
-                old, new = self.swap_index(request.index_path or None)
-            except InvalidIndexError as error:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kept the old index: {error}")
-            except BackendUnavailable as error:
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"kept the old index: {error}")
+                location = allowed_location(
+                    request.index_path, self.served, self.index_root, self.folders
+                )
+            except ReloadRefused as error:
+                self.telemetry.reloads.labels("refused").inc()
+                log.warning("reload by %s refused: %s", peer, error)
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
+            try:
+                old, new = self.swap_index(location, who=peer)
+            except ReloadBusy as error:
+                context.abort(grpc.StatusCode.ABORTED, str(error))
+            except InvalidIndexError:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "kept the old index: the one named is missing, damaged, or of another "
+                    "model (the server's log says which)",
+                )
+            except OSError:
+                context.abort(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "kept the old index: the server cannot read the one named "
+                    "(the server's log says why)",
+                )
+            except BackendUnavailable:
+                context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "kept the old index: the search backend did not answer; retry shortly",
+                )
             call.update(index_version=new.info.version)
             return search_pb2.ReloadIndexResponse(
                 index_version=new.info.version,

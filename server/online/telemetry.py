@@ -56,6 +56,16 @@ class Telemetry:
             ["provider"],
             registry=r,
         )
+        self.refused = Counter(
+            "lookalike_refused",
+            "Calls refused before any work: by authentication (missing_token, bad_token, "
+            "not_local) or by the concurrency limit (busy)",
+            ["rpc", "reason"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "lookalike_reloads", "Index reloads by result", ["result"], registry=r
+        )
         self.startup = Gauge("lookalike_startup_seconds", "From start to SERVING", registry=r)
         self.warmup = Gauge("lookalike_warmup_seconds", "Warm-up before SERVING", registry=r)
         self._http = None
@@ -67,7 +77,13 @@ class Telemetry:
         self.startup.set(startup_seconds)
         self.warmup.set(warmup_seconds)
 
-    def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
+    def refused_call(self, method: str, reason: str, peer: str) -> None:
+        """Count and log a call turned away; ``method`` may be the full gRPC path."""
+        rpc = method.rpartition("/")[2]
+        self.refused.labels(rpc, reason).inc()
+        log.warning("refused rpc=%s reason=%s peer=%s", rpc, reason, peer)
+
+    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
         self._http, _ = start_http_server(port, addr=host, registry=self.registry)
         return self._http.server_port
 
