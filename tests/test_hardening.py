@@ -174,9 +174,12 @@ def test_sigterm_lets_calls_in_flight_finish(onnx_model, index_dir):
                     return
 
     threads = [threading.Thread(target=keep_searching) for _ in range(4)]
+    started_at = time.monotonic()
     for thread in threads:
         thread.start()
-    time.sleep(3)
+    while len(calls) < 8:  # every thread is under way, one call after another
+        assert time.monotonic() - started_at < 300, "the searches did not get going"
+        time.sleep(0.05)
     signalled = time.monotonic()
     server.send_signal(signal.SIGTERM)
     _, stderr = server.communicate(timeout=60)

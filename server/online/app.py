@@ -1,12 +1,20 @@
-"""Assemble and run the gRPC server: SearchService, health, reflection, clean shutdown."""
+"""Assemble and run the gRPC server: SearchService, health, reflection, clean shutdown.
+
+The server is grpc.aio on an event loop of its own thread: a call whose request
+is still arriving, or that waits for its batch, holds no thread, so slow or
+idle clients cannot take the threads health checks need. The ``Server`` class
+keeps a plain blocking face (start, stop, port) for the command and the tests.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 import time
-from concurrent import futures
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,8 +31,18 @@ from lookalike.v1 import search_pb2, search_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
-# Threads kept beside the Search limit for health probes and GetInfo.
-CONTROL_CALLS = 4
+T = TypeVar("T")
+
+# Connections are pinged when quiet (dead peers found in ~80 s), closed after 5 idle
+# minutes, and recycled after 30 minutes (calls then get 60 s to finish), so a
+# client that opens a call and never finishes sending it holds it 31 minutes at most.
+CONNECTION_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.max_connection_idle_ms", 5 * 60_000),
+    ("grpc.max_connection_age_ms", 30 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+]
 
 
 class Server:
@@ -36,47 +54,66 @@ class Server:
         self.config = config
         self.began = time.perf_counter() if began is None else began
         self.telemetry = Telemetry()
-        self.health = health.HealthServicer()
-        # Every admitted call gets a thread at once; past the limit gRPC itself
-        # answers RESOURCE_EXHAUSTED instead of queueing without end.
-        threads = config.max_in_flight + CONTROL_CALLS
         self.gate = gate_of(config)
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
+        if bool(config.tls_cert) != bool(config.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
+        self._thread.start()
+        self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
+        self.service = SearchService(engine.with_batcher(self.batcher), config, self.telemetry)
+        try:
+            self.health, self._grpc, self.port = self._on_loop(self._build(config))
+        except BaseException:
+            self._end_loop()
+            raise
+        if self.port == 0:
+            self._end_loop()
+            raise OSError(f"cannot listen on {config.address}")
+
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    async def _build(
+        self, config: ServerConfig
+    ) -> tuple[health.aio.HealthServicer, grpc.aio.Server, int]:
+        server = grpc.aio.server(
             interceptors=[GateInterceptor(self.gate, self.telemetry)],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
+                *CONNECTION_OPTIONS,
             ],
-            maximum_concurrent_rpcs=threads,
+            # Calls open at once, counting those whose request is still arriving: a
+            # bound on memory. Searches worked on are bounded by max_in_flight.
+            maximum_concurrent_rpcs=config.max_open_calls,
         )
-        self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
-        self.service = SearchService(engine.with_batcher(self.batcher), config, self.telemetry)
-        search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        checks = health.aio.HealthServicer()
+        search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
         reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        self.port = self._listen(config)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {config.address}")
+        return checks, server, self._listen(server, config)
 
-    def _listen(self, config: ServerConfig) -> int:
-        if bool(config.tls_cert) != bool(config.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
+    @staticmethod
+    def _listen(server: grpc.aio.Server, config: ServerConfig) -> int:
         if not config.tls_cert:
-            return self._grpc.add_insecure_port(config.address)
+            return server.add_insecure_port(config.address)
         try:
             pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
         except OSError as error:
             raise OSError(f"cannot read the TLS certificate or key: {error}") from None
-        return self._grpc.add_secure_port(config.address, grpc.ssl_server_credentials([pair]))
+        return server.add_secure_port(config.address, grpc.ssl_server_credentials([pair]))
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
 
     def start(self) -> None:
         """Listen at once (so probes see NOT_SERVING), warm up, then turn SERVING."""
-        for service in ("", SERVICE_NAME):
-            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._grpc.start()
+        self._on_loop(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
+        self._on_loop(self._grpc.start())
         engine = self.service.engine
         warmup = engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
         embedder = engine.embedder
@@ -88,8 +125,7 @@ class Server:
             self.metrics_port = self.telemetry.serve_http(self.config.metrics_port, host)
             log.info("Prometheus metrics on %s port %d at /metrics", host, self.metrics_port)
         self.service.ready.set()
-        for service in ("", SERVICE_NAME):
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._on_loop(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         log.info(
             "serving %s on port %d: model %s on %s, %d gallery images (index %s, %s); "
             "started in %.2f s, warm-up %.2f s",
@@ -105,14 +141,19 @@ class Server:
         )
 
     def stop(self) -> None:
-        """Refuse new calls and let those in flight finish within the grace period."""
-        self.health.enter_graceful_shutdown()
-        self._grpc.stop(self.config.grace_seconds).wait()
+        """Health NOT_SERVING, refuse new calls, let those in flight finish within the
+        grace period, then cancel what is left."""
+        self._on_loop(self.health.enter_graceful_shutdown())
+        self._on_loop(self._grpc.stop(self.config.grace_seconds))
+        self.service.close()
         self.batcher.close()
         self.telemetry.close()
+        self._end_loop()
 
-    def wait(self) -> None:
-        self._grpc.wait_for_termination()
+    def _end_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
 
 def gate_of(config: ServerConfig) -> Gate:

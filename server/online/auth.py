@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,32 +131,50 @@ def _check_bearer(sent: str | None, token: TokenFile, what: str) -> Refusal | No
     return None
 
 
-class GateInterceptor(grpc.ServerInterceptor):
-    """Runs the Gate before each method's own code; a refused call is counted and logged."""
+class GateInterceptor(grpc.aio.ServerInterceptor):
+    """Runs the Gate before each method's own code; a refused call is counted and logged.
+
+    The check needs the caller's address, which only the call's context holds, so
+    it wraps each handler instead of answering in the interceptor.
+    """
 
     def __init__(self, gate: Gate, telemetry: Telemetry) -> None:
         self.gate = gate
         self.telemetry = telemetry
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
-        if (
-            handler is None
-            or handler.unary_unary is None
-            or details.method.startswith(OPEN_PREFIXES)
-        ):
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
-        behavior, method = handler.unary_unary, details.method
+        method = details.method
 
-        def checked(request: object, context: grpc.ServicerContext) -> object:
+        async def admit(context: grpc.aio.ServicerContext) -> None:
             refusal = self.gate.check(method, context.invocation_metadata(), context.peer())
             if refusal is not None:
                 self.telemetry.refused_call(method, refusal.reason, context.peer())
-                context.abort(refusal.code, refusal.message)
-            return behavior(request, context)
+                await context.abort(refusal.code, refusal.message)
 
-        return handler._replace(unary_unary=checked)
+        if handler.unary_unary is not None:
+            unary = handler.unary_unary
+
+            async def checked(request: object, context: grpc.aio.ServicerContext) -> object:
+                await admit(context)
+                return await unary(request, context)
+
+            return handler._replace(unary_unary=checked)
+        if handler.stream_stream is not None:  # server reflection
+            streaming = handler.stream_stream
+
+            async def checked_stream(
+                requests: AsyncIterator[object], context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[object]:
+                await admit(context)
+                async for response in streaming(requests, context):
+                    yield response
+
+            return handler._replace(stream_stream=checked_stream)
+        raise TypeError(f"no authentication for the streaming kind of {method}")

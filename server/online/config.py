@@ -47,6 +47,7 @@ class ServerConfig:
     max_message_bytes: int = 8 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_in_flight: int = 16
+    max_open_calls: int = 1000
     batch_window_ms: float = 2.0
     max_batch: int = 16
     thumbnail_size: int = 160
@@ -105,6 +106,11 @@ SETTINGS: dict[str, Setting] = {
     "max_message_bytes": Setting(int, "largest request; larger get RESOURCE_EXHAUSTED"),
     "max_pixels": Setting(int, "largest image (width x height), checked before decoding"),
     "max_in_flight": Setting(int, "searches worked on at once; more get RESOURCE_EXHAUSTED"),
+    "max_open_calls": Setting(
+        int,
+        "calls open at once, counting those still sending their request (they hold no "
+        "thread); past it every call, health included, gets RESOURCE_EXHAUSTED",
+    ),
     "batch_window_ms": Setting(
         float,
         "how long a search waits for others to share its "

@@ -1,18 +1,29 @@
-"""The gRPC SearchService: validates a call, runs the engine, shapes the answer."""
+"""The gRPC SearchService on grpc.aio: validates a call, runs the engine, shapes the answer.
+
+Handlers run on the event loop, so a call still waiting for its request, or
+waiting for its batch, holds no thread. An admitted search's decode, embedding,
+k-NN and thumbnails run on one of ``max_in_flight`` worker threads, and a slot
+is freed only when that thread is done, even if the caller left earlier.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 
-from lookalike.server.backends.base import BackendUnavailable, SearchBackend
+from lookalike.server.backends.base import BackendFailed, BackendUnavailable, SearchBackend
 from lookalike.server.index.store import InvalidIndexError
+from lookalike.server.online.batcher import DeadlinePassed
+from lookalike.server.online.calls import CallEnded, CallLimits, deadline_of
 from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine, SearchOutcome
 from lookalike.server.online.reloads import ReloadBusy, ReloadRefused, allowed_location
@@ -23,29 +34,20 @@ from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-
-# gRPC reports a call without a deadline as ~9.2e18 s remaining (the largest time it
-# can hold); anything past a year is taken as no deadline, not as a time to wait for.
-NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
+INTERNAL_MESSAGE = "internal error; the server's log has the details"
 
 
-def deadline_of(context: grpc.ServicerContext) -> float | None:
-    """The call's deadline on time.monotonic()'s clock, or None when it has none."""
-    remaining = context.time_remaining()
-    if remaining is None or remaining > NO_DEADLINE_SECONDS:
-        return None
-    return time.monotonic() + remaining
-
-
-def deadline_guard(context: grpc.ServicerContext) -> Callable[[], None]:
-    """Ends a call whose caller stopped waiting, so no more work goes into it."""
-
-    def check() -> None:
-        remaining = context.time_remaining()
-        if not context.is_active() or (remaining is not None and remaining <= 0):
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed")
-
-    return check
+@asynccontextmanager
+async def no_unknown(context: grpc.aio.ServicerContext, rpc: str) -> AsyncIterator[None]:
+    """A failure no handler foresaw answers INTERNAL (logged here), never UNKNOWN with
+    the exception's text, which may hold server paths."""
+    try:
+        yield
+    except (grpc.aio.AbortError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("%s failed unexpectedly", rpc)
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
@@ -62,6 +64,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.served = str(config.index) if self.folders else str(config.collection)
         self.index_root = config.index_root
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
+        self._workers = ThreadPoolExecutor(config.max_in_flight, thread_name_prefix="search")
         self._reloading = threading.Lock()
         # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
         self.ready = threading.Event()
@@ -77,10 +80,17 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         the engine they started with, so those in flight finish on the old
         gallery; a memory-mapped matrix is released when the last of them ends.
         """
+        self._claim_reload(who)
+        return self._swap_claimed(location, who)
+
+    def _claim_reload(self, who: str) -> None:
+        """Take the one reload turn, or ReloadBusy at once: reloads are not queued."""
         if not self._reloading.acquire(blocking=False):
             self.telemetry.reloads.labels("busy").inc()
             log.warning("reload by %s refused: another reload is under way", who)
             raise ReloadBusy("another reload is under way; try again when it has finished")
+
+    def _swap_claimed(self, location: str | None, who: str) -> tuple[SearchBackend, SearchBackend]:
         old = self.engine
         try:
             fresh = old.with_backend(old.backend.reopen(location))
@@ -105,77 +115,92 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         )
         return old.backend, fresh.backend
 
-    def Search(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
+    async def Search(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.SearchResponse:
         with self.telemetry.call("Search", context) as call:
-            call.update(k=request.k, bytes=len(request.image))
-            started = time.perf_counter()
-            with self._admitted(request, context):
+            async with no_unknown(context, "Search"):
+                call.update(k=request.k, bytes=len(request.image))
+                started = time.perf_counter()
+                await self._admit(request, context)
                 engine = self.engine  # this call's engine, even if the index is swapped
-                outcome = self._run(engine, request, context)
-            response = self._response(request, engine, outcome, started)
-            t = response.timings
-            call.update(
-                matches=len(response.matches),
-                decode_ms=round(t.decode_ms, 2),
-                embed_ms=round(t.embed_ms, 2),
-                search_ms=round(t.search_ms, 2),
-            )
-            return response
+                limits = CallLimits(deadline_of(context))
+                work = self._workers.submit(self._work, engine, request, limits)
+                work.add_done_callback(self._release)
+                try:
+                    outcome, matches = await asyncio.wrap_future(work)
+                except asyncio.CancelledError:  # the caller left: its thread stops soon
+                    limits.abandoned.set()
+                    raise
+                except Exception as error:  # noqa: BLE001 (each mapped to its status)
+                    await self._abort_for(error, context)
+                response = self._response(engine, outcome, matches, started)
+                t = response.timings
+                call.update(
+                    matches=len(response.matches),
+                    decode_ms=round(t.decode_ms, 2),
+                    embed_ms=round(t.embed_ms, 2),
+                    search_ms=round(t.search_ms, 2),
+                )
+                return response
 
-    @contextmanager
-    def _admitted(
-        self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
-    ) -> Iterator[None]:
-        """Admission: ready, a valid k, and a free slot, held while the call works."""
+    async def _admit(
+        self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Admission: ready, a valid k, and a free slot, which ``_release`` frees."""
         if not self.ready.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
         if not 1 <= request.k <= self.max_k:
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"k must be between 1 and {self.max_k}, got {request.k}",
             )
         if not self._slots.acquire(blocking=False):
-            context.abort(
+            self.telemetry.refused_call("Search", "busy", context.peer())
+            await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {self.max_in_flight} searches in flight; retry with backoff",
             )
         self.telemetry.in_flight.inc()
-        try:
-            yield
-        finally:
-            self.telemetry.in_flight.dec()
-            self._slots.release()
 
-    def _run(
-        self, engine: SearchEngine, request: search_pb2.SearchRequest, context: grpc.ServicerContext
-    ) -> SearchOutcome:
-        """The engine call, its failures turned into gRPC statuses and its stages timed."""
-        try:
-            outcome = engine.search(
-                request.image, request.k, deadline_guard(context), deadline_of(context)
+    def _release(self, _work: object) -> None:
+        self.telemetry.in_flight.dec()
+        self._slots.release()
+
+    @staticmethod
+    async def _abort_for(error: Exception, context: grpc.aio.ServicerContext) -> None:
+        """The status of each failure a search can meet; the detail of backend
+        failures (addresses, URIs) goes to the log, not to the caller."""
+        if isinstance(error, (CallEnded, DeadlinePassed, FutureTimeout)):
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed")
+        if isinstance(error, ImageError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
+        if isinstance(error, BackendUnavailable):
+            log.warning("search backend unavailable: %s", error)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the search backend did not answer; retry shortly"
             )
-        except ImageError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
-        except BackendUnavailable as error:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        if isinstance(error, BackendFailed):
+            log.error("search backend failed: %s", error)
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the search backend refused the search; retrying will not help until an "
+                "operator fixes it (the server's log says why)",
+            )
+        raise error
+
+    def _work(
+        self, engine: SearchEngine, request: search_pb2.SearchRequest, limits: CallLimits
+    ) -> tuple[SearchOutcome, list[search_pb2.Match]]:
+        """On a worker thread: the engine call, its stages timed, and the matches
+        with thumbnails if asked; stops between stages once the caller is gone."""
+        outcome = engine.search(request.image, request.k, limits.check, limits.deadline)
         for stage, ms in (
             ("decode", outcome.decode_ms),
             ("embed", outcome.embed_ms),
             ("knn", outcome.search_ms),
         ):
             self.telemetry.stages.labels(stage).observe(ms / 1e3)
-        return outcome
-
-    def _response(
-        self,
-        request: search_pb2.SearchRequest,
-        engine: SearchEngine,
-        outcome: SearchOutcome,
-        started: float,
-    ) -> search_pb2.SearchResponse:
-        """The SearchResponse: ranked matches, thumbnails if asked, crop and timings."""
         matches = [
             search_pb2.Match(
                 rank=rank,
@@ -187,7 +212,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             for rank, hit in enumerate(outcome.hits, start=1)
         ]
         if request.thumbnails:
+            limits.check()
             self._add_thumbnails(matches, engine)
+        return outcome, matches
+
+    @staticmethod
+    def _response(
+        engine: SearchEngine,
+        outcome: SearchOutcome,
+        matches: list[search_pb2.Match],
+        started: float,
+    ) -> search_pb2.SearchResponse:
+        """The SearchResponse: ranked matches, crop and timings."""
         left, top, right, bottom = outcome.prepared.box
         width, height = outcome.prepared.original_size
         return search_pb2.SearchResponse(
@@ -220,53 +256,75 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             if match.note:
                 log.warning("no thumbnail for %s: %s", match.path, match.note)
 
-    def GetInfo(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.GetInfoRequest, context: grpc.ServicerContext
+    async def GetInfo(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.GetInfoResponse:
         with self.telemetry.call("GetInfo", context):
-            return self._info()
+            async with no_unknown(context, "GetInfo"):
+                return self._info()
 
-    def ReloadIndex(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.ReloadIndexRequest, context: grpc.ServicerContext
+    async def ReloadIndex(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.ReloadIndexRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.ReloadIndexResponse:
+        """Runs on a thread of its own; a caller who stops waiting does not stop it
+        (its result is logged), and reloads asked for meanwhile are refused."""
         with self.telemetry.call("ReloadIndex", context) as call:
-            peer = context.peer()
-            call.update(peer=peer)
-            try:
-                location = allowed_location(
-                    request.index_path, self.served, self.index_root, self.folders
+            async with no_unknown(context, "ReloadIndex"):
+                peer = context.peer()
+                call.update(peer=peer)
+                try:
+                    location = allowed_location(
+                        request.index_path, self.served, self.index_root, self.folders
+                    )
+                    self._claim_reload(peer)
+                except ReloadRefused as error:
+                    self.telemetry.reloads.labels("refused").inc()
+                    log.warning("reload by %s refused: %s", peer, error)
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
+                except ReloadBusy as error:
+                    await context.abort(grpc.StatusCode.ABORTED, str(error))
+                swap = asyncio.get_running_loop().run_in_executor(
+                    None, self._swap_claimed, location, peer
                 )
-            except ReloadRefused as error:
-                self.telemetry.reloads.labels("refused").inc()
-                log.warning("reload by %s refused: %s", peer, error)
-                context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
-            try:
-                old, new = self.swap_index(location, who=peer)
-            except ReloadBusy as error:
-                context.abort(grpc.StatusCode.ABORTED, str(error))
-            except InvalidIndexError:
-                context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "kept the old index: the one named is missing, damaged, or of another "
-                    "model (the server's log says which)",
+                try:
+                    old, new = await swap
+                except Exception as error:  # noqa: BLE001 (each mapped to its status)
+                    await self._abort_for_reload(error, context)
+                call.update(index_version=new.info.version)
+                return search_pb2.ReloadIndexResponse(
+                    index_version=new.info.version,
+                    gallery_size=len(new),
+                    previous_version=old.info.version,
                 )
-            except OSError:
-                context.abort(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "kept the old index: the server cannot read the one named "
-                    "(the server's log says why)",
-                )
-            except BackendUnavailable:
-                context.abort(
-                    grpc.StatusCode.UNAVAILABLE,
-                    "kept the old index: the search backend did not answer; retry shortly",
-                )
-            call.update(index_version=new.info.version)
-            return search_pb2.ReloadIndexResponse(
-                index_version=new.info.version,
-                gallery_size=len(new),
-                previous_version=old.info.version,
+
+    @staticmethod
+    async def _abort_for_reload(error: Exception, context: grpc.aio.ServicerContext) -> None:
+        if isinstance(error, InvalidIndexError):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "kept the old index: the one named is missing, damaged, or of another "
+                "model (the server's log says which)",
             )
+        if isinstance(error, OSError):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "kept the old index: the server cannot read the one named "
+                "(the server's log says why)",
+            )
+        if isinstance(error, BackendUnavailable):
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "kept the old index: the search backend did not answer; retry shortly",
+            )
+        if isinstance(error, BackendFailed):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "kept the old index: the search backend refused it (the server's log says why)",
+            )
+        raise error
+
+    def close(self) -> None:
+        self._workers.shutdown(wait=True, cancel_futures=True)
 
     def _info(self) -> search_pb2.GetInfoResponse:
         engine = self.engine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -100,6 +101,11 @@ class Telemetry:
         code = grpc.StatusCode.OK
         try:
             yield fields
+        except asyncio.CancelledError:  # grpc.aio cancels a call whose caller left
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
         except BaseException:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
