@@ -30,6 +30,18 @@ class ConfigError(ValueError):
     """A setting that is unknown, missing, or of the wrong type; the message names it."""
 
 
+POSITIVE = (
+    "max_k",
+    "max_message_bytes",
+    "max_pixels",
+    "max_in_flight",
+    "max_open_calls",
+    "max_batch",
+    "thumbnail_size",
+)
+NOT_NEGATIVE = ("milvus_timeout_s", "batch_window_ms", "grace_seconds", "warmup_runs")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     model: Path
@@ -61,6 +73,18 @@ class ServerConfig:
     admin_token_file: Path | None = None
     index_root: Path | None = None
     log_format: LogFormat = "text"
+
+    def __post_init__(self) -> None:
+        """Settings outside their range are refused at start, not met by each call
+        (a thumbnail size of 0 failed every Search that asked for thumbnails)."""
+        for name in POSITIVE:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65_535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
 
     @property
     def address(self) -> str:

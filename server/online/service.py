@@ -299,29 +299,23 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     @staticmethod
     async def _abort_for_reload(error: Exception, context: grpc.aio.ServicerContext) -> None:
-        if isinstance(error, InvalidIndexError):
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "kept the old index: the one named is missing, damaged, or of another "
-                "model (the server's log says which)",
-            )
-        if isinstance(error, OSError):
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "kept the old index: the server cannot read the one named "
-                "(the server's log says why)",
-            )
+        """Statuses without the error's text: it names server paths or URIs (logged by
+        swap_index). Only a backend that did not answer is worth retrying."""
         if isinstance(error, BackendUnavailable):
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE,
                 "kept the old index: the search backend did not answer; retry shortly",
             )
-        if isinstance(error, BackendFailed):
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "kept the old index: the search backend refused it (the server's log says why)",
-            )
-        raise error
+        if isinstance(error, OSError):
+            why = "the server cannot read it"
+        elif isinstance(error, (InvalidIndexError, BackendFailed)):
+            why = "it is missing, damaged, or of another model"
+        else:  # e.g. rows of another size than the model's embeddings
+            why = "it cannot be searched with the served model"
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"kept the old index: {why} (the server's log says which)",
+        )
 
     def close(self) -> None:
         self._workers.shutdown(wait=True, cancel_futures=True)
