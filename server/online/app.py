@@ -67,9 +67,6 @@ class Server:
         except BaseException:
             self._end_loop()
             raise
-        if self.port == 0:
-            self._end_loop()
-            raise OSError(f"cannot listen on {config.address}")
 
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
@@ -98,13 +95,23 @@ class Server:
 
     @staticmethod
     def _listen(server: grpc.aio.Server, config: ServerConfig) -> int:
+        """The port listened on; OSError or ValueError (exit 2) when that cannot be."""
         if not config.tls_cert:
-            return server.add_insecure_port(config.address)
+            try:
+                return server.add_insecure_port(config.address)
+            except RuntimeError:  # grpc.aio's "Failed to bind"
+                raise OSError(f"cannot listen on {config.address}") from None
         try:
             pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
         except OSError as error:
             raise OSError(f"cannot read the TLS certificate or key: {error}") from None
-        return server.add_secure_port(config.address, grpc.ssl_server_credentials([pair]))
+        try:
+            return server.add_secure_port(config.address, grpc.ssl_server_credentials([pair]))
+        except RuntimeError:  # gRPC logs the TLS library's reason above this
+            raise ValueError(
+                f"cannot serve TLS on {config.address} with --tls-cert and --tls-key: not a "
+                "PEM certificate chain and its private key, or the address is taken"
+            ) from None
 
     async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         for service in ("", SERVICE_NAME):
