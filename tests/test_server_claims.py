@@ -201,26 +201,10 @@ def test_device_cuda_refuses_to_start_without_cuda(onnx_model, index_dir):
         pass  # no CUDA here: the server must refuse
     else:
         pytest.skip("CUDA loads on this machine: nothing to refuse")
-    port = free_port()
-    server = subprocess.run(
-        [
-            *CLI,
-            "serve",
-            "--model",
-            str(onnx_model),
-            "--index",
-            str(index_dir),
-            "--port",
-            str(port),
-            "--device",
-            "cuda",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert server.returncode == 2, server.stderr
-    assert "--device cuda was asked for" in server.stderr
+    server = start_server_process(onnx_model, index_dir, free_port(), "--device", "cuda")
+    _, stderr = server.communicate(timeout=120)  # the last --device given is the one used
+    assert server.returncode == 2, stderr
+    assert "--device cuda was asked for" in stderr
 
 
 def test_knn_algorithm_faiss_in_the_server(embedder, index_dir, gallery_dir):
