@@ -263,6 +263,31 @@ def test_a_dropped_collection_is_failed_precondition_not_unavailable(
         assert lite_uri not in raised.value.message
 
 
+def test_a_milvus_server_reloads_another_collection_by_name_only(
+    embedder, index_dir, gallery_dir, lite_uri, tmp_path
+):
+    small = tmp_path / "small"
+    shutil.copytree(gallery_dir / "person_03", small / "person_03")
+    build_index(small, embedder, tmp_path / "small-index", progress=False)
+    load_index(GalleryIndex.open(index_dir), MilvusTarget(lite_uri, "first"), progress=False)
+    load_index(
+        GalleryIndex.open(tmp_path / "small-index"),
+        MilvusTarget(lite_uri, "faces_v2"),
+        progress=False,
+    )
+    settings = {"backend": "milvus", "milvus_uri": lite_uri, "collection": "first"}
+    with (
+        in_process_server(embedder, None, **settings) as target,
+        SearchClient(target, retries=0) as client,
+    ):
+        assert client.reload_index("faces_v2")[1] == 3
+        for name in ("../first", str(index_dir), "no such"):
+            with pytest.raises(LookalikeError) as raised:
+                client.reload_index(name)
+            assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
+        assert client.info().gallery_size == 3
+
+
 def test_eval_reports_the_recall_of_milvus_against_exact_search(
     onnx_model, gallery_dir, index_dir, lite_uri
 ):

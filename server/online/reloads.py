@@ -3,12 +3,18 @@
 A reload replaces what every caller sees and which files thumbnails read, so by
 default it re-opens only the location the server was started with. With
 ``--index-root``, a client may name an index folder under that root: the name
-is resolved (symlinks and ``..`` included) and must stay inside it.
+is resolved (symlinks and ``..`` included) and must stay inside it. On Milvus a
+reload may name another collection of the same Milvus (the way a fleet switches
+galleries); it is checked like the served one (made by lookalike, same model).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# Milvus' own rule for collection names.
+COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
 class ReloadRefused(Exception):
@@ -28,9 +34,9 @@ def allowed_location(
     if not requested or requested == served:
         return None
     if not folders:
-        raise ReloadRefused(
-            "this server reloads only the collection it serves; leave index_path empty"
-        )
+        if not COLLECTION_NAME.fullmatch(requested):
+            raise ReloadRefused("index_path must be a Milvus collection name on this server")
+        return requested
     if index_root is None:
         if Path(requested).resolve() == Path(served).resolve():
             return None
