@@ -129,3 +129,22 @@ def test_sighup_rereads_the_token_files(onnx_model, index_dir, tmp_path):
     assert server.returncode == 0, stderr
     assert "kept the old auth token" in stderr
     assert "TLS is not" in stderr
+
+
+def test_reflection_needs_the_token_when_one_is_set(embedder, index_dir, tmp_path):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    (tmp_path / "token").write_text("t0ken")
+    ask = reflection_pb2.ServerReflectionRequest(list_services="")
+    with (
+        running_server(embedder, index_dir, auth_token_file=tmp_path / "token") as server,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
+    ):
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stub.ServerReflectionInfo(iter([ask]), timeout=10))
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        token = (("authorization", "Bearer t0ken"),)
+        (answer,) = stub.ServerReflectionInfo(iter([ask]), metadata=token, timeout=10)
+    names = {service.name for service in answer.list_services_response.service}
+    assert "lookalike.v1.SearchService" in names
