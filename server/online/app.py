@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 T = TypeVar("T")
+SIGNAL_POLL_SECONDS = 0.2
 
 # Connections are pinged when quiet (dead peers found in ~80 s), closed after 5 idle
 # minutes, and recycled after 30 minutes (calls then get 60 s to finish), so a
@@ -203,7 +204,10 @@ def serve(config: ServerConfig) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, hangup)
     server.start()
-    stopping.wait()
+    # A signal may land on any thread, and Python runs its handler only when the
+    # main thread next runs Python code: an untimed wait could sleep through it.
+    while not stopping.wait(SIGNAL_POLL_SECONDS):
+        pass
     server.stop()
     log.info("stopped")
     return 0

@@ -95,6 +95,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         try:
             fresh = old.with_backend(old.backend.reopen(location))
             fresh.warm_up(1)
+            self.engine = fresh  # before the turn is given up: the next reload starts here
         except Exception as error:
             self.telemetry.reloads.labels("failed").inc()
             log.error(
@@ -103,7 +104,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             raise
         finally:
             self._reloading.release()
-        self.engine = fresh
         self.telemetry.gallery_size.set(len(fresh.backend))
         self.telemetry.reloads.labels("ok").inc()
         log.info(
