@@ -1,9 +1,14 @@
 """The lookalike client library: search a lookalike server from Python."""
 
 from lookalike.client.client import (
+    AddResult,
     CropBox,
+    GalleryEntry,
     LookalikeError,
     Match,
+    NewImage,
+    RemovedImage,
+    RemoveResult,
     SearchClient,
     SearchResult,
     ServerInfo,
@@ -11,9 +16,14 @@ from lookalike.client.client import (
 )
 
 __all__ = [
+    "AddResult",
     "CropBox",
+    "GalleryEntry",
     "LookalikeError",
     "Match",
+    "NewImage",
+    "RemoveResult",
+    "RemovedImage",
     "SearchClient",
     "SearchResult",
     "ServerInfo",

@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from lookalike.client.client import LookalikeError, SearchClient, SearchResult
+from lookalike.client.client import LookalikeError, NewImage, SearchClient, SearchResult
 from lookalike.common.logs import configure_logging
 from lookalike.common.tokens import TokenFileError, read_token
 
@@ -141,6 +141,48 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     add_connection_arguments(reload)
     reload.set_defaults(func=run_reload, extra="client")
+    _register_gallery_commands(subparsers)
+
+
+def _register_gallery_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Enrolment and erasure on a running server (admin calls: --token-file the admin token)."""
+    add = subparsers.add_parser("add", help="enrol images of one person on the live server")
+    add.add_argument("paths", type=Path, nargs="+", metavar="PATH")
+    add.add_argument("--label", required=True, help="the person (a folder name in the gallery)")
+    add.add_argument(
+        "--external-id",
+        action="append",
+        default=None,
+        help="your own id of each image, in the order of the paths (default: its content id)",
+    )
+    add.add_argument("--json", action="store_true")
+    add_connection_arguments(add)
+    add.set_defaults(func=run_add, extra="client")
+
+    remove = subparsers.add_parser("remove", help="erase images from the live server")
+    remove.add_argument("--id", action="append", default=[], help="a content or external id")
+    remove.add_argument("--label", action="append", default=[], help="every image of a person")
+    remove.add_argument(
+        "--image", type=Path, action="append", default=[], help="the image of exactly this file"
+    )
+    remove.add_argument(
+        "--delete-files", action="store_true", help="also delete their files from the gallery"
+    )
+    remove.add_argument("--json", action="store_true")
+    add_connection_arguments(remove)
+    remove.set_defaults(func=run_remove, extra="client")
+
+    listing = subparsers.add_parser("list", help="list the images of the live gallery")
+    listing.add_argument("--label", default="", help="only this person's")
+    listing.add_argument("--json", action="store_true")
+    add_connection_arguments(listing)
+    listing.set_defaults(func=run_list, extra="client")
+
+    compact = subparsers.add_parser(
+        "compact", help="fold added and removed images into a new index version"
+    )
+    add_connection_arguments(compact)
+    compact.set_defaults(func=run_compact, extra="client")
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
@@ -235,6 +277,66 @@ def run_reload(args: argparse.Namespace) -> int:
     with connect(args) as client:
         version, size = client.reload_index(args.index)
     print(f"serving index {version} ({size} images)")
+    return 0
+
+
+def run_add(args: argparse.Namespace) -> int:
+    external = args.external_id or []
+    if external and len(external) != len(args.paths):
+        print("error: give one --external-id per PATH, or none", file=sys.stderr)
+        return 2
+    missing = [str(path) for path in args.paths if not path.is_file()]
+    if missing:
+        print(f"error: no such image file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    images = [
+        NewImage(path, args.label, external[n] if external else "")
+        for n, path in enumerate(args.paths)
+    ]
+    with connect(args) as client:
+        results = client.add_images(images)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    for r in [] if args.json else results:
+        where = r.path or r.error
+        print(f"{r.result:<16} {args.paths[r.position]}  {r.id}  {where}")
+    return 1 if any(r.result == "failed" for r in results) else 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    if not (args.id or args.label or args.image):
+        print("error: say what to remove: --id, --label or --image", file=sys.stderr)
+        return 2
+    with connect(args) as client:
+        results = client.remove_images(args.id, args.label, args.image, args.delete_files)
+    if args.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+        return 0
+    given = {"id": args.id, "label": args.label, "image": [str(i) for i in args.image]}
+    for r in results:
+        print(f"{r.result:<10} {r.selector} {given[r.selector][r.position]}")
+        for image in r.removed:
+            deleted = ", file deleted" if image.file_deleted else ""
+            print(f"  {image.id}  {image.label}  {image.path}{deleted}")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        entries = client.list_images(args.label)
+    if args.json:
+        print(json.dumps([asdict(e) for e in entries], indent=2))
+        return 0
+    for e in entries:
+        print(f"{e.id}  {e.label}  {e.path}{'  (pending compaction)' if e.pending else ''}")
+    print(f"{len(entries)} images", file=sys.stderr)
+    return 0
+
+
+def run_compact(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        version, size, folded = client.compact()
+    print(f"serving index {version} ({size} images; {folded} changed rows folded in)")
     return 0
 
 

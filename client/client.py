@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -89,6 +90,50 @@ class ServerInfo:
     warmup_seconds: float
 
 
+@dataclass(frozen=True)
+class NewImage:
+    """An image to add: a path, bytes or a PIL image; its person; optionally your own id."""
+
+    image: ImageInput
+    label: str
+    external_id: str = ""
+
+
+@dataclass(frozen=True)
+class AddResult:
+    position: int
+    result: str  # "added", "already_present" or "failed"
+    id: str
+    label: str
+    path: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class RemovedImage:
+    id: str
+    label: str
+    path: str
+    file_deleted: bool
+
+
+@dataclass(frozen=True)
+class RemoveResult:
+    selector: str  # "id", "label" or "image"
+    position: int
+    result: str  # "removed" or "not_found"
+    removed: list[RemovedImage]
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    id: str
+    label: str
+    path: str
+    also: list[str]
+    pending: bool  # added since the last compaction
+
+
 def retry_policy(retries: int) -> str:
     """gRPC's own retries: only UNAVAILABLE (nothing was done), with exponential backoff."""
     return json.dumps(
@@ -120,6 +165,10 @@ def image_bytes(image: ImageInput) -> bytes:
         image.save(buffer, format="PNG")
         return buffer.getvalue()
     raise TypeError(f"expected a path, bytes or a PIL image, not {type(image).__name__}")
+
+
+def _result_name(value: int) -> str:
+    return search_pb2.ChangeResult.Name(value).lower()
 
 
 class SearchClient:
@@ -193,6 +242,68 @@ class SearchClient:
         request = search_pb2.ReloadIndexRequest(index_path=index_path)
         response = self._call(self._stub.ReloadIndex, request)
         return response.index_version, response.gallery_size
+
+    def add_images(self, images: list[NewImage]) -> list[AddResult]:
+        """Enrol images (admin); one result per image, in order. Safe to send again."""
+        request = search_pb2.AddImagesRequest(
+            images=[
+                search_pb2.NewImage(
+                    image=image_bytes(new.image), label=new.label, external_id=new.external_id
+                )
+                for new in images
+            ]
+        )
+        response = self._call(self._stub.AddImages, request)
+        return [
+            AddResult(r.position, _result_name(r.result), r.id, r.label, r.path, r.error)
+            for r in response.results
+        ]
+
+    def remove_images(
+        self,
+        ids: Sequence[str] = (),
+        labels: Sequence[str] = (),
+        images: Sequence[ImageInput] = (),
+        delete_files: bool = False,
+    ) -> list[RemoveResult]:
+        """Remove images by content or external id, by label, or by a photo's exact bytes
+        (admin); ``delete_files`` also deletes their files from the gallery folder."""
+        request = search_pb2.RemoveImagesRequest(
+            ids=list(ids),
+            labels=list(labels),
+            images=[image_bytes(image) for image in images],
+            delete_files=delete_files,
+        )
+        response = self._call(self._stub.RemoveImages, request)
+        return [
+            RemoveResult(
+                r.selector,
+                r.position,
+                _result_name(r.result),
+                [RemovedImage(g.id, g.label, g.path, g.file_deleted) for g in r.removed],
+            )
+            for r in response.results
+        ]
+
+    def list_images(self, label: str = "") -> list[GalleryEntry]:
+        """Every image of the gallery, or of one label (admin), page by page."""
+        found, token = [], ""
+        while True:
+            request = search_pb2.ListImagesRequest(label=label, page_token=token)
+            response = self._call(self._stub.ListImages, request)
+            found += [
+                GalleryEntry(e.id, e.label, e.path, list(e.also), e.pending)
+                for e in response.images
+            ]
+            token = response.next_page_token
+            if not token:
+                return found
+
+    def compact(self) -> tuple[str, int, int]:
+        """Fold added and removed images into a new index version (admin):
+        (version, gallery size, rows folded)."""
+        response = self._call(self._stub.CompactIndex, search_pb2.CompactIndexRequest())
+        return response.index_version, response.gallery_size, response.folded_rows
 
     def info(self) -> ServerInfo:
         r = self._call(self._stub.GetInfo, search_pb2.GetInfoRequest())

@@ -22,3 +22,12 @@ def atomic_path(destination: Path, mode: int = 0o644) -> Iterator[Path]:
         os.replace(staging, destination)
     finally:
         staging.unlink(missing_ok=True)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (a rename in it), to the disk."""
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

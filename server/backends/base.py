@@ -11,6 +11,7 @@ scikit-learn or pymilvus.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Literal, Protocol, get_args
 
 import numpy as np
@@ -63,3 +64,37 @@ class SearchBackend(Protocol):
     def reopen(self, location: str | None = None) -> SearchBackend:
         """The gallery now at ``location`` (an index folder, a collection), default the same."""
         ...
+
+    # Enrolment and erasure on the live gallery. Every change is durable when the
+    # method returns, and seen by the next search.
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows added or removed since the gallery was last compacted."""
+        ...
+
+    def items(self, label: str | None = None) -> list[tuple[Item, bool]]:
+        """Every image (of ``label``) in gallery order, with whether it awaits compaction."""
+        ...
+
+    def find(self, image_id: str) -> list[Item]:
+        """The images of this content id, or else of this external id."""
+        ...
+
+    def add(self, item: Item, vector: np.ndarray) -> Item | None:
+        """Add ``item``; when its content is there already, change nothing and return that."""
+        ...
+
+    def remove(self, ids: list[str]) -> list[Item]:
+        """Remove the images of these content ids; returns those that were there."""
+        ...
+
+    def compact(self) -> tuple[str, str, int]:
+        """Fold the changes into the stored gallery: (old version, new version, rows folded)."""
+        ...
+
+
+def external_id(item: Item) -> str:
+    """The id a caller gave an image it added (its file name without the suffix);
+    for an image indexed from a folder, its file name likewise."""
+    return PurePosixPath(item.path).stem

@@ -1,43 +1,232 @@
-"""The default backend: an index folder's memory-mapped matrix, searched exactly in process."""
+"""The default backend: an index folder's memory-mapped matrix, searched exactly in process,
+with the images added and removed since it was built (``server/index/segment.py``)."""
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.backends.base import Algorithm, Hit
-from lookalike.server.backends.knn import KnnSearcher
-from lookalike.server.index.store import GalleryIndex
+from lookalike.server.backends.base import Algorithm, Hit, external_id
+from lookalike.server.backends.knn import KnnSearcher, row_norms_squared
+from lookalike.server.index.compact import compact, gallery_order
+from lookalike.server.index.segment import ChangeLog, Changes, changes_folder
+from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
 from lookalike.server.vision.embedder import ModelInfo
 
 
+@dataclass(frozen=True)
+class View:
+    """One consistent state of the gallery, which a search uses from start to end.
+
+    Changes make a new View; a search that began on the old one finishes on it.
+    ``segment`` is a prefix of an append-only buffer, so it is never written under
+    a reader.
+    """
+
+    index: GalleryIndex
+    knn: KnnSearcher
+    removed_rows: frozenset[int]
+    segment: np.ndarray  # every added row so far; only ``live`` rows of it are searched
+    segment_items: tuple[Item, ...]
+    live: np.ndarray  # rows of ``segment`` not removed since
+
+    def __len__(self) -> int:
+        return len(self.index) - len(self.removed_rows) + len(self.live)
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        found: list[list[Hit]] = [[] for _ in range(len(queries))]
+        if len(self.index):
+            wanted = min(len(self.index), k + len(self.removed_rows))
+            distances, rows = self.knn.search(queries, wanted)
+            items = self.index.manifest.items
+            found = [
+                [
+                    Hit(items[row], float(d))
+                    for row, d in zip(near, far, strict=True)
+                    if row not in self.removed_rows
+                ][:k]
+                for near, far in zip(rows, distances, strict=True)
+            ]
+        if not len(self.live):
+            return found
+        return [
+            sorted(base + extra, key=lambda hit: hit.distance)[:k]
+            for base, extra in zip(found, self._search_segment(queries, k), strict=True)
+        ]
+
+    @cached_property
+    def _live_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The live added rows, gathered once per view, and their squared norms."""
+        matrix = np.ascontiguousarray(self.segment[self.live])
+        return matrix, row_norms_squared(matrix)
+
+    def _search_segment(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+        """Exact search of the added rows: few, so plain numpy."""
+        matrix, norms = self._live_rows
+        queries = np.asarray(queries, np.float32)
+        squared = (
+            row_norms_squared(queries)[:, None]
+            - 2 * (queries @ matrix.T).astype(np.float64)
+            + norms[None, :]
+        )
+        distances = np.sqrt(np.maximum(squared, 0))
+        k = min(k, len(self.live))
+        nearest = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        return [
+            [Hit(self.segment_items[self.live[j]], float(d[j])) for j in order]
+            for order, d in zip(nearest, distances, strict=True)
+        ]
+
+
 class MemmapBackend:
-    """An index folder: the memory-mapped matrix and its manifest."""
+    """An index folder, its memory-mapped matrix and manifest, and the changes since."""
 
     def __init__(self, index: GalleryIndex, algorithm: Algorithm = "brute") -> None:
-        self.index = index
-        self.info = index.manifest.info
-        self.knn = KnnSearcher(index.features, algorithm)
+        self.algorithm = algorithm
+        self._lock = threading.Lock()  # one change at a time; searches never wait for it
+        self._log = ChangeLog(changes_folder(index.path), index.manifest.embedding_size)
+        self._rebase(index)
+
+    def _rebase(self, index: GalleryIndex) -> None:
+        """Search ``index`` with the journal replayed onto it."""
+        self._index = index
+        self._knn = KnnSearcher(index.features, self.algorithm)
+        self._rows = {item.id: row for row, item in enumerate(index.manifest.items)}
+        self._named: dict[str, set[str]] = {}  # external id (file name) -> content ids
+        for item in index.manifest.items:
+            self._name(item)
+        self._changes = Changes.replay(self._log.records, self._rows.__contains__)
+        vectors = self._log.vectors()
+        self._buffer = np.empty((max(64, 2 * len(vectors)), vectors.shape[1]), np.float32)
+        self._buffer[: len(vectors)] = vectors
+        self._items: list[Item | None] = [None] * len(vectors)
+        for item, row in self._changes.added.values():
+            self._items[row] = item
+            self._name(item)
+        self._publish()
+
+    def _name(self, item: Item) -> None:
+        for path in (item.path, *item.also):
+            self._named.setdefault(external_id(Item(item.id, item.label, path)), set()).add(item.id)
+
+    def _publish(self) -> None:
+        added = self._changes.added.values()
+        self._view = View(
+            index=self._index,
+            knn=self._knn,
+            removed_rows=frozenset(self._rows[image_id] for image_id in self._changes.removed),
+            segment=self._buffer[: len(self._items)],
+            segment_items=tuple(self._items),
+            live=np.array(sorted(row for _, row in added), dtype=np.int64),
+        )
+
+    @property
+    def index(self) -> GalleryIndex:
+        return self._index
+
+    @property
+    def info(self) -> GalleryInfo:
+        return self._view.index.manifest.info
 
     @property
     def name(self) -> str:
-        return self.knn.name
+        return self._knn.name
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self._view)
+
+    @property
+    def pending_rows(self) -> int:
+        return self._changes.pending_rows
 
     def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        distances, rows = self.knn.search(queries, k)
-        items = self.index.manifest.items
-        return [
-            [Hit(items[row], float(d)) for row, d in zip(found, near, strict=True)]
-            for found, near in zip(rows, distances, strict=True)
-        ]
+        return self._view.search(queries, k)
 
     def check_model(self, model: ModelInfo) -> None:
-        self.index.check_model(model)
+        self._index.check_model(model)
 
     def reopen(self, location: str | None = None) -> MemmapBackend:
-        path = Path(location) if location else self.index.path
-        return MemmapBackend(GalleryIndex.open(path), self.knn.algorithm)
+        path = Path(location) if location else self._index.path
+        return MemmapBackend(GalleryIndex.open(path), self.algorithm)
+
+    # Changes: each is on disk (fsynced) before it returns, and in the next search.
+
+    def items(self, label: str | None = None) -> list[tuple[Item, bool]]:
+        """Every image (of ``label``) in gallery order, with whether it awaits compaction."""
+        with self._lock:
+            removed, added = self._changes.removed, self._changes.added
+            found = [(item, False) for item in self._index.manifest.items if item.id not in removed]
+            found += [(item, True) for item, _ in added.values()]
+        found = [pair for pair in found if label is None or pair[0].label == label]
+        return sorted(found, key=lambda pair: gallery_order(pair[0].path))
+
+    def find(self, image_id: str) -> list[Item]:
+        """The images of content id ``image_id``, or else of that external id."""
+        with self._lock:
+            if there := self._live(image_id):
+                return [there]
+            named = (self._live(content) for content in sorted(self._named.get(image_id, ())))
+            return [item for item in named if item is not None]
+
+    def _live(self, image_id: str) -> Item | None:
+        """The item of this content id if the gallery holds it now."""
+        if image_id in self._changes.added:
+            return self._changes.added[image_id][0]
+        row = self._rows.get(image_id)
+        if row is not None and image_id not in self._changes.removed:
+            return self._index.manifest.items[row]
+        return None
+
+    def add(self, item: Item, vector: np.ndarray) -> Item | None:
+        """Add ``item``; if its content is there already, change nothing and return that."""
+        with self._lock:
+            if there := self._live(item.id):
+                return there
+            segment_row = self._log.add(item, vector)
+            if segment_row >= len(self._buffer):
+                grown = np.empty((2 * len(self._buffer), self._buffer.shape[1]), np.float32)
+                grown[: len(self._buffer)] = self._buffer
+                self._buffer = grown  # views keep the old buffer
+            self._buffer[segment_row] = vector
+            self._items.append(item)
+            self._name(item)
+            self._changes.added[item.id] = (item, segment_row)
+            self._publish()
+            return None
+
+    def remove(self, ids: list[str]) -> list[Item]:
+        """Remove the images of these content ids; returns those that were there."""
+        with self._lock:
+            gone = [item for i in dict.fromkeys(ids) if (item := self._live(i)) is not None]
+            if not gone:
+                return []
+            self._log.remove([item.id for item in gone])
+            for item in gone:
+                self._changes.added.pop(item.id, None)
+                if item.id in self._rows:
+                    self._changes.removed.add(item.id)
+            self._publish()
+            return gone
+
+    def compact(self) -> tuple[str, str, int]:
+        """Fold the changes into a new version of the index: (old version, new, rows folded).
+
+        Searches go on, on the old view, until the new one is in place; changes wait.
+        """
+        with self._lock:
+            old, folded = self._index, self._changes.pending_rows
+            if not folded:  # added and removed again: only the journal holds them
+                self._log.clear()
+                self._rebase(old)
+                return old.manifest.version, old.manifest.version, 0
+            if len(self._view) == 0:
+                raise InvalidIndexError("compacting would leave the gallery empty")
+            compact(old, self._changes, self._buffer[: len(self._items)])
+            fresh = GalleryIndex.open(old.path)
+            self._log.clear()
+            self._rebase(fresh)
+            return old.manifest.version, fresh.manifest.version, folded

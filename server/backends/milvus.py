@@ -31,6 +31,7 @@ from lookalike.server.backends.base import (
     BackendUnavailable,
     Hit,
     MilvusIndexType,
+    external_id,
 )
 from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
 from lookalike.server.vision.embedder import ModelInfo
@@ -41,6 +42,12 @@ INFO_PROPERTY = "lookalike.gallery"
 SEARCH_PROPERTY = "lookalike.search_params"
 UNFINISHED = ""  # the version a collection has until its first load completes
 OUTPUT_FIELDS = ["label", "path", "also"]
+# Searches and reads wait for every write this process made to the collection
+# (pymilvus tracks the timestamp of its last write), so a change a server
+# acknowledged is in its next Search, without Strong's wait for every write
+# from anywhere on each call. Servers sharing a collection see each other's
+# changes within the collection's own (Bounded) staleness.
+CONSISTENCY = "Session"
 MAX_PATH = 4096
 MAX_ALSO = 65_535
 
@@ -372,6 +379,7 @@ class MilvusBackend:
                 output_fields=OUTPUT_FIELDS,
                 search_params={"metric_type": "L2", "params": params},
                 timeout=self.target.timeout_s,
+                consistency_level=CONSISTENCY,
             )
         return [[_hit(found) for found in hits] for hits in results]
 
@@ -385,9 +393,101 @@ class MilvusBackend:
             replace(self.target, collection=location or self.target.collection)
         )
 
+    # Changes: upserted and deleted natively; Milvus makes them durable (its WAL)
+    # before it answers, and CONSISTENCY puts them in this server's next search.
+
+    @property
+    def pending_rows(self) -> int:
+        return 0  # Milvus compacts its own segments; compact() asks it to now
+
+    def _query(self, expression: str) -> list[Item]:
+        name = self.target.collection
+        with unavailable_on_failure(self.target, f"Milvus at {self.target.uri} did not answer"):
+            iterator = self.client.query_iterator(
+                name,
+                batch_size=16_384,
+                filter=expression,
+                output_fields=OUTPUT_FIELDS,
+                consistency_level=CONSISTENCY,
+                timeout=self.target.timeout_s,
+            )
+            found = []
+            try:
+                while rows := iterator.next():
+                    found += [_item(row) for row in rows]
+            finally:
+                iterator.close()
+        return found
+
+    def items(self, label: str | None = None) -> list[tuple[Item, bool]]:
+        found = self._query("" if label is None else f"label == {json.dumps(label)}")
+        return [(item, False) for item in sorted(found, key=lambda i: tuple(i.path.split("/")))]
+
+    def _get(self, ids: list[str]) -> list[Item]:
+        """The rows of these primary keys (content ids) that are there."""
+        with unavailable_on_failure(self.target, f"Milvus at {self.target.uri} did not answer"):
+            rows = self.client.get(
+                self.target.collection,
+                ids=ids,
+                output_fields=OUTPUT_FIELDS,
+                timeout=self.target.timeout_s,
+                consistency_level=CONSISTENCY,
+            )
+        return [_item(row) for row in rows]
+
+    def find(self, image_id: str) -> list[Item]:
+        if there := self._get([image_id]):
+            return there
+        # an external id: the file name; "like" narrows it down, the stem decides
+        suffixed = json.dumps(f"%/{image_id}.%")
+        return [i for i in self._query(f"path like {suffixed}") if external_id(i) == image_id]
+
+    def add(self, item: Item, vector: np.ndarray) -> Item | None:
+        if there := self._get([item.id]):
+            return there[0]
+        row = {
+            "id": item.id,
+            "vector": np.asarray(vector, np.float32),
+            "label": item.label,
+            "path": item.path,
+            "also": json.dumps(item.also),
+        }
+        with unavailable_on_failure(self.target, f"adding to Milvus at {self.target.uri} failed"):
+            self.client.upsert(self.target.collection, [row], timeout=self.target.timeout_s)
+        self.size += 1
+        return None
+
+    def remove(self, ids: list[str]) -> list[Item]:
+        there = self._get(ids)
+        if there:
+            with unavailable_on_failure(self.target, f"Milvus at {self.target.uri} failed"):
+                self.client.delete(
+                    self.target.collection,
+                    ids=[item.id for item in there],
+                    timeout=self.target.timeout_s,
+                )
+        self.size -= len(there)
+        return there
+
+    def compact(self) -> tuple[str, str, int]:
+        """Ask Milvus to compact now: deleted rows leave its segment files."""
+        with unavailable_on_failure(self.target, f"Milvus at {self.target.uri} failed"):
+            self.client.flush(self.target.collection, timeout=self.target.timeout_s)
+            job = self.client.compact(self.target.collection, timeout=self.target.timeout_s)
+            deadline = time.monotonic() + 30 * self.target.timeout_s
+            while self.client.get_compaction_state(job) == "Executing":
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable("Milvus did not finish compacting; it goes on there")
+                time.sleep(0.2)
+            self.size = count_rows(self.client, self.target.collection)
+        return self.info.version, self.info.version, 0
+
+
+def _item(row: dict) -> Item:
+    return Item(row["id"], row["label"], row["path"], tuple(json.loads(row["also"])))
+
 
 def _hit(found: dict) -> Hit:
-    entity = found["entity"]
-    item = Item(found["id"], entity["label"], entity["path"], tuple(json.loads(entity["also"])))
+    item = _item({"id": found["id"], **found["entity"]})
     # Milvus' L2 is the squared distance; the other backends answer the distance itself.
     return Hit(item, math.sqrt(max(found["distance"], 0.0)))

@@ -17,17 +17,19 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from lookalike.common.files import fsync_path
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
 from lookalike.server.index.store import (
     FEATURES,
     MANIFEST,
     GalleryIndex,
+    GalleryInfo,
     InvalidIndexError,
     Item,
     Manifest,
@@ -273,7 +275,30 @@ def _finish(
     gallery_root: Path,
     split: Split,
 ) -> None:
-    rows = len(journal.rows)
+    (staging / JOURNAL).unlink()
+    info = GalleryInfo(
+        version="",
+        model_name=embedder.info.name,
+        model_fingerprint=embedder.info.fingerprint,
+        input_size=embedder.info.input_size,
+        embedding_size=embedder.info.embedding_size,
+        crop=crop,
+        gallery_root=str(gallery_root.resolve()),
+        split=split,
+    )
+    publish_staged(staging, out, info, journal.rows, journal.skipped)
+
+
+def publish_staged(
+    staging: Path,
+    out: Path,
+    info: GalleryInfo,
+    items: list[Item],
+    skipped: list[dict[str, str]],
+) -> Manifest:
+    """Seal a staged folder (its matrix trimmed to ``items``, checksummed, on disk) and put it
+    at ``out`` in one step: the publish of every build and of every compaction."""
+    rows = len(items)
     full = np.load(staging / FEATURES, mmap_mode="r")
     if full.shape[0] != rows:  # capacity reserved for skipped files and duplicates
         trimmed = staging / "features.trimmed.npy"
@@ -284,23 +309,23 @@ def _finish(
         del full
     checksum = file_sha256(staging / FEATURES)
     manifest = Manifest(
-        # when, and what: two builds in one second still differ
-        version=time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime()) + checksum[:8],
-        model_name=embedder.info.name,
-        model_fingerprint=embedder.info.fingerprint,
-        input_size=embedder.info.input_size,
-        embedding_size=embedder.info.embedding_size,
-        crop=crop,
-        gallery_root=str(gallery_root.resolve()),
-        split=split,
+        **{**asdict(info), "crop": info.crop},
         rows=rows,
         features_sha256=checksum,
-        items=journal.rows,
-        skipped=journal.skipped,
+        items=items,
+        skipped=skipped,
+    )
+    # when, and what: two builds in one second still differ
+    manifest = replace(
+        manifest, version=time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime()) + checksum[:8]
     )
     (staging / MANIFEST).write_text(manifest.to_json())
-    (staging / JOURNAL).unlink()
+    for name in (FEATURES, MANIFEST):
+        fsync_path(staging / name)
+    fsync_path(staging)
     _swap_into_place(staging, out)
+    fsync_path(out.parent)
+    return manifest
 
 
 def _swap_into_place(staging: Path, out: Path) -> None:

@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Coroutine
+from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
@@ -24,7 +25,7 @@ from lookalike.server.online.auth import Gate, GateInterceptor, TokenFile
 from lookalike.server.online.batcher import MicroBatcher
 from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine
-from lookalike.server.online.service import SearchService
+from lookalike.server.online.enrol import GalleryService
 from lookalike.server.online.telemetry import Telemetry
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 T = TypeVar("T")
 SIGNAL_POLL_SECONDS = 0.2
+ADMIN_THREADS = 4
 
 # Connections are pinged when quiet (dead peers found in ~80 s), closed after 5 idle
 # minutes, and recycled after 30 minutes (calls then get 60 s to finish), so a
@@ -62,7 +64,12 @@ class Server:
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
         self._thread.start()
         self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
-        self.service = SearchService(engine.with_batcher(self.batcher), config, self.telemetry)
+        self.service = GalleryService(
+            engine.with_batcher(self.batcher),
+            config,
+            self.telemetry,
+            compact_after_rows=config.compact_after_rows,
+        )
         try:
             self.health, self._grpc, self.port = self._on_loop(self._build(config))
         except BaseException:
@@ -76,6 +83,11 @@ class Server:
         self, config: ServerConfig
     ) -> tuple[health.aio.HealthServicer, grpc.aio.Server, int]:
         server = grpc.aio.server(
+            # The admin methods that change the gallery are plain functions: they run
+            # here, one thread each, once their request has arrived.
+            migration_thread_pool=futures.ThreadPoolExecutor(
+                ADMIN_THREADS, thread_name_prefix="admin"
+            ),
             interceptors=[GateInterceptor(self.gate, self.telemetry)],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -126,6 +138,7 @@ class Server:
         warmup = engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
         embedder = engine.embedder
         self.telemetry.gallery_size.set(len(engine.backend))
+        self.telemetry.pending_rows.set(engine.backend.pending_rows)
         self.telemetry.provider.labels(embedder.provider).set(1)
         self.telemetry.record_start(time.perf_counter() - self.began, warmup)
         if self.config.metrics_port is not None:

@@ -9,6 +9,7 @@ refusal is counted and logged with the caller's address.
 from __future__ import annotations
 
 import hmac
+import inspect
 import ipaddress
 import logging
 import threading
@@ -24,12 +25,11 @@ from lookalike.server.online.telemetry import Telemetry
 log = logging.getLogger(__name__)
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+SERVICE = "/lookalike.v1.SearchService/"
+# Calls that change what the server answers, or list the whole gallery.
 ADMIN_METHODS = frozenset(
-    {
-        "/lookalike.v1.SearchService/ReloadIndex",
-        "/lookalike.v1.SearchService/AddImages",
-        "/lookalike.v1.SearchService/RemoveImages",
-    }
+    SERVICE + name
+    for name in ("ReloadIndex", "AddImages", "RemoveImages", "ListImages", "CompactIndex")
 )
 
 
@@ -158,7 +158,7 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
                 self.telemetry.refused_call(method, refusal.reason, context.peer())
                 await context.abort(refusal.code, refusal.message)
 
-        if handler.unary_unary is not None:
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
             unary = handler.unary_unary
 
             async def checked(request: object, context: grpc.aio.ServicerContext) -> object:
@@ -166,6 +166,17 @@ class GateInterceptor(grpc.aio.ServerInterceptor):
                 return await unary(request, context)
 
             return handler._replace(unary_unary=checked)
+        if handler.unary_unary is not None:  # a plain function, run on the server's thread pool
+            blocking = handler.unary_unary
+
+            def checked_in_thread(request: object, context: grpc.ServicerContext) -> object:
+                refusal = self.gate.check(method, context.invocation_metadata(), context.peer())
+                if refusal is not None:
+                    self.telemetry.refused_call(method, refusal.reason, context.peer())
+                    context.abort(refusal.code, refusal.message)
+                return blocking(request, context)
+
+            return handler._replace(unary_unary=checked_in_thread)
         if handler.stream_stream is not None:  # server reflection
             streaming = handler.stream_stream
 

@@ -39,7 +39,13 @@ POSITIVE = (
     "max_batch",
     "thumbnail_size",
 )
-NOT_NEGATIVE = ("milvus_timeout_s", "batch_window_ms", "grace_seconds", "warmup_runs")
+NOT_NEGATIVE = (
+    "milvus_timeout_s",
+    "batch_window_ms",
+    "grace_seconds",
+    "warmup_runs",
+    "compact_after_rows",
+)
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,12 @@ class ServerConfig:
     grace_seconds: float = 10.0
     warmup_runs: int = 3
     auth_token_file: Path | None = None
+    admin_token_file: Path | None = None
+    compact_after_rows: int = 10_000
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
-    admin_token_file: Path | None = None
     index_root: Path | None = None
     log_format: LogFormat = "text"
 
@@ -149,11 +156,21 @@ SETTINGS: dict[str, Setting] = {
         "require 'authorization: Bearer <token>' with the token "
         "in this file (health checks stay open)",
     ),
+    "admin_token_file": Setting(
+        Path,
+        "AddImages, RemoveImages, ListImages, CompactIndex and ReloadIndex need "
+        "'authorization: Bearer <token>' with the token in this file; unset, they are "
+        "allowed from this machine (loopback) only",
+    ),
+    "compact_after_rows": Setting(
+        int,
+        "fold added and removed rows into a new index version once this many are pending "
+        "(0: only on `lookalike compact`)",
+    ),
     "tls_cert": Setting(Path, "PEM certificate chain; with --tls-key, serve TLS only"),
     "tls_key": Setting(Path, "PEM private key of --tls-cert"),
     "metrics_port": Setting(int, "serve Prometheus metrics over HTTP on this port (off if unset)"),
     "metrics_host": Setting(str, HELP["metrics_host"]),
-    "admin_token_file": Setting(Path, HELP["admin_token_file"]),
     "index_root": Setting(Path, HELP["index_root"]),
     "log_format": Setting(str, "text or json, one line per call", get_args(LogFormat)),
 }

@@ -51,6 +51,18 @@ class Telemetry:
         self.gallery_size = Gauge(
             "lookalike_gallery_size", "Images in the index served", registry=r
         )
+        self.pending_rows = Gauge(
+            "lookalike_rows_pending_compaction",
+            "Rows added or removed since the index was last compacted",
+            registry=r,
+        )
+        self.changes = Counter(
+            "lookalike_gallery_changes",
+            "Images added and removed, by result (added, already_present, removed, "
+            "not_found, failed)",
+            ["op", "result"],
+            registry=r,
+        )
         self.provider = Gauge(
             "lookalike_execution_provider",
             "1 for the onnxruntime provider running the model",

@@ -1,10 +1,26 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class ChangeResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_RESULT_UNSPECIFIED: _ClassVar[ChangeResult]
+    ADDED: _ClassVar[ChangeResult]
+    ALREADY_PRESENT: _ClassVar[ChangeResult]
+    REMOVED: _ClassVar[ChangeResult]
+    NOT_FOUND: _ClassVar[ChangeResult]
+    FAILED: _ClassVar[ChangeResult]
+CHANGE_RESULT_UNSPECIFIED: ChangeResult
+ADDED: ChangeResult
+ALREADY_PRESENT: ChangeResult
+REMOVED: ChangeResult
+NOT_FOUND: ChangeResult
+FAILED: ChangeResult
 
 class SearchRequest(_message.Message):
     __slots__ = ("image", "k", "thumbnails")
@@ -129,3 +145,143 @@ class ReloadIndexResponse(_message.Message):
     gallery_size: int
     previous_version: str
     def __init__(self, index_version: _Optional[str] = ..., gallery_size: _Optional[int] = ..., previous_version: _Optional[str] = ...) -> None: ...
+
+class NewImage(_message.Message):
+    __slots__ = ("image", "label", "external_id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    label: str
+    external_id: str
+    def __init__(self, image: _Optional[bytes] = ..., label: _Optional[str] = ..., external_id: _Optional[str] = ...) -> None: ...
+
+class AddImagesRequest(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[NewImage]
+    def __init__(self, images: _Optional[_Iterable[_Union[NewImage, _Mapping]]] = ...) -> None: ...
+
+class AddResult(_message.Message):
+    __slots__ = ("position", "result", "id", "label", "path", "error")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    result: ChangeResult
+    id: str
+    label: str
+    path: str
+    error: str
+    def __init__(self, position: _Optional[int] = ..., result: _Optional[_Union[ChangeResult, str]] = ..., id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class AddImagesResponse(_message.Message):
+    __slots__ = ("results", "gallery_size", "pending_rows")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AddResult]
+    gallery_size: int
+    pending_rows: int
+    def __init__(self, results: _Optional[_Iterable[_Union[AddResult, _Mapping]]] = ..., gallery_size: _Optional[int] = ..., pending_rows: _Optional[int] = ...) -> None: ...
+
+class RemoveImagesRequest(_message.Message):
+    __slots__ = ("ids", "labels", "images", "delete_files")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FILES_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    images: _containers.RepeatedScalarFieldContainer[bytes]
+    delete_files: bool
+    def __init__(self, ids: _Optional[_Iterable[str]] = ..., labels: _Optional[_Iterable[str]] = ..., images: _Optional[_Iterable[bytes]] = ..., delete_files: _Optional[bool] = ...) -> None: ...
+
+class RemovedImage(_message.Message):
+    __slots__ = ("id", "label", "path", "file_deleted")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILE_DELETED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    label: str
+    path: str
+    file_deleted: bool
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., file_deleted: _Optional[bool] = ...) -> None: ...
+
+class RemoveResult(_message.Message):
+    __slots__ = ("selector", "position", "result", "removed", "error")
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    selector: str
+    position: int
+    result: ChangeResult
+    removed: _containers.RepeatedCompositeFieldContainer[RemovedImage]
+    error: str
+    def __init__(self, selector: _Optional[str] = ..., position: _Optional[int] = ..., result: _Optional[_Union[ChangeResult, str]] = ..., removed: _Optional[_Iterable[_Union[RemovedImage, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+
+class RemoveImagesResponse(_message.Message):
+    __slots__ = ("results", "gallery_size", "pending_rows")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ROWS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RemoveResult]
+    gallery_size: int
+    pending_rows: int
+    def __init__(self, results: _Optional[_Iterable[_Union[RemoveResult, _Mapping]]] = ..., gallery_size: _Optional[int] = ..., pending_rows: _Optional[int] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ("label", "page_size", "page_token")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    page_size: int
+    page_token: str
+    def __init__(self, label: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class GalleryEntry(_message.Message):
+    __slots__ = ("id", "label", "path", "also", "pending")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ALSO_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    label: str
+    path: str
+    also: _containers.RepeatedScalarFieldContainer[str]
+    pending: bool
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., also: _Optional[_Iterable[str]] = ..., pending: _Optional[bool] = ...) -> None: ...
+
+class ListImagesResponse(_message.Message):
+    __slots__ = ("images", "next_page_token", "gallery_size")
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[GalleryEntry]
+    next_page_token: str
+    gallery_size: int
+    def __init__(self, images: _Optional[_Iterable[_Union[GalleryEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., gallery_size: _Optional[int] = ...) -> None: ...
+
+class CompactIndexRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class CompactIndexResponse(_message.Message):
+    __slots__ = ("index_version", "gallery_size", "previous_version", "folded_rows")
+    INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FOLDED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    index_version: str
+    gallery_size: int
+    previous_version: str
+    folded_rows: int
+    def __init__(self, index_version: _Optional[str] = ..., gallery_size: _Optional[int] = ..., previous_version: _Optional[str] = ..., folded_rows: _Optional[int] = ...) -> None: ...

@@ -53,6 +53,26 @@ class SearchServiceStub:
                 request_serializer=lookalike_dot_v1_dot_search__pb2.ReloadIndexRequest.SerializeToString,
                 response_deserializer=lookalike_dot_v1_dot_search__pb2.ReloadIndexResponse.FromString,
                 _registered_method=True)
+        self.AddImages = channel.unary_unary(
+                '/lookalike.v1.SearchService/AddImages',
+                request_serializer=lookalike_dot_v1_dot_search__pb2.AddImagesRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_search__pb2.AddImagesResponse.FromString,
+                _registered_method=True)
+        self.RemoveImages = channel.unary_unary(
+                '/lookalike.v1.SearchService/RemoveImages',
+                request_serializer=lookalike_dot_v1_dot_search__pb2.RemoveImagesRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_search__pb2.RemoveImagesResponse.FromString,
+                _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/lookalike.v1.SearchService/ListImages',
+                request_serializer=lookalike_dot_v1_dot_search__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_search__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
+        self.CompactIndex = channel.unary_unary(
+                '/lookalike.v1.SearchService/CompactIndex',
+                request_serializer=lookalike_dot_v1_dot_search__pb2.CompactIndexRequest.SerializeToString,
+                response_deserializer=lookalike_dot_v1_dot_search__pb2.CompactIndexResponse.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -85,6 +105,43 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddImages(self, request, context):
+        """Enrol images on the live gallery: each is embedded with the index's model
+        and crop, stored under the gallery root as <label>/<external id or content
+        id>.<format>, and found by the next Search. An image whose content the
+        gallery already holds is reported ALREADY_PRESENT and changes nothing, so
+        sending the same request again is safe. Needs the admin credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveImages(self, request, context):
+        """Remove images by id, by label, or by the content of a photo; none of them
+        is returned by any later Search. Removing what is not there is NOT_FOUND
+        for that selector and no error. Needs the admin credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListImages(self, request, context):
+        """The images of the gallery (optionally of one label), a page at a time.
+        Needs the admin credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompactIndex(self, request, context):
+        """Fold the added and removed images into a new version of the index, so
+        removed vectors leave every file the server writes. Searches go on
+        meanwhile. Needs the admin credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +159,26 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.ReloadIndex,
                     request_deserializer=lookalike_dot_v1_dot_search__pb2.ReloadIndexRequest.FromString,
                     response_serializer=lookalike_dot_v1_dot_search__pb2.ReloadIndexResponse.SerializeToString,
+            ),
+            'AddImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddImages,
+                    request_deserializer=lookalike_dot_v1_dot_search__pb2.AddImagesRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_search__pb2.AddImagesResponse.SerializeToString,
+            ),
+            'RemoveImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveImages,
+                    request_deserializer=lookalike_dot_v1_dot_search__pb2.RemoveImagesRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_search__pb2.RemoveImagesResponse.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=lookalike_dot_v1_dot_search__pb2.ListImagesRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_search__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'CompactIndex': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompactIndex,
+                    request_deserializer=lookalike_dot_v1_dot_search__pb2.CompactIndexRequest.FromString,
+                    response_serializer=lookalike_dot_v1_dot_search__pb2.CompactIndexResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -189,6 +266,114 @@ class SearchService:
             '/lookalike.v1.SearchService/ReloadIndex',
             lookalike_dot_v1_dot_search__pb2.ReloadIndexRequest.SerializeToString,
             lookalike_dot_v1_dot_search__pb2.ReloadIndexResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.SearchService/AddImages',
+            lookalike_dot_v1_dot_search__pb2.AddImagesRequest.SerializeToString,
+            lookalike_dot_v1_dot_search__pb2.AddImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.SearchService/RemoveImages',
+            lookalike_dot_v1_dot_search__pb2.RemoveImagesRequest.SerializeToString,
+            lookalike_dot_v1_dot_search__pb2.RemoveImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.SearchService/ListImages',
+            lookalike_dot_v1_dot_search__pb2.ListImagesRequest.SerializeToString,
+            lookalike_dot_v1_dot_search__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompactIndex(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lookalike.v1.SearchService/CompactIndex',
+            lookalike_dot_v1_dot_search__pb2.CompactIndexRequest.SerializeToString,
+            lookalike_dot_v1_dot_search__pb2.CompactIndexResponse.FromString,
             options,
             channel_credentials,
             insecure,

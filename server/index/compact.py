@@ -1,0 +1,70 @@
+"""Compaction: an index and its changes folded into a new version of the index.
+
+The rows are laid out exactly as a fresh build of the same gallery files lays
+them out (files in gallery order, identical files on the first one's row), so
+a compacted index and a rebuilt one answer alike, row for row; no image is
+embedded again. The new version is published like a build's, in one step.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from lookalike.server.index.build import Journal, publish_staged
+from lookalike.server.index.segment import Changes
+from lookalike.server.index.store import FEATURES, GalleryIndex, Item, Manifest
+
+
+def gallery_order(path: str) -> tuple[str, ...]:
+    """The order in which list_gallery meets files: sorted paths, part by part."""
+    return tuple(path.split("/"))
+
+
+def folded_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], list[tuple[bool, int]]]:
+    """The items of the compacted index, and where each one's vector is:
+    (True, base row) or (False, segment row)."""
+    sources: dict[str, tuple[bool, int]] = {}
+    files: list[dict[str, str]] = []
+    for row, item in enumerate(base.manifest.items):
+        if item.id not in changes.removed:
+            sources[item.id] = (True, row)
+            files += [{"path": p, "id": item.id, "label": p.split("/")[0]} for p in _paths(item)]
+    for item, row in changes.added.values():
+        sources[item.id] = (False, row)
+        files.append({"path": item.path, "id": item.id, "label": item.label})
+    journal = Journal()
+    for record in sorted(files, key=lambda record: gallery_order(record["path"])):
+        journal.add(record)
+    return journal.rows, [sources[item.id] for item in journal.rows]
+
+
+def _paths(item: Item) -> tuple[str, ...]:
+    return (item.path, *item.also)
+
+
+def compact(base: GalleryIndex, changes: Changes, segment: np.ndarray) -> Manifest:
+    """Write base + changes as a new version at the base's path; returns its manifest."""
+    items, sources = folded_rows(base, changes)
+    out = base.path
+    staging = out.parent / f".{out.name}.compacting"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(mode=0o755)
+    matrix = np.lib.format.open_memmap(
+        staging / FEATURES,
+        mode="w+",
+        dtype=np.float32,
+        shape=(len(items), base.manifest.embedding_size),
+    )
+    from_base = np.array([in_base for in_base, _ in sources], dtype=bool)
+    rows = np.array([row for _, row in sources], dtype=np.int64)
+    matrix[from_base] = base.features[rows[from_base]]
+    matrix[~from_base] = segment[rows[~from_base]]
+    matrix.flush()
+    del matrix
+    removed = [item for item in base.manifest.items if item.id in changes.removed]
+    gone = {path for item in removed for path in _paths(item)}
+    skipped = [entry for entry in base.manifest.skipped if entry["path"] not in gone]
+    return publish_staged(staging, out, base.manifest.info, items, skipped)
