@@ -204,8 +204,9 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     reload.add_argument(
         "--index",
         default="",
-        help="index folder on the server, or collection for a server on Milvus "
-        "(default: the one it serves)",
+        help="a folder name under the server's --index-root, or a collection for a "
+        "server on Milvus (default: the index it serves); send the admin token "
+        "with --token-file when the server has one",
     )
     add_connection_arguments(reload)
     reload.set_defaults(func=run_reload, extra="client")

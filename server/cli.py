@@ -116,7 +116,7 @@ def add_replace_argument(parser: argparse.ArgumentParser) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from lookalike.common.logs import configure_logging
     from lookalike.common.tokens import TokenFileError
-    from lookalike.server.backends.base import BackendUnavailable
+    from lookalike.server.backends.base import BackendFailed, BackendUnavailable
     from lookalike.server.index.store import InvalidIndexError
     from lookalike.server.online.app import serve
     from lookalike.server.online.config import ConfigError, load_config
@@ -135,6 +135,7 @@ def run_serve(args: argparse.Namespace) -> int:
         InvalidIndexError,
         TokenFileError,
         BackendUnavailable,
+        BackendFailed,
         OSError,
         ValueError,
     ) as error:
@@ -208,7 +209,7 @@ def run_sample_gallery(args: argparse.Namespace) -> int:
 
 def run_to_milvus(args: argparse.Namespace) -> int:
     from lookalike.common.tokens import TokenFileError
-    from lookalike.server.backends.base import BackendUnavailable
+    from lookalike.server.backends.base import BackendFailed, BackendUnavailable
     from lookalike.server.backends.milvus import load_index
     from lookalike.server.index.store import GalleryIndex, InvalidIndexError
 
@@ -219,7 +220,7 @@ def run_to_milvus(args: argparse.Namespace) -> int:
             args.index_type,
             replace_collection=args.replace,
         )
-    except (InvalidIndexError, BackendUnavailable, TokenFileError, OSError) as error:
+    except (InvalidIndexError, BackendUnavailable, BackendFailed, TokenFileError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     emit(

@@ -34,6 +34,9 @@ HELP = {
     "collection": "the Milvus collection made by `lookalike to-milvus`",
     "milvus_token_file": "a file holding the Milvus token (user:password)",
     "milvus_timeout_s": "how long to wait for Milvus before giving up (UNAVAILABLE)",
+    "index_root": "let ReloadIndex name an index folder under this root (resolved, confined "
+    "to it); unset: a reload re-opens only --index",
+    "metrics_host": "address the metrics server binds (default 127.0.0.1, this machine only)",
 }
 
 

@@ -69,9 +69,8 @@ def running_server(embedder, index_dir: Path | None, **settings) -> Iterator:
     from lookalike.server.online.config import ServerConfig
     from lookalike.server.online.engine import SearchEngine, open_backend
 
-    config = ServerConfig(
-        model=embedder.info.path, index=index_dir, host="127.0.0.1", port=0, **settings
-    )
+    settings = {"host": "127.0.0.1", **settings}
+    config = ServerConfig(model=embedder.info.path, index=index_dir, port=0, **settings)
     server = Server(config, SearchEngine(embedder, open_backend(config)))
     server.start()
     try:

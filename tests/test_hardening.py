@@ -6,6 +6,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -154,40 +155,61 @@ def test_sigterm_lets_calls_in_flight_finish(onnx_model, index_dir):
     """Calls under way at SIGTERM complete; only calls that arrive after it are refused."""
     slow = encode(photo((4000, 4000)), "JPEG")  # ~0.2 s to decode, so calls overlap it
     port = free_port()
+    metrics = free_port()
     server = start_server_process(
-        onnx_model, index_dir, port, "--grace-seconds", "20", "--max-message-bytes", str(32 << 20)
+        onnx_model,
+        index_dir,
+        port,
+        *("--grace-seconds", "20", "--max-message-bytes", str(32 << 20)),
+        *("--metrics-port", str(metrics)),
     )
     target = f"127.0.0.1:{port}"
     wait_until_serving(target, server)
-    calls: list[tuple[float, grpc.StatusCode]] = []  # (start, status)
+    calls: list[grpc.StatusCode] = []
     stop = threading.Event()
 
     def keep_searching() -> None:
         with SearchClient(target, retries=0) as client:
             while not stop.is_set():
-                started = time.monotonic()
                 try:
                     client.search(slow, k=5)
-                    calls.append((started, grpc.StatusCode.OK))
+                    calls.append(grpc.StatusCode.OK)
                 except LookalikeError as error:
-                    calls.append((started, error.code))
+                    calls.append(error.code)
                     return
 
     threads = [threading.Thread(target=keep_searching) for _ in range(4)]
+    started_at = time.monotonic()
     for thread in threads:
         thread.start()
-    time.sleep(3)
-    signalled = time.monotonic()
+    while len(calls) < 8 or not searches_in_flight(metrics):  # signalled mid-search
+        assert time.monotonic() - started_at < 300, "the searches did not get going"
+        time.sleep(0.01)
     server.send_signal(signal.SIGTERM)
     _, stderr = server.communicate(timeout=60)
     stop.set()
     for thread in threads:
         thread.join(timeout=30)
     assert server.returncode == 0, stderr
-    begun_before = [code for started, code in calls if started < signalled - 0.1]
-    assert len(begun_before) > 4
-    assert set(begun_before) == {grpc.StatusCode.OK}, begun_before
-    assert {code for _, code in calls} <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+    # The server's own line for each call it took: every one of them was answered OK,
+    # some after SIGTERM; the calls refused were ones it never took (UNAVAILABLE).
+    _, _, after = stderr.partition("received SIGTERM")
+    taken = [line for line in stderr.splitlines() if "rpc=Search" in line]
+    assert taken and all("code=OK" in line for line in taken), taken
+    assert "rpc=Search" in after, "no call was under way at SIGTERM"
+    assert calls.count(grpc.StatusCode.OK) == len(taken)
+    # Refused: UNAVAILABLE once the server has stopped listening; CANCELLED for a call
+    # whose headers reach it in the instant it stops taking calls.
+    refused = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED}
+    assert set(calls) <= {grpc.StatusCode.OK} | refused
+
+
+def searches_in_flight(metrics_port: int) -> bool:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read()
+    for line in text.decode().splitlines():
+        if line.startswith("lookalike_searches_in_flight "):
+            return float(line.split()[1]) > 0
+    return False
 
 
 def test_bearer_token_guards_search_but_not_health(embedder, index_dir, tmp_path):

@@ -31,6 +31,11 @@ class BackendUnavailable(RuntimeError):
     """The vector store did not answer in time; the same call may succeed later."""
 
 
+class BackendFailed(RuntimeError):
+    """The vector store answered with a failure retrying cannot fix (collection dropped,
+    authentication refused, out of memory): an operator must act."""
+
+
 @dataclass(frozen=True)
 class Hit:
     item: Item

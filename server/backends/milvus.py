@@ -28,6 +28,7 @@ from tqdm import tqdm
 from lookalike.common.output import bar_disable
 from lookalike.common.tokens import read_token
 from lookalike.server.backends.base import (
+    BackendFailed,
     BackendUnavailable,
     Hit,
     MilvusIndexType,
@@ -77,9 +78,55 @@ class MilvusTarget:
 LITE_GRPC_OPTIONS = {"grpc.keepalive_time_ms": 2**31 - 1, "grpc.keepalive_permit_without_calls": 0}
 
 
+# Failures retrying cannot fix: the collection or index is gone, the credentials or
+# the request are refused, memory, disk or quota is exhausted. gRPC codes first,
+# then Milvus' own (pymilvus ErrorCode and the server's merr codes).
+FINAL_GRPC_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+FINAL_MILVUS_CODES = frozenset(
+    {
+        3,  # memory limit exceeded
+        7,  # disk limit exceeded
+        9,  # force deny (quota)
+        100,  # collection not found
+        101,  # collection not loaded
+        700,  # index not found
+        1100,  # invalid parameter
+        1400,  # not authenticated
+        1401,  # not permitted
+        1800,  # authentication needed
+    }
+)
+
+
+def is_final(error: Exception) -> bool:
+    """True when retrying the same call cannot succeed (the caller should not retry)."""
+    if isinstance(error, grpc.Call):
+        return error.code() in FINAL_GRPC_CODES
+    if isinstance(error, MilvusException):
+        if error.retriable:
+            return False
+        return (
+            error.is_input_error
+            or error.code in FINAL_GRPC_CODES
+            or error.code in FINAL_MILVUS_CODES
+        )
+    return False
+
+
 @contextmanager
 def unavailable_on_failure(target: MilvusTarget, failed: str) -> Iterator[None]:
-    """Any failure of Milvus inside as BackendUnavailable, its message starting ``failed``.
+    """Any failure of Milvus inside as BackendUnavailable (retry later) or, when
+    retrying cannot help, BackendFailed; the message starts ``failed``.
 
     pymilvus raises MilvusException for most failures but lets a missed deadline
     through as the bare grpc.RpcError, so both are caught here, once.
@@ -88,9 +135,11 @@ def unavailable_on_failure(target: MilvusTarget, failed: str) -> Iterator[None]:
         yield
     except grpc.RpcError as error:
         code = error.code().name if isinstance(error, grpc.Call) else type(error).__name__
-        raise BackendUnavailable(f"{failed} within {target.timeout_s:g} s ({code})") from None
+        kind = BackendFailed if is_final(error) else BackendUnavailable
+        raise kind(f"{failed} within {target.timeout_s:g} s ({code})") from None
     except (MilvusException, OSError) as error:
-        raise BackendUnavailable(f"{failed}: {error}") from None
+        kind = BackendFailed if is_final(error) else BackendUnavailable
+        raise kind(f"{failed}: {error}") from None
 
 
 def connect(target: MilvusTarget) -> MilvusClient:

@@ -63,7 +63,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lookalike.server.backends.base import BackendUnavailable
+    from lookalike.server.backends.base import BackendFailed, BackendUnavailable
     from lookalike.server.evaluation.evaluate import EvalConfig, evaluate, write_report
     from lookalike.server.index.store import InvalidIndexError
     from lookalike.server.vision.embedder import ModelError
@@ -77,7 +77,14 @@ def run(args: argparse.Namespace) -> int:
             milvus_index_type=args.index_type,
         )
         report = evaluate(config)
-    except (ModelError, InvalidIndexError, BackendUnavailable, OSError, ValueError) as error:
+    except (
+        ModelError,
+        InvalidIndexError,
+        BackendUnavailable,
+        BackendFailed,
+        OSError,
+        ValueError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.out:

@@ -1,22 +1,28 @@
-"""Assemble and run the gRPC server: SearchService, health, reflection, clean shutdown."""
+"""Assemble and run the gRPC server: SearchService, health, reflection, clean shutdown.
+
+The server is grpc.aio on an event loop of its own thread: a call whose request
+is still arriving, or that waits for its batch, holds no thread, so slow or
+idle clients cannot take the threads health checks need. The ``Server`` class
+keeps a plain blocking face (start, stop, port) for the command and the tests.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 import threading
 import time
+from collections.abc import Coroutine
 from concurrent import futures
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lookalike.common.output import lookalike_version
-from lookalike.common.tokens import read_token
-from lookalike.server.backends.base import BackendUnavailable
-from lookalike.server.index.store import InvalidIndexError
-from lookalike.server.online.auth import AdminInterceptor, BearerTokenInterceptor
+from lookalike.server.online.auth import Gate, GateInterceptor, TokenFile
 from lookalike.server.online.batcher import MicroBatcher
 from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine
@@ -27,8 +33,20 @@ from lookalike.v1 import search_pb2, search_pb2_grpc
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
-# Threads kept beside the Search limit for health probes and GetInfo.
-CONTROL_CALLS = 4
+T = TypeVar("T")
+SIGNAL_POLL_SECONDS = 0.2
+ADMIN_THREADS = 4
+
+# Connections are pinged when quiet (dead peers found in ~80 s), closed after 5 idle
+# minutes, and recycled after 30 minutes (calls then get 60 s to finish), so a
+# client that opens a call and never finishes sending it holds it 31 minutes at most.
+CONNECTION_OPTIONS = [
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.max_connection_idle_ms", 5 * 60_000),
+    ("grpc.max_connection_age_ms", 30 * 60_000),
+    ("grpc.max_connection_age_grace_ms", 60_000),
+]
 
 
 class Server:
@@ -40,63 +58,85 @@ class Server:
         self.config = config
         self.began = time.perf_counter() if began is None else began
         self.telemetry = Telemetry()
-        self.health = health.HealthServicer()
-        # Every admitted call gets a thread at once; past the limit gRPC itself
-        # answers RESOURCE_EXHAUSTED instead of queueing without end.
-        threads = config.max_in_flight + CONTROL_CALLS
-        interceptors: list[grpc.ServerInterceptor] = []
-        admin = (
-            read_token(config.admin_token_file, "admin token") if config.admin_token_file else None
-        )
-        if config.auth_token_file:
-            token = read_token(config.auth_token_file, "auth token")
-            interceptors.append(BearerTokenInterceptor(token, admin))
-        interceptors.append(AdminInterceptor(admin))
-        self._grpc = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
-            interceptors=interceptors,
-            options=[
-                ("grpc.max_receive_message_length", config.max_message_bytes),
-                ("grpc.so_reuseport", 0),
-            ],
-            maximum_concurrent_rpcs=threads,
-        )
+        self.gate = gate_of(config)
+        if bool(config.tls_cert) != bool(config.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
+        self._thread.start()
         self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
         self.service = GalleryService(
             engine.with_batcher(self.batcher),
-            config.max_k,
-            config.max_in_flight,
-            config.thumbnail_size,
+            config,
             self.telemetry,
             max_distance=config.max_distance,
             compact_after_rows=config.compact_after_rows,
             gallery_root=config.gallery_root,
         )
-        search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, self._grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self._grpc
-        )
-        self.port = self._listen(config)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {config.address}")
+        try:
+            self.health, self._grpc, self.port = self._on_loop(self._build(config))
+        except BaseException:
+            self._end_loop()
+            raise
 
-    def _listen(self, config: ServerConfig) -> int:
-        if bool(config.tls_cert) != bool(config.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
+    def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    async def _build(
+        self, config: ServerConfig
+    ) -> tuple[health.aio.HealthServicer, grpc.aio.Server, int]:
+        server = grpc.aio.server(
+            # The admin methods that change the gallery are plain functions: they run
+            # here, one thread each, once their request has arrived.
+            migration_thread_pool=futures.ThreadPoolExecutor(
+                ADMIN_THREADS, thread_name_prefix="admin"
+            ),
+            interceptors=[GateInterceptor(self.gate, self.telemetry)],
+            options=[
+                ("grpc.max_receive_message_length", config.max_message_bytes),
+                ("grpc.so_reuseport", 0),
+                *CONNECTION_OPTIONS,
+            ],
+            # Calls open at once, counting those whose request is still arriving: a
+            # bound on memory. Searches worked on are bounded by max_in_flight.
+            maximum_concurrent_rpcs=config.max_open_calls,
+        )
+        checks = health.aio.HealthServicer()
+        search_pb2_grpc.add_SearchServiceServicer_to_server(self.service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        return checks, server, self._listen(server, config)
+
+    @staticmethod
+    def _listen(server: grpc.aio.Server, config: ServerConfig) -> int:
+        """The port listened on; OSError or ValueError (exit 2) when that cannot be."""
         if not config.tls_cert:
-            return self._grpc.add_insecure_port(config.address)
+            try:
+                return server.add_insecure_port(config.address)
+            except RuntimeError:  # grpc.aio's "Failed to bind"
+                raise OSError(f"cannot listen on {config.address}") from None
         try:
             pair = (config.tls_key.read_bytes(), config.tls_cert.read_bytes())
         except OSError as error:
             raise OSError(f"cannot read the TLS certificate or key: {error}") from None
-        return self._grpc.add_secure_port(config.address, grpc.ssl_server_credentials([pair]))
+        try:
+            return server.add_secure_port(config.address, grpc.ssl_server_credentials([pair]))
+        except RuntimeError:  # gRPC logs the TLS library's reason above this
+            raise ValueError(
+                f"cannot serve TLS on {config.address} with --tls-cert and --tls-key: not a "
+                "PEM certificate chain and its private key, or the address is taken"
+            ) from None
+
+    async def _set_health(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
 
     def start(self) -> None:
         """Listen at once (so probes see NOT_SERVING), warm up, then turn SERVING."""
-        for service in ("", SERVICE_NAME):
-            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._grpc.start()
+        self._on_loop(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
+        self._on_loop(self._grpc.start())
         engine = self.service.engine
         warmup = engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
         embedder = engine.embedder
@@ -105,11 +145,11 @@ class Server:
         self.telemetry.provider.labels(embedder.provider).set(1)
         self.telemetry.record_start(time.perf_counter() - self.began, warmup)
         if self.config.metrics_port is not None:
-            self.metrics_port = self.telemetry.serve_http(self.config.metrics_port)
-            log.info("Prometheus metrics on port %d at /metrics", self.metrics_port)
+            host = self.config.metrics_host
+            self.metrics_port = self.telemetry.serve_http(self.config.metrics_port, host)
+            log.info("Prometheus metrics on %s port %d at /metrics", host, self.metrics_port)
         self.service.ready.set()
-        for service in ("", SERVICE_NAME):
-            self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._on_loop(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         log.info(
             "lookalike %s serving %s on port %d: model %s on %s (%d intra-op threads), "
             "%d gallery images (index %s, %s); "
@@ -128,22 +168,41 @@ class Server:
         )
 
     def stop(self) -> None:
-        """Refuse new calls and let those in flight finish within the grace period."""
-        self.health.enter_graceful_shutdown()
-        self._grpc.stop(self.config.grace_seconds).wait()
+        """Health NOT_SERVING, refuse new calls, let those in flight finish within the
+        grace period, then cancel what is left."""
+        self._on_loop(self.health.enter_graceful_shutdown())
+        self._on_loop(self._grpc.stop(self.config.grace_seconds))
+        self.service.close()
         self.batcher.close()
         self.telemetry.close()
+        self._end_loop()
 
-    def wait(self) -> None:
-        self._grpc.wait_for_termination()
+    def _end_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
 
 
-def reload_index(server: Server) -> None:
-    """SIGHUP: switch to the index now in the served folder, or keep the old one."""
+def gate_of(config: ServerConfig) -> Gate:
+    """The tokens the config names (read now: an unreadable one stops the start)."""
+    search = TokenFile(config.auth_token_file, "auth token") if config.auth_token_file else None
+    admin = TokenFile(config.admin_token_file, "admin token") if config.admin_token_file else None
+    if (search or admin) and not config.tls_cert:
+        log.warning(
+            "bearer tokens are configured but TLS is not: tokens cross the network in clear "
+            "text; serve with --tls-cert and --tls-key, or only on a trusted network"
+        )
+    return Gate(search, admin)
+
+
+def on_hangup(server: Server) -> None:
+    """SIGHUP: re-read the token files, then switch to the index now in the served
+    folder, or keep the old one (swap_index logs which)."""
+    server.gate.reload_tokens()
     try:
-        server.service.swap_index()
-    except (InvalidIndexError, BackendUnavailable) as error:
-        log.error("reload failed, kept the old index: %s", error)
+        server.service.swap_index(who="SIGHUP")
+    except Exception:  # noqa: BLE001 (logged by swap_index; the server keeps serving)
+        return
 
 
 def serve(config: ServerConfig) -> int:
@@ -157,14 +216,17 @@ def serve(config: ServerConfig) -> int:
         log.info("received %s, shutting down", signal.Signals(signum).name)
         stopping.set()
 
-    def on_hangup(_signum: int, _frame: object) -> None:
-        threading.Thread(target=reload_index, args=(server,), name="reload").start()
+    def hangup(_signum: int, _frame: object) -> None:
+        threading.Thread(target=on_hangup, args=(server,), name="reload").start()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_hangup)
+    signal.signal(signal.SIGHUP, hangup)
     server.start()
-    stopping.wait()
+    # A signal may land on any thread, and Python runs its handler only when the
+    # main thread next runs Python code: an untimed wait could sleep through it.
+    while not stopping.wait(SIGNAL_POLL_SECONDS):
+        pass
     server.stop()
     log.info("stopped")
     return 0

@@ -1,97 +1,191 @@
-"""Bearer-token authentication for every RPC but the health checks probes need."""
+"""Who may call what: bearer tokens for searches, an admin credential for admin methods.
+
+Health checks stay open (probes carry no token). ``ADMIN_METHODS`` change what
+every caller sees, so they need the admin token when one is configured, and
+otherwise come only from this machine (a loopback or Unix-socket peer). Every
+refusal is counted and logged with the caller's address.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+import inspect
+import ipaddress
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
+from lookalike.common.tokens import read_token
+from lookalike.server.online.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
-
-
-def _deny(message: str) -> grpc.RpcMethodHandler:
-    def abort(request: object, context: grpc.ServicerContext) -> None:
-        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    return grpc.unary_unary_rpc_method_handler(abort)
-
-
-class BearerTokenInterceptor(grpc.ServerInterceptor):
-    """Lets a call through only with ``authorization: Bearer <token>`` metadata."""
-
-    def __init__(self, token: str, admin_token: str | None = None) -> None:
-        self._expected = f"bearer {token}".encode()
-        # with an admin token, admin calls carry that one instead (AdminInterceptor checks it)
-        self._admin_checked = admin_token is not None
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        if details.method.startswith(OPEN_PREFIXES) or (
-            self._admin_checked and details.method in ADMIN_METHODS
-        ):
-            return continuation(details)
-        sent = dict(details.invocation_metadata or ()).get("authorization")
-        if sent is None:
-            return _deny("missing 'authorization: Bearer <token>' metadata")
-        scheme, _, token = sent.partition(" ")
-        presented = f"{scheme.lower()} {token}".encode()
-        if not hmac.compare_digest(presented, self._expected):
-            return _deny("the bearer token is not valid")
-        return continuation(details)
-
-
 SERVICE = "/lookalike.v1.SearchService/"
 # Calls that change what the server answers, or list the whole gallery.
 ADMIN_METHODS = frozenset(
     SERVICE + name
     for name in ("ReloadIndex", "AddImages", "RemoveImages", "ListImages", "CompactIndex")
 )
-LOOPBACK_PEERS = ("ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D", "unix:")
 
 
-def _guarded(handler: grpc.RpcMethodHandler, check: Callable) -> grpc.RpcMethodHandler:
-    def behaviour(request: object, context: grpc.ServicerContext) -> object:
-        check(context)
-        return handler.unary_unary(request, context)
+class TokenFile:
+    """A token read from a file at start and again on ``reload`` (SIGHUP), so it can be
+    rotated without a restart; a failed re-read keeps the token in use."""
 
-    return grpc.unary_unary_rpc_method_handler(
-        behaviour,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    def __init__(self, path: Path, what: str) -> None:
+        self.path, self.what = path, what
+        self._expected = _presented(read_token(path, what))
+        self._lock = threading.Lock()
 
+    def reload(self) -> bool:
+        try:
+            expected = _presented(read_token(self.path, self.what))
+        except ValueError as error:  # TokenFileError: unreadable or empty
+            log.error("kept the old %s: %s", self.what, error)
+            return False
+        with self._lock:
+            changed = expected != self._expected
+            self._expected = expected
+        log.info("re-read the %s file (%s)", self.what, "changed" if changed else "unchanged")
+        return True
 
-class AdminInterceptor(grpc.ServerInterceptor):
-    """ADMIN_METHODS need ``authorization: Bearer <admin token>``; with no admin token
-    configured, they are allowed only to callers on this machine (loopback)."""
-
-    def __init__(self, token: str | None) -> None:
-        self._expected = f"bearer {token}".encode() if token else None
-
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = continuation(details)
-        if details.method not in ADMIN_METHODS or handler is None:
-            return handler
-        if self._expected is None:
-            return _guarded(handler, _loopback_only)
-        sent = dict(details.invocation_metadata or ()).get("authorization", "")
-        scheme, _, token = sent.partition(" ")
-        if not hmac.compare_digest(f"{scheme.lower()} {token}".encode(), self._expected):
-            return _deny(f"{details.method.rsplit('/', 1)[-1]} needs the admin bearer token")
-        return handler
+    def matches(self, presented: bytes) -> bool:
+        with self._lock:
+            expected = self._expected
+        return hmac.compare_digest(presented, expected)
 
 
-def _loopback_only(context: grpc.ServicerContext) -> None:
-    if not context.peer().startswith(LOOPBACK_PEERS):
-        context.abort(
-            grpc.StatusCode.PERMISSION_DENIED,
-            "admin calls come from this machine only unless the server has --admin-token-file",
+def _presented(token: str) -> bytes:
+    return f"bearer {token}".encode()
+
+
+def is_local_peer(peer: str) -> bool:
+    """True for ``ipv4:127.0.0.1:port``, ``ipv6:[::1]:port`` (mapped too) and ``unix:``."""
+    scheme, _, rest = peer.partition(":")
+    if scheme in ("unix", "unix-abstract"):
+        return True
+    if scheme not in ("ipv4", "ipv6"):
+        return False
+    host = rest.rpartition(":")[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+@dataclass(frozen=True)
+class Refusal:
+    code: grpc.StatusCode
+    message: str
+    reason: str  # the metrics label: missing_token, bad_token, not_local
+
+
+class Gate:
+    """The one decision: may this call, from this peer, with this metadata, go on?"""
+
+    def __init__(self, search_token: TokenFile | None, admin_token: TokenFile | None) -> None:
+        self.search_token = search_token
+        self.admin_token = admin_token
+
+    def reload_tokens(self) -> None:
+        for token in (self.search_token, self.admin_token):
+            if token is not None:
+                token.reload()
+
+    def check(self, method: str, metadata: object, peer: str) -> Refusal | None:
+        if method.startswith(OPEN_PREFIXES):
+            return None
+        sent = dict(metadata or ()).get("authorization")  # type: ignore[call-overload]
+        if method in ADMIN_METHODS:
+            if self.admin_token is not None:
+                return _check_bearer(sent, self.admin_token, "admin token")
+            if not is_local_peer(peer):
+                return Refusal(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "admin methods are allowed only from this machine "
+                    "unless the server is started with --admin-token-file",
+                    "not_local",
+                )
+        if self.search_token is not None:
+            return _check_bearer(sent, self.search_token, "bearer token")
+        return None
+
+
+def _check_bearer(sent: str | None, token: TokenFile, what: str) -> Refusal | None:
+    if sent is None:
+        return Refusal(
+            grpc.StatusCode.UNAUTHENTICATED,
+            f"missing 'authorization: Bearer <token>' metadata (the {what})",
+            "missing_token",
         )
+    scheme, _, value = sent.partition(" ")
+    if not token.matches(f"{scheme.lower()} {value}".encode()):
+        return Refusal(grpc.StatusCode.UNAUTHENTICATED, f"the {what} is not valid", "bad_token")
+    return None
+
+
+class GateInterceptor(grpc.aio.ServerInterceptor):
+    """Runs the Gate before each method's own code; a refused call is counted and logged.
+
+    The check needs the caller's address, which only the call's context holds, so
+    it wraps each handler instead of answering in the interceptor.
+    """
+
+    def __init__(self, gate: Gate, telemetry: Telemetry) -> None:
+        self.gate = gate
+        self.telemetry = telemetry
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
+            return handler
+        method = details.method
+
+        async def admit(context: grpc.aio.ServicerContext) -> None:
+            refusal = self.gate.check(method, context.invocation_metadata(), context.peer())
+            if refusal is not None:
+                self.telemetry.refused_call(method, refusal.reason, context.peer())
+                await context.abort(refusal.code, refusal.message)
+
+        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
+            unary = handler.unary_unary
+
+            async def checked(request: object, context: grpc.aio.ServicerContext) -> object:
+                await admit(context)
+                return await unary(request, context)
+
+            return handler._replace(unary_unary=checked)
+        if handler.unary_unary is not None:  # a plain function, run on the server's thread pool
+            blocking = handler.unary_unary
+
+            def checked_in_thread(request: object, context: grpc.ServicerContext) -> object:
+                refusal = self.gate.check(method, context.invocation_metadata(), context.peer())
+                if refusal is not None:
+                    self.telemetry.refused_call(method, refusal.reason, context.peer())
+                    context.abort(refusal.code, refusal.message)
+                return blocking(request, context)
+
+            return handler._replace(unary_unary=checked_in_thread)
+        if handler.stream_stream is not None:  # server reflection
+            streaming = handler.stream_stream
+
+            async def checked_stream(
+                requests: AsyncIterator[object], context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[object]:
+                await admit(context)
+                async for response in streaming(requests, context):
+                    yield response
+
+            return handler._replace(stream_stream=checked_stream)
+        raise TypeError(f"no authentication for the streaming kind of {method}")

@@ -30,6 +30,24 @@ class ConfigError(ValueError):
     """A setting that is unknown, missing, or of the wrong type; the message names it."""
 
 
+POSITIVE = (
+    "max_k",
+    "max_message_bytes",
+    "max_pixels",
+    "max_in_flight",
+    "max_open_calls",
+    "max_batch",
+    "thumbnail_size",
+)
+NOT_NEGATIVE = (
+    "milvus_timeout_s",
+    "batch_window_ms",
+    "grace_seconds",
+    "warmup_runs",
+    "compact_after_rows",
+)
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     model: Path
@@ -49,6 +67,7 @@ class ServerConfig:
     max_message_bytes: int = 8 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_in_flight: int = 16
+    max_open_calls: int = 1000
     batch_window_ms: float = 2.0
     max_batch: int = 16
     thumbnail_size: int = 160
@@ -61,7 +80,21 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
+    index_root: Path | None = None
     log_format: LogFormat = "text"
+
+    def __post_init__(self) -> None:
+        """Settings outside their range are refused at start, not met by each call
+        (a thumbnail size of 0 failed every Search that asked for thumbnails)."""
+        for name in POSITIVE:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in NOT_NEGATIVE:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if not 0 <= self.port <= 65_535:
+            raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
 
     @property
     def address(self) -> str:
@@ -117,6 +150,11 @@ SETTINGS: dict[str, Setting] = {
     "max_message_bytes": Setting(int, "largest request; larger get RESOURCE_EXHAUSTED"),
     "max_pixels": Setting(int, "largest image (width x height), checked before decoding"),
     "max_in_flight": Setting(int, "searches worked on at once; more get RESOURCE_EXHAUSTED"),
+    "max_open_calls": Setting(
+        int,
+        "calls open at once, counting those still sending their request (they hold no "
+        "thread); past it every call, health included, gets RESOURCE_EXHAUSTED",
+    ),
     "batch_window_ms": Setting(
         float,
         "how long a search waits for others to share its "
@@ -150,6 +188,8 @@ SETTINGS: dict[str, Setting] = {
     "tls_cert": Setting(Path, "PEM certificate chain; with --tls-key, serve TLS only"),
     "tls_key": Setting(Path, "PEM private key of --tls-cert"),
     "metrics_port": Setting(int, "serve Prometheus metrics over HTTP on this port (off if unset)"),
+    "metrics_host": Setting(str, HELP["metrics_host"]),
+    "index_root": Setting(Path, HELP["index_root"]),
     "log_format": Setting(str, "text or json, one line per call", get_args(LogFormat)),
 }
 

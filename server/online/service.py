@@ -1,20 +1,33 @@
-"""The gRPC SearchService: validates a call, runs the engine, shapes the answer."""
+"""The gRPC SearchService on grpc.aio: validates a call, runs the engine, shapes the answer.
+
+Handlers run on the event loop, so a call still waiting for its request, or
+waiting for its batch, holds no thread. An admitted search's decode, embedding,
+k-NN and thumbnails run on one of ``max_in_flight`` worker threads, and a slot
+is freed only when that thread is done, even if the caller left earlier.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 
 from lookalike.common.output import lookalike_version
-from lookalike.server.backends.base import BackendUnavailable, SearchBackend
+from lookalike.server.backends.base import BackendFailed, BackendUnavailable, Hit, SearchBackend
 from lookalike.server.index.store import InvalidIndexError
+from lookalike.server.online.batcher import DeadlinePassed
+from lookalike.server.online.calls import CallEnded, CallLimits, deadline_of
+from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine, SearchOutcome
+from lookalike.server.online.reloads import ReloadBusy, ReloadRefused, allowed_location
 from lookalike.server.online.telemetry import Telemetry
 from lookalike.server.online.thumbnails import thumbnail_or_note
 from lookalike.server.vision.imaging import ImageError
@@ -22,162 +35,197 @@ from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-
-# gRPC reports a call without a deadline as ~9.2e18 s remaining (the largest time it
-# can hold); anything past a year is taken as no deadline, not as a time to wait for.
-NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
+INTERNAL_MESSAGE = "internal error; the server's log has the details"
 
 
-def deadline_of(context: grpc.ServicerContext) -> float | None:
-    """The call's deadline on time.monotonic()'s clock, or None when it has none."""
-    remaining = context.time_remaining()
-    if remaining is None or remaining > NO_DEADLINE_SECONDS:
-        return None
-    return time.monotonic() + remaining
-
-
-def deadline_guard(context: grpc.ServicerContext) -> Callable[[], None]:
-    """Ends a call whose caller stopped waiting, so no more work goes into it."""
-
-    def check() -> None:
-        remaining = context.time_remaining()
-        if not context.is_active() or (remaining is not None and remaining <= 0):
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed")
-
-    return check
+@asynccontextmanager
+async def no_unknown(context: grpc.aio.ServicerContext, rpc: str) -> AsyncIterator[None]:
+    """A failure no handler foresaw answers INTERNAL (logged here), never UNKNOWN with
+    the exception's text, which may hold server paths."""
+    try:
+        yield
+    except (grpc.aio.AbortError, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("%s failed unexpectedly", rpc)
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
     def __init__(
         self,
         engine: SearchEngine,
-        max_k: int,
-        max_in_flight: int = 16,
-        thumbnail_size: int = 160,
+        config: ServerConfig,
         telemetry: Telemetry | None = None,
-        gallery_root: Path | None = None,
+        *,
         max_distance: float | None = None,
+        gallery_root: Path | None = None,
     ) -> None:
         if max_distance is not None and not max_distance > 0:
             raise ValueError(f"--max-distance must be above 0, got {max_distance}")
         self.engine = engine
         self.max_distance = max_distance
-        self.max_k = max_k
-        self.max_in_flight = max_in_flight
-        self.thumbnail_size = thumbnail_size
-        self.telemetry = telemetry or Telemetry()
         self.gallery_root = gallery_root  # else the one each gallery's manifest names
-        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self.max_k = config.max_k
+        self.max_in_flight = config.max_in_flight
+        self.thumbnail_size = config.thumbnail_size
+        self.telemetry = telemetry or Telemetry()
+        # What a reload may open: the location served at start, or names under index_root.
+        self.folders = config.backend == "memmap"
+        self.served = str(config.index) if self.folders else str(config.collection)
+        self.index_root = config.index_root
+        self._slots = threading.BoundedSemaphore(config.max_in_flight)
+        self._workers = ThreadPoolExecutor(config.max_in_flight, thread_name_prefix="search")
         self._reloading = threading.Lock()
         # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
         self.ready = threading.Event()
 
-    def swap_index(self, location: str | None = None) -> tuple[SearchBackend, SearchBackend]:
+    def swap_index(
+        self, location: str | None = None, who: str = "SIGHUP"
+    ) -> tuple[SearchBackend, SearchBackend]:
         """Open, check and warm a new gallery, then switch to it; returns (old, new).
 
-        ``location`` is an index folder, or a collection for the Milvus backend;
-        by default the one served, read afresh. Calls hold the engine they started
-        with, so those in flight finish on the old gallery; a memory-mapped
-        matrix is released when the last of them ends.
+        ``location`` is an index folder, or a collection for the Milvus backend,
+        already allowed by ``allowed_location``; by default the one served, read
+        afresh. A reload while another runs raises ReloadBusy at once. Calls hold
+        the engine they started with, so those in flight finish on the old
+        gallery; a memory-mapped matrix is released when the last of them ends.
         """
-        with self._reloading:
-            old = self.engine
+        self._claim_reload(who)
+        return self._swap_claimed(location, who)
+
+    def _claim_reload(self, who: str) -> None:
+        """Take the one reload turn, or ReloadBusy at once: reloads are not queued."""
+        if not self._reloading.acquire(blocking=False):
+            self.telemetry.reloads.labels("busy").inc()
+            log.warning("reload by %s refused: another reload is under way", who)
+            raise ReloadBusy("another reload is under way; try again when it has finished")
+
+    def _swap_claimed(self, location: str | None, who: str) -> tuple[SearchBackend, SearchBackend]:
+        old = self.engine
+        try:
             fresh = old.with_backend(old.backend.reopen(location))
             fresh.warm_up(1)
-            self.engine = fresh
-            self.telemetry.gallery_size.set(len(fresh.backend))
-            log.info(
-                "switched from gallery %s to %s (%d images)",
-                old.backend.info.version,
-                fresh.backend.info.version,
-                len(fresh.backend),
+            self.engine = fresh  # before the turn is given up: the next reload starts here
+        except Exception as error:
+            self.telemetry.reloads.labels("failed").inc()
+            log.error(
+                "reload by %s failed, kept gallery %s: %s", who, old.backend.info.version, error
             )
-            return old.backend, fresh.backend
+            raise
+        finally:
+            self._reloading.release()
+        self.telemetry.gallery_size.set(len(fresh.backend))
+        self.telemetry.reloads.labels("ok").inc()
+        log.info(
+            "reload by %s: switched from gallery %s to %s (%d images)",
+            who,
+            old.backend.info.version,
+            fresh.backend.info.version,
+            len(fresh.backend),
+        )
+        return old.backend, fresh.backend
 
     def gallery_folder(self, backend: SearchBackend) -> Path:
         """Where the gallery's files are here: --gallery-root, else the manifest's root."""
         return self.gallery_root or Path(backend.info.gallery_root)
 
-    def Search(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
+    async def Search(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.SearchResponse:
         with self.telemetry.call("Search", context) as call:
-            call.update(k=request.k, bytes=len(request.image))
-            started = time.perf_counter()
-            with self._admitted(request, context):  # thumbnails are work too: in the slot
+            async with no_unknown(context, "Search"):
+                call.update(k=request.k, bytes=len(request.image))
+                started = time.perf_counter()
+                await self._admit(request, context)
                 engine = self.engine  # this call's engine, even if the index is swapped
-                outcome = self._run(engine, request, context)
-                response = self._response(request, engine, outcome, started, context)
-            t = response.timings
-            call.update(
-                matches=len(response.matches),
-                decode_ms=round(t.decode_ms, 2),
-                embed_ms=round(t.embed_ms, 2),
-                search_ms=round(t.search_ms, 2),
-            )
-            return response
+                limits = CallLimits(deadline_of(context))
+                work = self._workers.submit(self._work, engine, request, limits)
+                work.add_done_callback(self._release)
+                try:
+                    outcome, matches = await asyncio.wrap_future(work)
+                except asyncio.CancelledError:  # the caller left: its thread stops soon
+                    limits.abandoned.set()
+                    raise
+                except Exception as error:  # noqa: BLE001 (each mapped to its status)
+                    await self._abort_for(error, context)
+                limit = self._limit(request)
+                response = self._response(engine, outcome, matches, limit, started)
+                t = response.timings
+                call.update(
+                    matches=len(response.matches),
+                    decode_ms=round(t.decode_ms, 2),
+                    embed_ms=round(t.embed_ms, 2),
+                    search_ms=round(t.search_ms, 2),
+                )
+                return response
 
-    @contextmanager
-    def _admitted(
-        self, request: search_pb2.SearchRequest, context: grpc.ServicerContext
-    ) -> Iterator[None]:
-        """Admission: ready, a valid k, and a free slot, held while the call works."""
+    async def _admit(
+        self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        """Admission: ready, a valid k, and a free slot, which ``_release`` frees."""
         if not self.ready.is_set():
-            context.abort(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
         if not 1 <= request.k <= self.max_k:
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"k must be between 1 and {self.max_k}, got {request.k}",
             )
         if not request.max_distance >= 0:  # also catches NaN
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"max_distance must be 0 (the server's default) or above, "
                 f"got {request.max_distance}",
             )
         if not self._slots.acquire(blocking=False):
-            context.abort(
+            self.telemetry.refused_call("Search", "busy", context.peer())
+            await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {self.max_in_flight} searches in flight; retry with backoff",
             )
         self.telemetry.in_flight.inc()
-        try:
-            yield
-        finally:
-            self.telemetry.in_flight.dec()
-            self._slots.release()
 
-    def _run(
-        self, engine: SearchEngine, request: search_pb2.SearchRequest, context: grpc.ServicerContext
-    ) -> SearchOutcome:
-        """The engine call, its failures turned into gRPC statuses and its stages timed."""
-        try:
-            outcome = engine.search(
-                request.image, request.k, deadline_guard(context), deadline_of(context)
+    def _release(self, _work: object) -> None:
+        self.telemetry.in_flight.dec()
+        self._slots.release()
+
+    @staticmethod
+    async def _abort_for(error: Exception, context: grpc.aio.ServicerContext) -> None:
+        """The status of each failure a search can meet; the detail of backend
+        failures (addresses, URIs) goes to the log, not to the caller."""
+        if isinstance(error, (CallEnded, DeadlinePassed, FutureTimeout)):
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed")
+        if isinstance(error, ImageError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
+        if isinstance(error, BackendUnavailable):
+            log.warning("search backend unavailable: %s", error)
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "the search backend did not answer; retry shortly"
             )
-        except ImageError as error:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
-        except BackendUnavailable as error:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
+        if isinstance(error, BackendFailed):
+            log.error("search backend failed: %s", error)
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "the search backend refused the search; retrying will not help until an "
+                "operator fixes it (the server's log says why)",
+            )
+        raise error
+
+    def _work(
+        self, engine: SearchEngine, request: search_pb2.SearchRequest, limits: CallLimits
+    ) -> tuple[SearchOutcome, list[search_pb2.Match]]:
+        """On a worker thread: the engine call, its stages timed, and the matches
+        within the distance limit with thumbnails if asked (in the call's slot, so
+        thumbnail work is bounded too); stops between stages once the caller is gone."""
+        outcome = engine.search(request.image, request.k, limits.check, limits.deadline)
         for stage, ms in (
             ("decode", outcome.decode_ms),
             ("embed", outcome.embed_ms),
             ("knn", outcome.search_ms),
         ):
             self.telemetry.stages.labels(stage).observe(ms / 1e3)
-        return outcome
-
-    def _response(
-        self,
-        request: search_pb2.SearchRequest,
-        engine: SearchEngine,
-        outcome: SearchOutcome,
-        started: float,
-        context: grpc.ServicerContext,
-    ) -> search_pb2.SearchResponse:
-        """The SearchResponse: ranked matches within the distance limit, thumbnails if asked,
-        crop and timings."""
-        limit = request.max_distance or self.max_distance
+        limit = self._limit(request)
+        hits = [hit for hit in outcome.hits if limit is None or hit.distance <= limit]
         matches = [
             search_pb2.Match(
                 rank=rank,
@@ -186,11 +234,25 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 path=hit.item.path,
                 distance=hit.distance,
             )
-            for rank, hit in enumerate(outcome.hits, start=1)
-            if limit is None or hit.distance <= limit
+            for rank, hit in enumerate(hits, start=1)
         ]
         if request.thumbnails:
-            self._add_thumbnails(matches, outcome, engine, deadline_guard(context))
+            self._add_thumbnails(matches, hits, engine, limits)
+        return outcome, matches
+
+    def _limit(self, request: search_pb2.SearchRequest) -> float | None:
+        """The distance limit of this call: its own, else the server's (None: no limit)."""
+        return request.max_distance or self.max_distance
+
+    @staticmethod
+    def _response(
+        engine: SearchEngine,
+        outcome: SearchOutcome,
+        matches: list[search_pb2.Match],
+        limit: float | None,
+        started: float,
+    ) -> search_pb2.SearchResponse:
+        """The SearchResponse: ranked matches within the limit, crop and timings."""
         left, top, right, bottom = outcome.prepared.box
         width, height = outcome.prepared.original_size
         return search_pb2.SearchResponse(
@@ -218,40 +280,81 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     def _add_thumbnails(
         self,
         matches: list[search_pb2.Match],
-        outcome: SearchOutcome,
+        hits: list[Hit],
         engine: SearchEngine,
-        checkpoint: Callable[[], None],
+        limits: CallLimits,
     ) -> None:
         """Each match's thumbnail; none is begun once the deadline has passed."""
         root = self.gallery_folder(engine.backend)
-        for match, hit in zip(matches, outcome.hits, strict=True):
-            checkpoint()
+        for match, hit in zip(matches, hits, strict=True):
+            limits.check()
             match.thumbnail_jpeg, match.note = thumbnail_or_note(
                 root, hit.item, self.thumbnail_size, engine.max_pixels
             )
 
-    def GetInfo(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.GetInfoRequest, context: grpc.ServicerContext
+    async def GetInfo(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.GetInfoResponse:
         with self.telemetry.call("GetInfo", context):
-            return self._info()
+            async with no_unknown(context, "GetInfo"):
+                return self._info()
 
-    def ReloadIndex(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.ReloadIndexRequest, context: grpc.ServicerContext
+    async def ReloadIndex(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.ReloadIndexRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.ReloadIndexResponse:
+        """Runs on a thread of its own; a caller who stops waiting does not stop it
+        (its result is logged), and reloads asked for meanwhile are refused."""
         with self.telemetry.call("ReloadIndex", context) as call:
-            try:
-                old, new = self.swap_index(request.index_path or None)
-            except InvalidIndexError as error:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"kept the old index: {error}")
-            except BackendUnavailable as error:
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"kept the old index: {error}")
-            call.update(index_version=new.info.version)
-            return search_pb2.ReloadIndexResponse(
-                index_version=new.info.version,
-                gallery_size=len(new),
-                previous_version=old.info.version,
+            async with no_unknown(context, "ReloadIndex"):
+                peer = context.peer()
+                call.update(peer=peer)
+                try:
+                    location = allowed_location(
+                        request.index_path, self.served, self.index_root, self.folders
+                    )
+                    self._claim_reload(peer)
+                except ReloadRefused as error:
+                    self.telemetry.reloads.labels("refused").inc()
+                    log.warning("reload by %s refused: %s", peer, error)
+                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
+                except ReloadBusy as error:
+                    await context.abort(grpc.StatusCode.ABORTED, str(error))
+                swap = asyncio.get_running_loop().run_in_executor(
+                    None, self._swap_claimed, location, peer
+                )
+                try:
+                    old, new = await swap
+                except Exception as error:  # noqa: BLE001 (each mapped to its status)
+                    await self._abort_for_reload(error, context)
+                call.update(index_version=new.info.version)
+                return search_pb2.ReloadIndexResponse(
+                    index_version=new.info.version,
+                    gallery_size=len(new),
+                    previous_version=old.info.version,
+                )
+
+    @staticmethod
+    async def _abort_for_reload(error: Exception, context: grpc.aio.ServicerContext) -> None:
+        """Statuses without the error's text: it names server paths or URIs (logged by
+        swap_index). Only a backend that did not answer is worth retrying."""
+        if isinstance(error, BackendUnavailable):
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                "kept the old index: the search backend did not answer; retry shortly",
             )
+        if isinstance(error, OSError):
+            why = "the server cannot read it"
+        elif isinstance(error, (InvalidIndexError, BackendFailed)):
+            why = "it is missing, damaged, or of another model"
+        else:  # e.g. rows of another size than the model's embeddings
+            why = "it cannot be searched with the served model"
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"kept the old index: {why} (the server's log says which)",
+        )
+
+    def close(self) -> None:
+        self._workers.shutdown(wait=True, cancel_futures=True)
 
     def _info(self) -> search_pb2.GetInfoResponse:
         engine = self.engine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
@@ -68,6 +69,16 @@ class Telemetry:
             ["provider"],
             registry=r,
         )
+        self.refused = Counter(
+            "lookalike_refused",
+            "Calls refused before any work: by authentication (missing_token, bad_token, "
+            "not_local) or by the concurrency limit (busy)",
+            ["rpc", "reason"],
+            registry=r,
+        )
+        self.reloads = Counter(
+            "lookalike_reloads", "Index reloads by result", ["result"], registry=r
+        )
         self.startup = Gauge("lookalike_startup_seconds", "From start to SERVING", registry=r)
         self.warmup = Gauge("lookalike_warmup_seconds", "Warm-up before SERVING", registry=r)
         self._http = None
@@ -79,7 +90,13 @@ class Telemetry:
         self.startup.set(startup_seconds)
         self.warmup.set(warmup_seconds)
 
-    def serve_http(self, port: int, host: str = "0.0.0.0") -> int:
+    def refused_call(self, method: str, reason: str, peer: str) -> None:
+        """Count and log a call turned away; ``method`` may be the full gRPC path."""
+        rpc = method.rpartition("/")[2]
+        self.refused.labels(rpc, reason).inc()
+        log.warning("refused rpc=%s reason=%s peer=%s", rpc, reason, peer)
+
+    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
         self._http, _ = start_http_server(port, addr=host, registry=self.registry)
         return self._http.server_port
 
@@ -96,6 +113,11 @@ class Telemetry:
         code = grpc.StatusCode.OK
         try:
             yield fields
+        except asyncio.CancelledError:  # grpc.aio cancels a call whose caller left
+            remaining = context.time_remaining()
+            expired = remaining is not None and remaining <= 0
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            raise
         except BaseException:
             code = context.code() or grpc.StatusCode.UNKNOWN
             raise
