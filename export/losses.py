@@ -19,7 +19,7 @@ Loss = Literal["whitened", "relational", "both"]
 LOSSES: tuple[str, ...] = get_args(Loss)
 # frozen: every BatchNormalization keeps its initial statistics (an identity at random
 # weights, where the residual paths carry the image through; statistics measured on faces
-# instead make deep random features worse: see docs/RESULTS.md) and is not trained;
+# made deep random features worse in a probe, see docs/RESULTS.md) and is not trained;
 # train: batch statistics while training, moving averages after.
 BatchNorm = Literal["frozen", "train"]
 BATCHNORMS: tuple[str, ...] = get_args(BatchNorm)
