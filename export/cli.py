@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lookalike.common.output import emit
-from lookalike.export.losses import BATCHNORMS, LOSSES, POOLINGS
+from lookalike.export.losses import BATCHNORMS, FITS, LOSSES, POOLINGS
 from lookalike.server.options import (
     add_crop_arguments,
     add_seed_argument,
@@ -97,13 +97,36 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "(the default); train: batch statistics while training",
     )
     teacher.add_argument(
+        "--features-from",
+        default=None,
+        help="the ResNet101 layer whose output the head reads: conv2_block3_out (the default; "
+        "read best on held-out people, see docs/RESULTS.md) or any other, e.g. "
+        "conv5_block3_out (the last)",
+    )
+    teacher.add_argument(
         "--pooling",
         choices=POOLINGS,
         default=None,
-        help="what the head sees of ResNet101's last feature map: avg, its average (the "
-        "default), or flatten, all of it (keeps where on the face each feature was)",
+        help="what the head sees of that layer's feature map: flatten, all of it (keeps where "
+        "on the face each feature was; the default), or avg, its average",
     )
-    teacher.add_argument("--minutes", type=float, default=None, help="training time budget")
+    teacher.add_argument(
+        "--fit",
+        choices=FITS,
+        default=None,
+        help="ridge: fit the head in closed form to the whitened descriptors (the default; "
+        "seconds), then gradient steps only if --minutes/--steps are given; gradient: a "
+        "random head, then steps of --loss",
+    )
+    teacher.add_argument(
+        "--ridge-penalty",
+        type=float,
+        default=None,
+        help="ridge penalty, times the mean squared norm of a centred feature row (0.3)",
+    )
+    teacher.add_argument(
+        "--minutes", type=float, default=None, help="gradient training time budget"
+    )
     teacher.add_argument("--steps", type=int, default=None, help="or a number of steps")
     teacher.add_argument("--embedding-size", type=int, default=None, help="of the head (128)")
     teacher.add_argument(
@@ -139,9 +162,8 @@ def run_train(args: argparse.Namespace) -> int:
         if args.teacher:
             from lookalike.export.distill import DistillConfig, distill
 
-            if crop is not None and crop.mode != "align":
-                raise TrainingError("--teacher trains on aligned faces: leave out --crop")
-            written = distill(config_from_args(DistillConfig, args))
+            given = {"crop": crop} if crop is not None else {}
+            written = distill(config_from_args(DistillConfig, args, **given))
         else:
             given = {"crop": crop} if crop is not None else {}
             written = train(config_from_args(TrainConfig, args, **given))

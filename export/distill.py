@@ -31,9 +31,11 @@ from lookalike.common.files import atomic_path
 from lookalike.common.output import bar_disable
 from lookalike.export.losses import (
     BATCHNORMS,
+    FITS,
     LOSSES,
     POOLINGS,
     BatchNorm,
+    Fit,
     Loss,
     Pooling,
     Whitening,
@@ -41,6 +43,7 @@ from lookalike.export.losses import (
     whitened_loss,
 )
 from lookalike.export.model import build_embedder
+from lookalike.export.ridge import ridge_head
 from lookalike.export.train import (
     EMBEDDER_LAYER,
     L2Normalize,
@@ -77,7 +80,14 @@ class DistillConfig:
     # learns, see docs/RESULTS.md); None: every layer, each step through the whole network
     trainable_from: str | None = "head"
     batchnorm: BatchNorm = "frozen"
-    pooling: Pooling = "avg"
+    # the ResNet101 layer whose output the head reads; None: its last. Early layers won on
+    # held-out people while the later ones are untrained (docs/RESULTS.md, "which layer")
+    features_from: str | None = "conv2_block3_out"
+    pooling: Pooling = "flatten"
+    # what the student sees; the teacher always describes the aligned face
+    crop: Crop = ALIGN
+    fit: Fit = "ridge"
+    ridge_penalty: float = 0.3  # times the mean squared norm of a centred feature row
     minutes: float | None = None  # training time budget (evaluations not counted)
     steps: int | None = None  # or a number of optimiser steps
     eval_every_minutes: float = 10.0
@@ -88,8 +98,14 @@ class DistillConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.minutes is None and self.steps is None:
+        if self.fit not in FITS:
+            raise TrainingError(f"--fit must be one of {', '.join(FITS)}")
+        if self.fit == "gradient" and self.minutes is None and self.steps is None:
             raise TrainingError("give a budget: --minutes or --steps")
+        if self.fit == "ridge" and self.trainable_from != "head":
+            raise TrainingError("--fit ridge fits the head alone: use --trainable-from head")
+        if self.ridge_penalty <= 0:
+            raise TrainingError("--ridge-penalty must be positive")
         if self.loss not in LOSSES:
             raise TrainingError(f"--loss must be one of {', '.join(LOSSES)}")
         if self.pooling not in POOLINGS:
@@ -108,7 +124,7 @@ class DistillConfig:
             **asdict(self),
             "data": str(self.data),
             "out": str(self.out),
-            "crop": ALIGN.to_dict(),
+            "crop": self.crop.to_dict(),
         }
 
 
@@ -144,19 +160,21 @@ def teacher_descriptors(config: DistillConfig, images: list[GalleryImage]) -> np
     return np.asarray(index.features)[[row_of[image.path] for image in images]]
 
 
-def aligned_chips(config: DistillConfig, images: list[GalleryImage]) -> np.ndarray:
-    """(n, size, size, 3) uint8 aligned chips, cached beside the checkpoints."""
-    cache = config.checkpoints / f"chips-{config.image_size}.npy"
+def student_chips(config: DistillConfig, images: list[GalleryImage]) -> np.ndarray:
+    """(n, size, size, 3) uint8 chips cut by the student's crop, cached beside the
+    checkpoints."""
+    crop = "" if config.crop == ALIGN else f"-{config.crop.mode}-{config.crop.fraction:g}"
+    cache = config.checkpoints / f"chips-{config.image_size}{crop}.npy"
     listing = cache.with_suffix(".json")
     paths = [image.path for image in images]
     if cache.is_file() and listing.is_file() and json.loads(listing.read_text()) == paths:
         return np.load(cache)
     chips = np.empty((len(images), config.image_size, config.image_size, 3), np.uint8)
     for n, image in enumerate(
-        tqdm(images, desc="aligning", unit="img", disable=bar_disable(config.progress))
+        tqdm(images, desc="cropping", unit="img", disable=bar_disable(config.progress))
     ):
         data = (config.data / image.path).read_bytes()
-        chips[n] = load(data, ALIGN, config.image_size).pixels.round().astype(np.uint8)
+        chips[n] = load(data, config.crop, config.image_size).pixels.round().astype(np.uint8)
     with atomic_path(cache) as staging, staging.open("wb") as stream:
         np.save(stream, chips)
     with atomic_path(listing) as staging:
@@ -170,6 +188,8 @@ def prefix_cache(config: DistillConfig, images: list[GalleryImage]) -> Path | No
         return None
     key = [[image.path for image in images], config.weights, config.seed, config.image_size]
     key += [config.pooling] if config.pooling != "avg" else []  # names of older caches hold
+    key += [config.features_from] if config.features_from else []
+    key += [config.crop.to_dict()] if config.crop != ALIGN else []
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
     return config.checkpoints / f"frozen-{config.trainable_from}-{digest}.npy"
 
@@ -203,17 +223,33 @@ def prefix_outputs(
 
 
 def build_student(
-    image_size: int, embedding_size: int, weights: str, seed: int = 0, pooling: Pooling = "avg"
+    image_size: int,
+    embedding_size: int,
+    weights: str,
+    seed: int = 0,
+    pooling: Pooling = "avg",
+    features_from: str | None = None,
 ) -> keras.Model:
-    """pixels -> ResNet101 (preprocessing in graph) -> [average pool | flatten] -> dense
-    head -> L2: the served embedder."""
-    base = build_embedder(image_size, weights, seed, "avg" if pooling == "avg" else None)
-    for layer in base.layers[-1].layers:
+    """pixels -> ResNet101 (preprocessing in graph) up to ``features_from`` (default: all of
+    it) -> [average pool | flatten] -> dense head -> L2: the served embedder."""
+    whole = features_from is None and pooling == "avg"  # the layout of older checkpoints
+    base = build_embedder(image_size, weights, seed, "avg" if whole else None)
+    backbone = base.layers[-1]
+    for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCHNORM_MOMENTUM
     features = base.output
-    if pooling == "flatten":
-        features = keras.layers.Flatten(name="flatten")(features)
+    if features_from is not None:
+        names = [layer.name for layer in backbone.layers]
+        if features_from not in names:
+            raise TrainingError(f"--features-from {features_from!r} is not a ResNet101 layer")
+        read = keras.Model(
+            backbone.input, backbone.get_layer(features_from).output, name="resnet101"
+        )
+        features = read(base.get_layer("preprocess").output)
+    if not whole:
+        pool = keras.layers.Flatten if pooling == "flatten" else keras.layers.GlobalAveragePooling2D
+        features = pool(name=pooling)(features)
     head = keras.layers.Dense(embedding_size, name="head")(features)
     return keras.Model(base.input, L2Normalize(name="l2")(head), name=EMBEDDER_LAYER)
 
@@ -243,7 +279,10 @@ def split_student(
         return keras.Model(pixels, frozen), keras.Model(features, embedding)
     names = [layer.name for layer in backbone.layers]
     if first_trained not in names:
-        raise TrainingError(f"--trainable-from {first_trained!r} is not a ResNet101 layer")
+        raise TrainingError(
+            f"--trainable-from {first_trained!r} is not a layer of the ResNet101 the head "
+            f"reads (up to {backbone.layers[-1].name}; see --features-from)"
+        )
     cut = backbone.get_layer(first_trained).input
     if isinstance(cut, list | tuple):
         raise TrainingError(f"--trainable-from {first_trained!r} must be a layer with one input")
@@ -323,7 +362,12 @@ class Distiller:
         self.whitened = whitening.whitened(descriptors)
         self.centred = whitening.centred(descriptors)
         self.student = build_student(
-            config.image_size, config.embedding_size, config.weights, config.seed, config.pooling
+            config.image_size,
+            config.embedding_size,
+            config.weights,
+            config.seed,
+            config.pooling,
+            config.features_from,
         )
         if config.batchnorm == "frozen":
             freeze_batchnorm(self.student)
@@ -363,6 +407,13 @@ class Distiller:
         return float(
             self._step(self.batch(rows, mirrored), self.whitened[rows], self.centred[rows])
         )
+
+    def fit_ridge(self, rows: np.ndarray, penalty: float) -> None:
+        """Set the head to the ridge fit from the cached features of ``rows`` and their
+        mirrors to the whitened descriptors (``ridge.py``)."""
+        features = self.inputs[:, rows].reshape(2 * len(rows), -1)
+        targets = np.concatenate([self.whitened[rows], self.whitened[rows]])
+        self.student.get_layer("head").set_weights(ridge_head(features, targets, penalty))
 
     def embed(self, rows: np.ndarray) -> np.ndarray:
         """Embeddings of rows of ``chips`` (unmirrored), as the exported model gives them."""
@@ -412,13 +463,14 @@ def distill(config: DistillConfig) -> Path:
     (folder / "config.json").write_text(json.dumps(config.to_json(), indent=2))
     everything = train_images + validation
     descriptors = teacher_descriptors(config, everything)
-    chips = aligned_chips(config, everything)
+    chips = student_chips(config, everything)
     train_rows = np.arange(len(train_images))
     validation_rows = np.arange(len(train_images), len(everything))
     validation_labels = np.array([image.label for image in validation])
     say(
         f"distilling {config.teacher} into ResNet101 ({config.image_size}px, "
-        f"{config.embedding_size}-d, loss {config.loss}) on {len(train_images)} images; "
+        f"{config.embedding_size}-d head on {config.features_from or 'its last layer'} "
+        f"({config.pooling}), fit {config.fit}, loss {config.loss}) on {len(train_images)} images; "
         f"validating on {len(validation)} images of {len(set(validation_labels))} other people"
     )
     distiller = Distiller(
@@ -434,9 +486,10 @@ def distill(config: DistillConfig) -> Path:
         config.seed + progress.step,
     )
 
-    def evaluate(loss: float) -> None:
+    def evaluate(loss: float, stage: str = "gradient") -> None:
         hit = leave_one_out_hit_at_1(distiller.embed(validation_rows), validation_labels)
         line = {
+            "stage": stage,
             "step": progress.step,
             "images": progress.images,
             "minutes": round(progress.train_seconds / 60, 2),
@@ -452,7 +505,14 @@ def distill(config: DistillConfig) -> Path:
         )
 
     if progress.step == 0:
-        evaluate(float("nan"))
+        evaluate(float("nan"), "start")
+        if config.fit == "ridge":
+            say(f"fitting the head in closed form (ridge) to {2 * len(train_rows)} images...")
+            started = time.perf_counter()
+            distiller.fit_ridge(train_rows, config.ridge_penalty)
+            progress.train_seconds += time.perf_counter() - started
+            evaluate(float("nan"), "ridge")
+            distiller.save(folder, progress)
     losses: list[float] = []
     next_eval = progress.train_seconds + config.eval_every_minutes * 60
     while not done(config, progress):
@@ -470,6 +530,8 @@ def distill(config: DistillConfig) -> Path:
 
 
 def done(config: DistillConfig, progress: Progress) -> bool:
+    if config.steps is None and config.minutes is None:  # --fit ridge alone
+        return True
     if config.steps is not None and progress.step >= config.steps:
         return True
     return config.minutes is not None and progress.train_seconds >= config.minutes * 60

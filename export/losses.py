@@ -27,6 +27,11 @@ BATCHNORMS: tuple[str, ...] = get_args(BatchNorm)
 # it flattened (S/32 x S/32 x 2048), which keeps where on the face each feature was.
 Pooling = Literal["avg", "flatten"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
+# How the head starts: ridge, a closed-form least-squares fit of the dense head to the whitened
+# descriptors over every cached image and its mirror (one solve, seconds; gradient steps
+# follow only when a budget is given); gradient, random, then steps of the chosen loss.
+Fit = Literal["ridge", "gradient"]
+FITS: tuple[str, ...] = get_args(Fit)
 # Eigenvalues of the teacher's covariance below this share of their mean are raised
 # to it before whitening, so the noisiest directions are not blown up.
 WHITENING_FLOOR = 0.05
