@@ -158,14 +158,13 @@ def run_train(args: argparse.Namespace) -> int:
     from lookalike.export.train import TrainConfig, TrainingError, train
 
     crop = crop_from_args(args)
+    given = {"crop": crop} if crop is not None else {}
     try:
         if args.teacher:
             from lookalike.export.distill import DistillConfig, distill
 
-            given = {"crop": crop} if crop is not None else {}
             written = distill(config_from_args(DistillConfig, args, **given))
         else:
-            given = {"crop": crop} if crop is not None else {}
             written = train(config_from_args(TrainConfig, args, **given))
         emit(args.json, f"wrote {written}", {"path": str(written)})
     except (ExportError, TrainingError, FileNotFoundError) as error:

@@ -28,8 +28,8 @@ BATCHNORMS: tuple[str, ...] = get_args(BatchNorm)
 Pooling = Literal["avg", "flatten"]
 POOLINGS: tuple[str, ...] = get_args(Pooling)
 # How the head starts: ridge, a closed-form least-squares fit of the dense head to the whitened
-# descriptors over every cached image and its mirror (one solve, seconds; gradient steps
-# follow only when a budget is given); gradient, random, then steps of the chosen loss.
+# descriptors over every cached image and its mirror (one solve, about a minute on LFW;
+# gradient steps follow only when a budget is given); gradient, random, then steps of the loss.
 Fit = Literal["ridge", "gradient"]
 FITS: tuple[str, ...] = get_args(Fit)
 # Eigenvalues of the teacher's covariance below this share of their mean are raised
