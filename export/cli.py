@@ -22,7 +22,8 @@ from lookalike.server.options import (
 def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     export = subparsers.add_parser(
         "export",
-        description="Build ResNet101(include_top=False, pooling='avg') and convert it to ONNX.",
+        description="Build ResNet101(include_top=False, pooling='avg'), or dlib's face "
+        "network from its weights, and convert it to ONNX.",
     )
     add_weights_argument(export)
     export.add_argument(
@@ -39,10 +40,18 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     export.add_argument(
         "--architecture",
-        choices=("resnet101", "pixels"),
+        choices=("resnet101", "dlib-resnet", "pixels"),
         default="resnet101",
-        help="pixels: no network, the input pixels themselves (each image's mean removed, "
+        help="dlib-resnet: dlib's face recognition network (150 px aligned chips, 128-d), "
+        "read from its published weights (--weights dlib, the default for it, or PATH to "
+        "the .dat); pixels: no network, the input pixels themselves (each image's mean removed, "
         "L2-normalised): the floor a learned model must beat",
+    )
+    export.add_argument(
+        "--mirror",
+        action="store_true",
+        help="dlib-resnet: describe each chip and its mirror image and average the two "
+        "(twice the compute; see docs/RESULTS.md)",
     )
     export.add_argument("--out", type=Path, default=Path("model.onnx"))
     export.add_argument("--opset", type=int, default=17)

