@@ -50,8 +50,8 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--mirror",
         action="store_true",
-        help="dlib-resnet: describe each chip and its mirror image and average the two "
-        "(twice the compute; see docs/RESULTS.md)",
+        help="embed each image and its mirror image and serve the mean of the two (twice "
+        "the compute; see docs/RESULTS.md)",
     )
     export.add_argument("--out", type=Path, default=Path("model.onnx"))
     export.add_argument("--opset", type=int, default=17)
@@ -68,8 +68,18 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("data", type=Path, metavar="DATA_DIR")
     train.add_argument("--out", type=Path, default=Path("model.keras"))
+    train.add_argument(
+        "--architecture",
+        choices=("resnet101", "dlib-resnet"),
+        default=None,
+        help="resnet101 (the default), or dlib-resnet: fine-tune dlib's face network from its "
+        "published weights (150 px aligned chips; every layer trains unless "
+        "--trainable-from conv<N>)",
+    )
     add_weights_argument(train)
-    train.add_argument("--image-size", type=int, default=None, help="112; 64 with --teacher")
+    train.add_argument(
+        "--image-size", type=int, default=None, help="112; 64 with --teacher; 150 for dlib-resnet"
+    )
     train.add_argument("--batch-size", type=int, default=None, help="16; 32 with --teacher")
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument(
@@ -128,6 +138,27 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--minutes/--steps are given; gradient: a random head, then steps of --loss",
     )
     teacher.add_argument(
+        "--augment",
+        type=int,
+        default=None,
+        help="ridge: also fit N jittered copies of each training face (moved, scaled, "
+        "turned, mirrored, relit), each described by the teacher as the student sees it (0)",
+    )
+    teacher.add_argument(
+        "--fresh",
+        action="store_true",
+        default=None,
+        help="gradient steps on fresh samples: each step augments the aligned faces anew and "
+        "the teacher (dlib's network, ported, in the same graph) describes them; layers "
+        "before --trainable-from run every step instead of once",
+    )
+    teacher.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        default=None,
+        help="float16 compute for --fresh steps (a GPU's tensor cores; slower on a CPU)",
+    )
+    teacher.add_argument(
         "--ridge-penalty",
         type=float,
         default=None,
@@ -169,6 +200,11 @@ def run_train(args: argparse.Namespace) -> int:
     crop = crop_from_args(args)
     given = {"crop": crop} if crop is not None else {}
     try:
+        if args.teacher and args.architecture == "dlib-resnet":
+            raise TrainingError(
+                "--teacher trains a ResNet101 student; dlib-resnet is the teacher's own network "
+                "(fine-tune it without --teacher)"
+            )
         if args.teacher:
             from lookalike.export.distill import DistillConfig, distill
 

@@ -21,6 +21,7 @@ from lookalike.export.model import (
     ExportError,
     build_embedder,
     build_pixels_embedder,
+    mirrored,
 )
 from lookalike.export.train import L2Normalize
 from lookalike.server.vision.embedder import file_fingerprint
@@ -35,7 +36,7 @@ class ExportConfig:
     weights: str | None = None  # imagenet for resnet101, dlib for dlib-resnet (the defaults)
     image_size: int | None = None  # 224, or the checkpoint's
     architecture: str = "resnet101"  # or "dlib-resnet": the face network; "pixels": none
-    mirror: bool = False  # dlib-resnet: the mean descriptor of each chip and its mirror image
+    mirror: bool = False  # the mean embedding of each image and of its mirror image
     checkpoint: Path | None = None
     opset: int = 17
     seed: int = 0
@@ -88,12 +89,11 @@ def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str
         )
     if config.architecture == "dlib-resnet":
         return dlib_embedder(config)
-    if config.mirror:
-        raise ExportError("--mirror is for --architecture dlib-resnet")
     if config.checkpoint is None:
         size = config.image_size or 224
         model = build_embedder(size, config.weights or "imagenet", config.seed)
         return model, size, {"lookalike.weights": weights_label(config.weights)}
+    import lookalike.export.dlib_resnet  # noqa: F401  (registers its layers for loading)
     from lookalike.export.train import EMBEDDER_LAYER, training_record
 
     if not config.checkpoint.is_file():
@@ -107,6 +107,8 @@ def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
     how = f"distilled from {record['teacher']}" if record.get("teacher") else "fine-tuned"
     extra = {
+        **(face_network_metadata() if record.get("architecture") == "dlib-resnet" else {}),
+        "lookalike.model_name": str(record.get("architecture", "resnet101")),
         "lookalike.weights": f"{how} {config.checkpoint.name} "
         f"(from {weights_label(str(record.get('weights', 'unknown')))})",
         "lookalike.normalization": "l2",
@@ -123,12 +125,10 @@ def dlib_embedder(config: ExportConfig) -> tuple[keras.Model, int, dict[str, str
     from lookalike.export.dlib_format import DlibFormatError
     from lookalike.export.dlib_resnet import (
         INPUT_SIZE,
-        WEIGHTS_LICENCE,
         build_dlib_resnet,
         dlib_weights_path,
         read_dlib_resnet,
     )
-    from lookalike.server.vision.imaging import Crop
 
     if config.checkpoint is not None:
         raise ExportError("--checkpoint and --architecture dlib-resnet: give one")
@@ -136,24 +136,33 @@ def dlib_embedder(config: ExportConfig) -> tuple[keras.Model, int, dict[str, str
         raise ExportError(f"dlib's face network takes {INPUT_SIZE} px chips only")
     try:
         path = dlib_weights_path(config.weights)
-        model = build_dlib_resnet(read_dlib_resnet(path), mirror=config.mirror)
+        model = build_dlib_resnet(read_dlib_resnet(path))
     except (DlibFormatError, FileNotFoundError, ModuleNotFoundError) as error:
         raise ExportError(str(error)) from None
-    mirrored = ", mean of each chip and its mirror image" if config.mirror else ""
     return (
         model,
         INPUT_SIZE,
         {
-            "lookalike.model_name": "dlib-resnet-mirror" if config.mirror else "dlib-resnet",
+            **face_network_metadata(),
             "lookalike.weights": f"dlib {path.name} ({file_fingerprint(path)}), "
             "ported by lookalike's reader",
-            "lookalike.weights_licence": WEIGHTS_LICENCE,
-            "lookalike.preprocessing": "dlib's input_rgb_image: (RGB - (122.782, 117.001, "
-            f"104.298)) / 256, in graph{mirrored}",
             "lookalike.normalization": "none (dlib's descriptors: same person below about 0.6)",
-            "lookalike.crop": json.dumps(Crop("align").to_dict()),
         },
     )
+
+
+def face_network_metadata() -> dict[str, str]:
+    """What every model made from dlib's face network says, fine-tuned or not."""
+    from lookalike.export.dlib_resnet import WEIGHTS_LICENCE
+    from lookalike.server.vision.imaging import Crop
+
+    return {
+        "lookalike.model_name": "dlib-resnet",
+        "lookalike.weights_licence": WEIGHTS_LICENCE,
+        "lookalike.preprocessing": "dlib's input_rgb_image: (RGB - (122.782, 117.001, "
+        "104.298)) / 256, in graph",
+        "lookalike.crop": json.dumps(Crop("align").to_dict()),
+    }
 
 
 def at_size(embedder: keras.Model, size: int, seed: int) -> keras.Model:
@@ -206,6 +215,13 @@ def export_onnx(config: ExportConfig) -> ExportReport:
     source = config.checkpoint or f"weights {config.weights or 'default'}"
     say(f"building the {config.architecture} embedder from {source}...")
     model, size, extra = embedder_to_export(config)
+    if config.mirror:
+        model = mirrored(model)
+        extra = {
+            **extra,
+            "lookalike.model_name": f"{extra.get('lookalike.model_name', 'resnet101')}-mirror",
+            "lookalike.mirror": "the mean embedding of the image and of its mirror image",
+        }
     say(f"converting with tf2onnx ({size}px, opset {config.opset})...")
     with atomic_path(config.out, tidy=True) as staging:
         onnx.save(to_onnx(model, config, size, extra), staging)

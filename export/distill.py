@@ -28,7 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.common.files import atomic_path
-from lookalike.common.output import bar_disable
+from lookalike.export.augment import TEACHER_SIZE, augmented_pairs
+from lookalike.export.chips import cached_chips
+from lookalike.export.dlib_resnet import PortedTeacher
 from lookalike.export.losses import (
     BATCHNORMS,
     FITS,
@@ -55,7 +57,7 @@ from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.build import build_index
 from lookalike.server.index.gallery import GalleryImage
 from lookalike.server.index.store import GalleryIndex
-from lookalike.server.vision.imaging import Crop, load
+from lookalike.server.vision.imaging import Crop
 from lookalike.server.vision.teacher import open_teacher
 
 ALIGN = Crop("align")
@@ -87,6 +89,11 @@ class DistillConfig:
     # what the student sees; the teacher always describes the aligned face
     crop: Crop = ALIGN
     fit: Fit = "ridge"
+    # extra jittered copies of each training image, the teacher describing each (ridge fit)
+    augment: int = 0
+    # gradient steps on fresh augmentations described by the teacher in the graph
+    fresh: bool = False
+    mixed_precision: bool = False  # float16 compute for the fresh steps (GPUs)
     ridge_penalty: float = 0.3  # times the mean squared norm of a centred feature row
     minutes: float | None = None  # training time budget (evaluations not counted)
     steps: int | None = None  # or a number of optimiser steps
@@ -112,6 +119,12 @@ class DistillConfig:
             raise TrainingError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.batchnorm not in BATCHNORMS:
             raise TrainingError(f"--batchnorm must be one of {', '.join(BATCHNORMS)}")
+        if self.augment < 0:
+            raise TrainingError("--augment must be 0 or more")
+        if self.augment and (self.fit != "ridge" or self.trainable_from != "head"):
+            raise TrainingError("--augment adds rows to the ridge fit: use it with --fit ridge")
+        if self.mixed_precision and not self.fresh:
+            raise TrainingError("--mixed-precision is for the --fresh gradient steps")
         if self.batch_size < 4:
             raise TrainingError("--batch-size must be at least 4")
 
@@ -134,7 +147,7 @@ class DistillConfig:
 def teacher_descriptors(config: DistillConfig, images: list[GalleryImage]) -> np.ndarray:
     """The teacher's descriptor of each image, computed once per content and kept in an
     index folder (a killed run resumes it); rows in the order of ``images``."""
-    teacher = open_teacher(config.teacher)
+    teacher = PortedTeacher() if config.teacher == "dlib" else open_teacher(config.teacher)
     folder = config.checkpoints / f"teacher-{config.teacher}"
     if not (folder / "manifest.json").is_file():
         print(f"computing {config.teacher} descriptors (once)...", file=sys.stderr, flush=True)
@@ -163,23 +176,9 @@ def teacher_descriptors(config: DistillConfig, images: list[GalleryImage]) -> np
 def student_chips(config: DistillConfig, images: list[GalleryImage]) -> np.ndarray:
     """(n, size, size, 3) uint8 chips cut by the student's crop, cached beside the
     checkpoints."""
-    crop = "" if config.crop == ALIGN else f"-{config.crop.mode}-{config.crop.fraction:g}"
-    cache = config.checkpoints / f"chips-{config.image_size}{crop}.npy"
-    listing = cache.with_suffix(".json")
-    paths = [image.path for image in images]
-    if cache.is_file() and listing.is_file() and json.loads(listing.read_text()) == paths:
-        return np.load(cache)
-    chips = np.empty((len(images), config.image_size, config.image_size, 3), np.uint8)
-    for n, image in enumerate(
-        tqdm(images, desc="cropping", unit="img", disable=bar_disable(config.progress))
-    ):
-        data = (config.data / image.path).read_bytes()
-        chips[n] = load(data, config.crop, config.image_size).pixels.round().astype(np.uint8)
-    with atomic_path(cache) as staging, staging.open("wb") as stream:
-        np.save(stream, chips)
-    with atomic_path(listing) as staging:
-        staging.write_text(json.dumps(paths))
-    return chips
+    return cached_chips(
+        config.data, images, config.crop, config.image_size, config.checkpoints, config.progress
+    )
 
 
 def prefix_cache(config: DistillConfig, images: list[GalleryImage]) -> Path | None:
@@ -203,20 +202,49 @@ def prefix_outputs(
         cached = np.load(cache, mmap_mode="r")
         if cached.shape[:2] == (2, len(chips)) and cached.shape[2:] == prefix.output.shape[1:]:
             return np.asarray(cached)
-    outputs = np.empty((2, len(chips), *prefix.output.shape[1:]), np.float16)
-    batch = 64
-    with tqdm(total=2 * len(chips), desc="frozen layers", unit="img", disable=not progress) as bar:
-        for mirror in (0, 1):
-            for start in range(0, len(chips), batch):
-                pixels = chips[start : start + batch].astype(np.float32)
-                if mirror:
-                    pixels = pixels[:, :, ::-1]
-                outputs[mirror, start : start + batch] = prefix.predict_on_batch(pixels)
-                bar.update(len(pixels))
+    outputs = np.stack(
+        [prefix_pass(prefix, chips, progress), prefix_pass(prefix, chips[:, :, ::-1], progress)]
+    )
     if cache is not None:
         with atomic_path(cache) as staging, staging.open("wb") as stream:
             np.save(stream, outputs)
     return outputs
+
+
+def prefix_pass(prefix: keras.Model, chips: np.ndarray, progress: bool) -> np.ndarray:
+    """(n, ...) float16 outputs of the frozen prefix for ``chips``."""
+    outputs = np.empty((len(chips), *prefix.output.shape[1:]), np.float16)
+    batch = 64
+    with tqdm(total=len(chips), desc="frozen layers", unit="img", disable=not progress) as bar:
+        for start in range(0, len(chips), batch):
+            pixels = chips[start : start + batch].astype(np.float32)
+            outputs[start : start + batch] = prefix.predict_on_batch(pixels)
+            bar.update(len(pixels))
+    return outputs
+
+
+def augmented_rows(
+    config: DistillConfig, images: list[GalleryImage]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``config.augment`` jittered copies of each image: the student's chips and the
+    teacher's descriptors of the same faces (``augment.py``), both cached."""
+    teacher_chips, student = augmented_pairs(
+        config.data,
+        images,
+        config.augment,
+        config.image_size,
+        config.seed,
+        config.checkpoints,
+        config.progress,
+    )
+    cache = config.checkpoints / f"augmented-{config.augment}x-seed{config.seed}-teacher.npy"
+    if cache.is_file() and np.load(cache, mmap_mode="r").shape[0] == len(teacher_chips):
+        return student, np.load(cache)
+    say(f"the teacher describes {len(teacher_chips)} augmented chips...")
+    descriptors = PortedTeacher().embed(teacher_chips)
+    with atomic_path(cache) as staging, staging.open("wb") as stream:
+        np.save(stream, descriptors)
+    return student, descriptors
 
 
 # --- the student ----------------------------------------------------------------------------
@@ -354,11 +382,12 @@ class Distiller:
         chips: np.ndarray,
         descriptors: np.ndarray,
         cache: Path | None = None,
+        augmented: tuple[np.ndarray, np.ndarray] | None = None,
     ):
         import tensorflow as tf
 
         self.config = config
-        whitening = Whitening.fit(descriptors)
+        self.whitening = whitening = Whitening.fit(descriptors)
         self.whitened = whitening.whitened(descriptors)
         self.centred = whitening.centred(descriptors)
         self.student = build_student(
@@ -377,6 +406,11 @@ class Distiller:
             if prefix is None
             else prefix_outputs(prefix, chips, cache, config.progress)
         )
+        self.extra_inputs = self.extra_whitened = None
+        if augmented is not None and prefix is not None:
+            student_chips, teacher_descriptors = augmented
+            self.extra_inputs = prefix_pass(prefix, student_chips, config.progress)
+            self.extra_whitened = whitening.whitened(teacher_descriptors)
         self.rng = np.random.default_rng(config.seed)
         self.optimizer = keras.optimizers.Adamax(config.learning_rate)
         self.optimizer.build(self.suffix.trainable_variables)
@@ -413,6 +447,11 @@ class Distiller:
         mirrors to the whitened descriptors (``ridge.py``)."""
         features = self.inputs[:, rows].reshape(2 * len(rows), -1)
         targets = np.concatenate([self.whitened[rows], self.whitened[rows]])
+        if self.extra_inputs is not None:
+            features = np.concatenate(
+                [features, self.extra_inputs.reshape(len(self.extra_inputs), -1)]
+            )
+            targets = np.concatenate([targets, self.extra_whitened])
         self.student.get_layer("head").set_weights(ridge_head(features, targets, penalty))
 
     def embed(self, rows: np.ndarray) -> np.ndarray:
@@ -445,6 +484,76 @@ class Distiller:
         return Progress(**json.loads((folder / "progress.json").read_text()))
 
 
+class FreshDistiller(Distiller):
+    """Gradient steps on fresh samples, the teacher in the graph (``--fresh``): each step
+    augments aligned 150 px chips anew (mirror, shift, turn, scale, light), the ported
+    teacher describes them, and the student learns from the same faces shrunk to its
+    size. No descriptor of an augmented face is stored; the student never sees the same
+    sample twice. The layers before ``--trainable-from`` stay frozen but run every step."""
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        chips: np.ndarray,
+        descriptors: np.ndarray,
+        cache: Path | None,
+        teacher_chips: np.ndarray,
+    ):
+        import tensorflow as tf
+
+        super().__init__(config, chips, descriptors, cache)
+        self.teacher_chips = teacher_chips
+        teacher = PortedTeacher().network
+        teacher.trainable = False
+        augment = keras.Sequential(
+            [
+                keras.layers.RandomFlip("horizontal", seed=config.seed),
+                keras.layers.RandomTranslation(0.04, 0.04, fill_mode="nearest", seed=config.seed),
+                keras.layers.RandomRotation(6 / 360, fill_mode="nearest", seed=config.seed),
+                keras.layers.RandomZoom(0.06, fill_mode="nearest", seed=config.seed),
+                keras.layers.RandomBrightness(0.05, value_range=(0, 255), seed=config.seed),
+                keras.layers.RandomContrast(0.12, seed=config.seed),
+            ],
+            name="augment",
+        )
+        student, size = self.student, config.image_size
+        optimizer = keras.optimizers.Adamax(config.learning_rate)
+        if config.mixed_precision:
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(student.trainable_variables)
+        self.optimizer = optimizer
+        mean = tf.constant(self.whitening.mean)
+        matrix = tf.constant(self.whitening.matrix)
+        loss_name, temperature = config.loss, config.temperature
+
+        def unit(rows):  # noqa: ANN001, ANN202
+            return rows / tf.maximum(tf.norm(rows, axis=1, keepdims=True), 1e-12)
+
+        @tf.function
+        def step(pixels):  # noqa: ANN001, ANN202
+            faces = augment(pixels, training=True)
+            offsets = tf.cast(teacher(faces, training=False), tf.float32) - mean
+            whitened, centred = unit(offsets @ matrix), unit(offsets)
+            small = tf.image.resize(faces, (size, size), method="area")
+            with tf.GradientTape() as tape:
+                embedding = tf.cast(student(small, training=True), tf.float32)
+                loss = 0.0
+                if loss_name in ("whitened", "both"):
+                    loss += whitened_loss(embedding, whitened)
+                if loss_name in ("relational", "both"):
+                    loss += relational_loss(embedding, centred, temperature)
+                scaled = optimizer.scale_loss(loss) if config.mixed_precision else loss
+            variables = student.trainable_variables
+            gradients = tape.gradient(scaled, variables)
+            optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            return loss
+
+        self._fresh_step = step
+
+    def train_step(self, rows: np.ndarray) -> float:
+        return float(self._fresh_step(self.teacher_chips[rows].astype(np.float32)))
+
+
 def say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -473,9 +582,28 @@ def distill(config: DistillConfig) -> Path:
         f"({config.pooling}), fit {config.fit}, loss {config.loss}) on {len(train_images)} images; "
         f"validating on {len(validation)} images of {len(set(validation_labels))} other people"
     )
-    distiller = Distiller(
-        config, chips, descriptors[: len(train_images)], prefix_cache(config, everything)
-    )
+    augmented = augmented_rows(config, train_images) if config.augment else None
+    if config.fresh:
+        if config.mixed_precision:
+            keras.mixed_precision.set_global_policy("mixed_float16")
+        teacher_chips = cached_chips(
+            config.data, train_images, ALIGN, TEACHER_SIZE, folder, config.progress
+        )
+        distiller: Distiller = FreshDistiller(
+            config,
+            chips,
+            descriptors[: len(train_images)],
+            prefix_cache(config, everything),
+            teacher_chips,
+        )
+    else:
+        distiller = Distiller(
+            config,
+            chips,
+            descriptors[: len(train_images)],
+            prefix_cache(config, everything),
+            augmented,
+        )
     progress = distiller.restore(folder) if config.resume else Progress()
     if progress.step:
         say(f"resumed at step {progress.step} ({progress.train_seconds / 60:.1f} min)")
@@ -507,7 +635,8 @@ def distill(config: DistillConfig) -> Path:
     if progress.step == 0:
         evaluate(float("nan"), "start")
         if config.fit == "ridge":
-            say(f"fitting the head in closed form (ridge) to {2 * len(train_rows)} images...")
+            rows = (2 + config.augment) * len(train_rows)
+            say(f"fitting the head in closed form (ridge) to {rows} chips...")
             started = time.perf_counter()
             distiller.fit_ridge(train_rows, config.ridge_penalty)
             progress.train_seconds += time.perf_counter() - started

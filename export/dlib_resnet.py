@@ -307,28 +307,9 @@ def _folded(layers: list[Layer]) -> list[Layer]:
     return out
 
 
-def build_dlib_resnet(layers: list[Layer], mirror: bool = False) -> keras.Model:
-    """(N, 150, 150, 3) RGB 0..255 -> (N, 128) descriptors, as dlib computes them.
-
-    ``mirror``: the mean of the descriptors of each chip and of its mirror image
-    (one network, both in one batch).
-    """
+def build_dlib_resnet(layers: list[Layer]) -> keras.Model:
+    """(N, 150, 150, 3) RGB 0..255 -> (N, 128) descriptors, as dlib computes them."""
     pixels = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), dtype="float32", name="pixels")
-    body = _body(layers)
-    if not mirror:
-        return keras.Model(pixels, body(pixels), name="dlib_resnet")
-    flipped = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=2), name="mirror")(pixels)
-    both = keras.layers.Concatenate(axis=0, name="with_mirror")([pixels, flipped])
-    descriptors = body(both)
-    halves = keras.layers.Lambda(
-        lambda d: (d[: keras.ops.shape(d)[0] // 2] + d[keras.ops.shape(d)[0] // 2 :]) / 2,
-        name="mirror_mean",
-    )(descriptors)
-    return keras.Model(pixels, halves, name="dlib_resnet_mirror")
-
-
-def _body(layers: list[Layer]) -> keras.Model:
-    pixels = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), dtype="float32", name="chips")
     current = pixels
     tags: dict[int, keras.KerasTensor] = {}
     counts: dict[str, int] = {}
@@ -379,7 +360,7 @@ def _body(layers: list[Layer]) -> keras.Model:
             current = dense(current)
             values = [layer.weights["kernel"]] + ([layer.weights["bias"]] if has_bias else [])
             weighted.append((dense, values))
-    model = keras.Model(pixels, current, name="dlib_resnet_body")
+    model = keras.Model(pixels, current, name="dlib_resnet")
     for keras_layer, values in weighted:
         keras_layer.set_weights(values)
     return model
@@ -392,3 +373,35 @@ def dlib_weights_path(weights: str | None) -> Path:
 
         return model_file(WEIGHTS_NAME)
     return Path(weights)
+
+
+class PortedTeacher:
+    """The teacher ``lookalike train --teacher dlib`` learns from: dlib's network as ported
+    here, run by Keras in batches (several times dlib's own one-chip-at-a-time call on
+    this CPU), with dlib's identity (``teacher_info``) so descriptor caches carry over."""
+
+    provider = "Keras (dlib's network, ported)"
+    providers = [provider]
+
+    def __init__(self, batch_size: int = 64) -> None:
+        from lookalike.server.vision.teacher import teacher_info
+
+        self.info = teacher_info()
+        self.network = build_dlib_resnet(read_dlib_resnet(self.info.path))
+        self.batch_size = batch_size
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, 150, 150, 3) RGB 0..255 chips to (n, 128) descriptors (dlib takes uint8
+        chips, so the pixels are rounded as its call rounds them)."""
+        chips = np.clip(np.round(pixels), 0, 255).astype(np.float32)
+        if not len(chips):
+            return np.empty((0, DESCRIPTOR_SIZE), np.float32)
+        return np.ascontiguousarray(
+            np.concatenate(
+                [
+                    np.asarray(self.network.predict_on_batch(chips[i : i + self.batch_size]))
+                    for i in range(0, len(chips), self.batch_size)
+                ]
+            ),
+            dtype=np.float32,
+        )

@@ -68,3 +68,19 @@ def build_pixels_embedder(image_size: int) -> keras.Model:
     pixels = keras.Input((image_size, image_size, 3), dtype="float32", name="pixels")
     flat = keras.layers.Flatten(name="flatten")(pixels)
     return keras.Model(pixels, CentredPixels(name="centred_pixels")(flat), name="pixels")
+
+
+def mirrored(embedder: keras.Model) -> keras.Model:
+    """The mean embedding of each image and of its mirror image, in one graph: both go
+    through ``embedder`` in one batch. Faces are near-symmetric, so the mean keeps who it
+    is and averages away some of the pose and light of one side."""
+    size = embedder.input_shape[1]
+    pixels = keras.Input((size, size, 3), dtype="float32", name="pixels")
+    flipped = keras.layers.Lambda(lambda x: keras.ops.flip(x, axis=2), name="mirror")(pixels)
+    both = keras.layers.Concatenate(axis=0, name="with_mirror")([pixels, flipped])
+    embeddings = embedder(both)
+    mean = keras.layers.Lambda(
+        lambda e: (e[: keras.ops.shape(e)[0] // 2] + e[keras.ops.shape(e)[0] // 2 :]) / 2,
+        name="mirror_mean",
+    )(embeddings)
+    return keras.Model(pixels, mean, name=f"{embedder.name}_mirror")

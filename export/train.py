@@ -1,11 +1,16 @@
-"""Fine-tune the ResNet101 embedder on face identities (`lookalike train`).
+"""Fine-tune an embedder on face identities (`lookalike train`): the ResNet101, or dlib's
+face network ported from its published weights (``--architecture dlib-resnet``).
 
 Why this loss: a cosine-softmax identity head (NormFace: L2-normalised
 embeddings and class weights, logits scaled by ``scale``). It needs no pair or
 triplet mining, which batches of 16 would starve, and it trains the embedding
 for the angle between faces, which is what a Euclidean search over normalised
 vectors ranks by. The head is dropped at export; the embedder keeps its
-normalisation, so its 2048-d output is what the index stores.
+normalisation, so its output (2048-d, or 128-d for the face network) is what the
+index stores. On a pretrained embedder the head starts where the embedder already
+puts each person (the normalised mean of their embeddings: "imprinting"), so the
+first steps refine what the network knows instead of undoing it to fit random
+class directions.
 """
 
 from __future__ import annotations
@@ -17,18 +22,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 
 from lookalike.common import versions
+from lookalike.export.chips import cached_chips
 from lookalike.export.model import build_embedder
 from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.gallery import GalleryImage, list_gallery
 from lookalike.server.vision.embedder import file_sha256
-from lookalike.server.vision.imaging import Crop, ImageError, decode, load
+from lookalike.server.vision.imaging import Crop, ImageError, decode
 
 EMBEDDER_LAYER = "embedder"
 # Share of the training people held out to report validation hit@1 each epoch.
@@ -39,22 +45,53 @@ class TrainingError(ValueError):
     """The data cannot train an identity model; the message says why."""
 
 
+ARCHITECTURES = ("resnet101", "dlib-resnet")
+# What an unset setting means, per architecture: the ResNet101 trains its last two stages
+# on centre crops from ImageNet weights; the face network all of itself, on its own chips.
+DEFAULTS: dict[str, dict[str, object]] = {
+    "resnet101": {
+        "weights": "imagenet",
+        "image_size": 112,
+        "trainable_from": "conv4_block1_1_conv",
+        "crop": Crop("center"),
+    },
+    "dlib-resnet": {"weights": "dlib", "image_size": 150, "trainable_from": "conv1", "crop": None},
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     data: Path
     out: Path = Path("model.keras")
-    weights: str = "imagenet"
-    image_size: int = 112
+    architecture: str = "resnet101"
+    weights: str | None = None  # DEFAULTS
+    image_size: int | None = None
     epochs: int = 4
     batch_size: int = 16
     learning_rate: float = 1e-3
-    trainable_from: str = "conv4_block1_1_conv"
-    crop: Crop = field(default_factory=lambda: Crop("center"))
+    trainable_from: str | None = None
+    crop: Crop | None = None
     split: str = "train"
     max_images: int | None = None
     seed: int = 0
     scale: float = 16.0
     resume: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise TrainingError(f"--architecture must be one of {', '.join(ARCHITECTURES)}")
+        for name, value in DEFAULTS[self.architecture].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        if self.architecture == "dlib-resnet":
+            from lookalike.export.dlib_resnet import INPUT_SIZE
+
+            if self.image_size != INPUT_SIZE or self.crop not in (None, Crop("align")):
+                raise TrainingError(
+                    f"dlib-resnet takes {INPUT_SIZE} px aligned chips (--crop align) only"
+                )
+            object.__setattr__(self, "crop", Crop("align"))
 
     @property
     def checkpoints(self) -> Path:
@@ -95,10 +132,29 @@ class CosineHead(keras.layers.Layer):
         return {**super().get_config(), "classes": self.classes, "scale": self.scale}
 
 
+def build_base(config: TrainConfig) -> tuple[keras.Model, keras.Model]:
+    """The embedder before normalisation, and the network whose layers may be frozen."""
+    if config.architecture == "dlib-resnet":
+        from lookalike.export.dlib_resnet import (
+            build_dlib_resnet,
+            dlib_weights_path,
+            read_dlib_resnet,
+        )
+
+        base = build_dlib_resnet(read_dlib_resnet(dlib_weights_path(config.weights)))
+        return base, base
+    base = build_embedder(config.image_size, config.weights, config.seed)
+    return base, base.layers[-1]
+
+
 def build_training_model(config: TrainConfig, classes: int) -> keras.Model:
     """Augmentation, then the normalised embedder, then the identity head."""
-    base = build_embedder(config.image_size, config.weights, config.seed)
-    backbone = base.layers[-1]
+    base, backbone = build_base(config)
+    names = [layer.name for layer in backbone.layers]
+    if config.trainable_from not in names:
+        raise TrainingError(
+            f"--trainable-from {config.trainable_from!r} is not a layer of {config.architecture}"
+        )
     trainable = False
     for layer in backbone.layers:
         trainable = trainable or layer.name == config.trainable_from
@@ -167,54 +223,43 @@ def check_readable(root: Path, images: list[GalleryImage]) -> None:
 
 
 class FaceBatches(keras.utils.PyDataset):
-    """Batches decoded and cropped by the same code as the index and the server."""
+    """Shuffled batches of cached chips (``chips.py``) and their class numbers."""
 
     def __init__(
-        self,
-        root: Path,
-        images: list[GalleryImage],
-        classes: dict[str, int],
-        config: TrainConfig,
-        **kwargs,
+        self, chips: np.ndarray, labels: np.ndarray, batch_size: int, seed: int, **kwargs
     ) -> None:
         super().__init__(**kwargs)
-        self.root, self.images, self.classes, self.config = root, images, classes, config
-        self.order = np.arange(len(images))
+        self.chips, self.labels, self.batch_size, self.seed = chips, labels, batch_size, seed
+        self.order = np.arange(len(chips))
         self.epoch = 0
         self.on_epoch_end()
 
     def __len__(self) -> int:
-        return math.ceil(len(self.images) / self.config.batch_size)
+        return math.ceil(len(self.chips) / self.batch_size)
 
     def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        size = self.config.batch_size
-        chosen = [self.images[i] for i in self.order[batch * size : (batch + 1) * size]]
-        return (
-            pixels_of(self.root, chosen, self.config),
-            np.array([self.classes[image.label] for image in chosen], dtype=np.int32),
-        )
+        rows = np.sort(self.order[batch * self.batch_size : (batch + 1) * self.batch_size])
+        return self.chips[rows].astype(np.float32), self.labels[rows]
 
     def on_epoch_end(self) -> None:
-        np.random.default_rng([self.config.seed, self.epoch]).shuffle(self.order)
+        np.random.default_rng([self.seed, self.epoch]).shuffle(self.order)
         self.epoch += 1
 
 
 def pixels_of(root: Path, images: list[GalleryImage], config: TrainConfig) -> np.ndarray:
-    return np.stack(
-        [load((root / i.path).read_bytes(), config.crop, config.image_size).pixels for i in images]
+    """The chips training sees: the served pixels, cut once and kept as uint8."""
+    return cached_chips(
+        root, images, config.crop, config.image_size, config.checkpoints, config.progress
     )
 
 
 class ValidationHitAt1(keras.callbacks.Callback):
     """hit@1 of the embedder on held-out people, the figure the training is for."""
 
-    def __init__(
-        self, root: Path, images: list[GalleryImage], config: TrainConfig, log_file: Path
-    ) -> None:
+    def __init__(self, chips: np.ndarray, labels: np.ndarray, log_file: Path) -> None:
         super().__init__()
-        self.pixels = pixels_of(root, images, config)
-        self.labels = np.array([i.label for i in images])
-        self.log_file = log_file
+        self.pixels, self.labels, self.log_file = chips, labels, log_file
+        self.started = time.time()
 
     def hit_at_1(self) -> float:
         embedder = self.model.get_layer(EMBEDDER_LAYER)
@@ -223,23 +268,43 @@ class ValidationHitAt1(keras.callbacks.Callback):
         )
         return leave_one_out_hit_at_1(features, self.labels)
 
+    def _log(self, line: dict[str, object]) -> None:
+        with self.log_file.open("a") as stream:
+            stream.write(json.dumps(line) + "\n")
+
     def on_train_begin(self, logs: dict | None = None) -> None:
-        print(
-            f"validation hit@1 before this run: {self.hit_at_1():.4f}", file=sys.stderr, flush=True
-        )
+        self.started = time.time()
+        hit = self.hit_at_1()
+        self._log({"stage": "start", "epoch": None, "time": time.time(), "val_hit_at_1": hit})
+        print(f"validation hit@1 before this run: {hit:.4f}", file=sys.stderr, flush=True)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs if logs is not None else {}
         logs["val_hit_at_1"] = self.hit_at_1()
-        line = {"epoch": epoch + 1, "time": time.time(), **{k: float(v) for k, v in logs.items()}}
-        with self.log_file.open("a") as stream:
-            stream.write(json.dumps(line) + "\n")
+        self._log(
+            {
+                "epoch": epoch + 1,
+                "time": time.time(),
+                "minutes": (time.time() - self.started) / 60,
+                **{k: float(v) for k, v in logs.items()},
+            }
+        )
         print(
             f"epoch {epoch + 1}: loss {logs.get('loss', float('nan')):.4f}, "
             f"validation hit@1 {logs['val_hit_at_1']:.4f}",
             file=sys.stderr,
             flush=True,
         )
+
+
+def imprint_head(model: keras.Model, chips: np.ndarray, labels: np.ndarray) -> None:
+    """Each person's class direction set to the normalised mean of their embeddings."""
+    embedder = model.get_layer(EMBEDDER_LAYER)
+    embeddings = np.asarray(embedder.predict(chips.astype(np.float32), batch_size=64, verbose=0))
+    head = model.get_layer("identity")
+    centres = np.zeros(head.centres.shape, np.float32)
+    np.add.at(centres.T, labels, embeddings)
+    head.centres.assign(centres / np.maximum(np.linalg.norm(centres, axis=0), 1e-12))
 
 
 def latest_checkpoint(folder: Path) -> tuple[Path, int] | None:
@@ -263,22 +328,31 @@ def train(config: TrainConfig) -> Path:
         flush=True,
     )
 
+    chips = pixels_of(config.data, train_images + validation, config)
+    train_chips, validation_chips = chips[: len(train_images)], chips[len(train_images) :]
+    labels = np.array([classes[image.label] for image in train_images], dtype=np.int32)
     resumed = latest_checkpoint(config.checkpoints) if config.resume else None
     if resumed:
+        if config.architecture == "dlib-resnet":
+            import lookalike.export.dlib_resnet  # noqa: F401  (registers its layers)
         model, initial_epoch = keras.saving.load_model(resumed[0]), resumed[1]
         print(f"resuming from {resumed[0]} (epoch {initial_epoch})", file=sys.stderr)
     else:
         model, initial_epoch = build_training_model(config, len(classes)), 0
-    batches = FaceBatches(
-        config.data, train_images, classes, config, workers=2, use_multiprocessing=False
-    )
+        if config.weights != "none":
+            imprint_head(model, train_chips, labels)
+    batches = FaceBatches(train_chips, labels, config.batch_size, config.seed)
     batches.epoch = initial_epoch
     model.fit(
         batches,
         epochs=config.epochs,
         initial_epoch=initial_epoch,
         callbacks=[
-            ValidationHitAt1(config.data, validation, config, config.checkpoints / "history.jsonl"),
+            ValidationHitAt1(
+                validation_chips,
+                np.array([i.label for i in validation]),
+                config.checkpoints / "history.jsonl",
+            ),
             keras.callbacks.ModelCheckpoint(str(config.checkpoints / "epoch-{epoch:03d}.keras")),
         ],
         verbose=1 if sys.stderr.isatty() else 2,

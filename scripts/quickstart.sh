@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The main job, end to end: install, export the embedder, index a gallery, serve, search.
 #
-#   LOOKALIKE_GALLERY   folder of <person>/<image> photos to search; unset: a sample
-#                       gallery of synthetic cartoon faces that lookalike draws itself
-#   LOOKALIKE_CROP      how to crop your photos (default detect: the largest face found)
-#   LOOKALIKE_WEIGHTS   imagenet (default), none, or a weights file
+#   LOOKALIKE_GALLERY   folder of <person>/<image> photos to search, with the face network
+#                       (dlib's, ported; aligned faces); unset: a sample gallery of synthetic
+#                       cartoon faces that lookalike draws itself, with the ResNet101
+#   LOOKALIKE_WEIGHTS   the ResNet101's: imagenet (default), none, or a weights file
 #   LOOKALIKE_PORT      port to serve on (default 50051)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,17 +29,18 @@ mkdir -p "$work"
 echo "installing lookalike into .venv (the server and export extras)" >&2
 python -m pip install --quiet --disable-pip-version-check -e '.[server,export]'
 
-weights=${LOOKALIKE_WEIGHTS:-imagenet}
-if [ ! -f "$work/model.onnx" ]; then
-  if ! lookalike export --weights "$weights" --out "$work/model.onnx"; then
-    [ "$weights" = imagenet ] || exit 1
-    echo "WARNING: no ImageNet weights (no network?): continuing with --weights none." >&2
-    echo "WARNING: a random-weight model finds the same photo, not the same person." >&2
-    lookalike export --weights none --out "$work/model.onnx"
-  fi
-fi
-
 if [ -z "$gallery" ]; then
+  # Cartoon drawings have no real face to align: the design's ResNet101 on whole frames.
+  model=$work/model.onnx
+  weights=${LOOKALIKE_WEIGHTS:-imagenet}
+  if [ ! -f "$model" ]; then
+    if ! lookalike export --weights "$weights" --out "$model"; then
+      [ "$weights" = imagenet ] || exit 1
+      echo "WARNING: no ImageNet weights (no network?): continuing with --weights none." >&2
+      echo "WARNING: a random-weight model finds the same photo, not the same person." >&2
+      lookalike export --weights none --out "$model"
+    fi
+  fi
   gallery=$work/sample-gallery
   rm -rf "$gallery"
   lookalike sample-gallery "$gallery" --people 12 --photos 5
@@ -47,20 +48,25 @@ if [ -z "$gallery" ]; then
   query=$work/query-person_03.jpg
   mv "$gallery/person_03/person_03_0005.jpg" "$query"
   what="a drawing of person_03 that is not in the gallery"
-  crop=none
+  crop=(--crop none)
   echo "No LOOKALIKE_GALLERY given: using that sample gallery. To search real photos, run"
   echo "  LOOKALIKE_GALLERY=/path/to/photos bash scripts/quickstart.sh"
   echo "with one folder per person (photos/<person>/<image>)."
 else
+  # Real photos: the best face model here, dlib's face network (its published weights,
+  # ported to ONNX; seconds, no download) with mirror averaging. It indexes with its own
+  # crop, align, recorded in the model.
+  model=$work/face.onnx
+  [ -f "$model" ] || lookalike export --architecture dlib-resnet --mirror --out "$model"
   query=$(find -L "$gallery" -mindepth 2 -type f | sort | head -n 1)
   what="the first photo of the gallery (it should find itself first)"
-  crop=${LOOKALIKE_CROP:-detect}
+  crop=()
 fi
 
 rm -rf "$work/index"
-lookalike index "$gallery" --model "$work/model.onnx" --out "$work/index" --crop "$crop"
+lookalike index "$gallery" --model "$model" --out "$work/index" "${crop[@]}"
 
-lookalike serve --model "$work/model.onnx" --index "$work/index" --port "$port" \
+lookalike serve --model "$model" --index "$work/index" --port "$port" \
   >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill -TERM $server 2>/dev/null; wait $server' EXIT

