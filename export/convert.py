@@ -213,7 +213,8 @@ def export_onnx(config: ExportConfig) -> ExportReport:
     started = time.perf_counter()
     say = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     source = config.checkpoint or f"weights {config.weights or 'default'}"
-    say(f"building the {config.architecture} embedder from {source}...")
+    what = "the" if config.checkpoint else f"the {config.architecture}"
+    say(f"building {what} embedder from {source}...")
     model, size, extra = embedder_to_export(config)
     if config.mirror:
         model = mirrored(model)

@@ -58,7 +58,7 @@ from lookalike.server.index.build import build_index
 from lookalike.server.index.gallery import GalleryImage
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.vision.imaging import Crop
-from lookalike.server.vision.teacher import open_teacher
+from lookalike.server.vision.teacher import TEACHERS
 
 ALIGN = Crop("align")
 # BatchNorm statistics must follow the weights within hundreds of steps, not thousands.
@@ -119,6 +119,8 @@ class DistillConfig:
             raise TrainingError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.batchnorm not in BATCHNORMS:
             raise TrainingError(f"--batchnorm must be one of {', '.join(BATCHNORMS)}")
+        if self.teacher not in TEACHERS:
+            raise TrainingError(f"--teacher must be one of {', '.join(TEACHERS)}")
         if self.augment < 0:
             raise TrainingError("--augment must be 0 or more")
         if self.augment and (self.fit != "ridge" or self.trainable_from != "head"):
@@ -147,7 +149,7 @@ class DistillConfig:
 def teacher_descriptors(config: DistillConfig, images: list[GalleryImage]) -> np.ndarray:
     """The teacher's descriptor of each image, computed once per content and kept in an
     index folder (a killed run resumes it); rows in the order of ``images``."""
-    teacher = PortedTeacher() if config.teacher == "dlib" else open_teacher(config.teacher)
+    teacher = PortedTeacher(mirror=config.teacher == "dlib-mirror")
     folder = config.checkpoints / f"teacher-{config.teacher}"
     if not (folder / "manifest.json").is_file():
         print(f"computing {config.teacher} descriptors (once)...", file=sys.stderr, flush=True)
@@ -237,11 +239,13 @@ def augmented_rows(
         config.checkpoints,
         config.progress,
     )
-    cache = config.checkpoints / f"augmented-{config.augment}x-seed{config.seed}-teacher.npy"
+    cache = (
+        config.checkpoints / f"augmented-{config.augment}x-seed{config.seed}-{config.teacher}.npy"
+    )
     if cache.is_file() and np.load(cache, mmap_mode="r").shape[0] == len(teacher_chips):
         return student, np.load(cache)
     say(f"the teacher describes {len(teacher_chips)} augmented chips...")
-    descriptors = PortedTeacher().embed(teacher_chips)
+    descriptors = PortedTeacher(mirror=config.teacher == "dlib-mirror").embed(teacher_chips)
     with atomic_path(cache) as staging, staging.open("wb") as stream:
         np.save(stream, descriptors)
     return student, descriptors
@@ -503,7 +507,7 @@ class FreshDistiller(Distiller):
 
         super().__init__(config, chips, descriptors, cache)
         self.teacher_chips = teacher_chips
-        teacher = PortedTeacher().network
+        teacher = PortedTeacher(mirror=config.teacher == "dlib-mirror").network
         teacher.trainable = False
         augment = keras.Sequential(
             [

@@ -383,11 +383,14 @@ class PortedTeacher:
     provider = "Keras (dlib's network, ported)"
     providers = [provider]
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, mirror: bool = False, batch_size: int = 64) -> None:
+        from lookalike.export.model import mirrored
         from lookalike.server.vision.teacher import teacher_info
 
-        self.info = teacher_info()
+        self.info = teacher_info(mirror)
         self.network = build_dlib_resnet(read_dlib_resnet(self.info.path))
+        if mirror:
+            self.network = mirrored(self.network)
         self.batch_size = batch_size
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:

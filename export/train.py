@@ -275,7 +275,9 @@ class ValidationHitAt1(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.started = time.time()
         hit = self.hit_at_1()
-        self._log({"stage": "start", "epoch": None, "time": time.time(), "val_hit_at_1": hit})
+        self._log(
+            {"stage": "start", "epoch": 0, "time": time.time(), "minutes": 0.0, "val_hit_at_1": hit}
+        )
         print(f"validation hit@1 before this run: {hit:.4f}", file=sys.stderr, flush=True)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
