@@ -449,14 +449,19 @@ class Distiller:
     def fit_ridge(self, rows: np.ndarray, penalty: float) -> None:
         """Set the head to the ridge fit from the cached features of ``rows`` and their
         mirrors to the whitened descriptors (``ridge.py``)."""
-        features = self.inputs[:, rows].reshape(2 * len(rows), -1)
-        targets = np.concatenate([self.whitened[rows], self.whitened[rows]])
+        parts = [self.inputs[0, rows], self.inputs[1, rows]]
+        targets = [self.whitened[rows], self.whitened[rows]]
         if self.extra_inputs is not None:
-            features = np.concatenate(
-                [features, self.extra_inputs.reshape(len(self.extra_inputs), -1)]
-            )
-            targets = np.concatenate([targets, self.extra_whitened])
-        self.student.get_layer("head").set_weights(ridge_head(features, targets, penalty))
+            parts.append(self.extra_inputs)
+            targets.append(self.extra_whitened)
+        # float32 rows written in place, part by part: no float16 copy of all of them first
+        features = np.empty((sum(map(len, parts)), self.inputs[0, 0].size), np.float32)
+        start = 0
+        for part in parts:
+            features[start : start + len(part)] = part.reshape(len(part), -1)
+            start += len(part)
+        head = ridge_head(features, np.concatenate(targets), penalty)
+        self.student.get_layer("head").set_weights(head)
 
     def embed(self, rows: np.ndarray) -> np.ndarray:
         """Embeddings of rows of ``chips`` (unmirrored), as the exported model gives them."""
