@@ -138,7 +138,10 @@ class Server:
         self._on_loop(self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING))
         self._on_loop(self._grpc.start())
         engine = self.service.engine
-        warmup = engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
+        warming = time.perf_counter()
+        engine.warm_up(self.config.warmup_runs, (1, self.config.max_batch))
+        self.service.warm_workers()
+        warmup = time.perf_counter() - warming
         embedder = engine.embedder
         self.telemetry.gallery_size.set(len(engine.backend))
         self.telemetry.pending_rows.set(engine.backend.pending_rows)

@@ -80,6 +80,24 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
         self.ready = threading.Event()
 
+    def warm_workers(self) -> None:
+        """With an aligned gallery, start every worker thread and load dlib's models in
+        each now: dlib's objects are made per thread (vision/align.py), and loading them
+        takes about half a second, which the first Search on each thread would pay. Only
+        before SERVING: the tasks hold every worker until all have started."""
+        if self.engine.backend.info.crop.mode != "align":
+            return
+        from lookalike.server.vision.align import load_models
+
+        started = threading.Barrier(self.max_in_flight)  # all waiting: one task per thread
+
+        def load() -> None:
+            load_models()
+            started.wait(timeout=120)
+
+        for task in [self._workers.submit(load) for _ in range(self.max_in_flight)]:
+            task.result()
+
     def swap_index(
         self, location: str | None = None, who: str = "SIGHUP"
     ) -> tuple[SearchBackend, SearchBackend]:
