@@ -219,3 +219,35 @@ def test_fine_tuning_starts_from_the_ported_network_and_exports_as_a_face_model(
     pairs = np.triu_indices(len(chips), 1)
     kept = np.corrcoef((before @ before.T)[pairs], (after @ after.T)[pairs])[0, 1]
     assert kept > 0.8, kept
+
+
+@pytest.mark.lfw
+def test_the_face_network_serves_search_and_finds_people_it_never_indexed(
+    face_model, lfw_dir, tmp_path
+):
+    """Index 6 people's photos with the exported face network (its crop, align, from its
+    metadata), serve them on a real gRPC server, and search a photo of each that is not in
+    the gallery: the same person comes first, from a face dlib found."""
+    from lookalike.client.client import SearchClient
+    from lookalike.server.index.build import build_index
+    from tests.serving import in_process_server
+    from tests.test_distill import small_gallery
+
+    gallery = small_gallery(lfw_dir, tmp_path / "gallery", people=6, photos=4)
+    queries = {}
+    for person in sorted(gallery.iterdir()):
+        held_out = sorted(person.iterdir())[-1]
+        queries[person.name] = held_out.read_bytes()
+        held_out.unlink()
+    embedder = Embedder(face_model, device="cpu")
+    build_index(gallery, embedder, tmp_path / "index", progress=False)
+    with (
+        in_process_server(embedder, tmp_path / "index", max_in_flight=4) as target,
+        SearchClient(target) as client,
+    ):
+        assert client.info().model_name == "dlib-resnet"
+        for person, photo in queries.items():
+            result = client.search(photo, k=3)
+            assert result.crop_note == "", (person, result.crop_note)
+            assert result.matches[0].label == person, (person, result.matches)
+            assert result.matches[0].distance < 0.6  # dlib's same-person threshold
