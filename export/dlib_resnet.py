@@ -21,7 +21,7 @@ down-sampling unit adds a 3x3 block output to a 4x4 shortcut).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -301,7 +301,8 @@ def _folded(layers: list[Layer]) -> list[Layer]:
             beta = layer.weights["beta"].astype(np.float64)
             filters = con.weights["filters"] * gamma[:, None, None, None]
             bias = con.weights["bias"] * gamma + beta
-            con.weights = {"filters": filters.astype(np.float32), "bias": bias.astype(np.float32)}
+            folded = {"filters": filters.astype(np.float32), "bias": bias.astype(np.float32)}
+            out[-1] = replace(con, weights=folded)  # the layers read stay as they were
             continue
         out.append(layer)
     return out

@@ -251,3 +251,14 @@ def test_the_face_network_serves_search_and_finds_people_it_never_indexed(
             assert result.crop_note == "", (person, result.crop_note)
             assert result.matches[0].label == person, (person, result.matches)
             assert result.matches[0].distance < 0.6  # dlib's same-person threshold
+
+
+def test_one_read_builds_the_same_network_twice():
+    """Folding the affine layers into the convolutions copies them: the layers read stay
+    as the file has them (a second build once folded the scale in twice)."""
+    from lookalike.export.dlib_resnet import build_dlib_resnet
+
+    layers = read_dlib_resnet(dlib_weights_path(None))
+    chips = np.random.default_rng(1).uniform(0, 255, (2, 150, 150, 3)).astype(np.float32)
+    first = np.asarray(build_dlib_resnet(layers)(chips))
+    np.testing.assert_array_equal(np.asarray(build_dlib_resnet(layers)(chips)), first)
