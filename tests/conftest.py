@@ -9,25 +9,52 @@ import pytest
 
 from tests.imagegen import write_gallery
 from tests.serving import in_process_server
+from tests.sharing import BackgroundExport, run_folder, tf2onnx_turn
 
-TEST_IMAGE_SIZE = 64
+TEST_IMAGE_SIZE = 32  # the smallest a ResNet101 takes: five halvings to one cell
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by fixture parameter
+def pytest_collection_modifyitems(config, items):
+    """Tests that need no exported model first, in their own order, then the rest in theirs:
+    the model is exported in the background while the first ones run (see model_export)."""
+    items[:] = sorted(items, key=lambda item: "onnx_model" in getattr(item, "fixturenames", ()))
+
+
+def reused_model() -> Path | None:
+    reuse = os.environ.get("LOOKALIKE_TEST_MODEL")
+    return Path(reuse) if reuse and Path(reuse).is_file() else None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_export(request, tmp_path_factory):
+    """Starts exporting the test model as the session starts, if any test to run needs it."""
+    if reused_model() or not any(
+        "onnx_model" in getattr(item, "fixturenames", ()) for item in request.session.items
+    ):
+        yield None
+        return
+    export = BackgroundExport(run_folder(tmp_path_factory), TEST_IMAGE_SIZE)
+    yield export
+    export.stop()
+
+
 @pytest.fixture(scope="session")
-def onnx_model(tmp_path_factory) -> Path:
-    """A random-weight ResNet101 exported once per session (about a minute on 2 cores).
+def onnx_model(model_export) -> Path:
+    """A random-weight ResNet101 exported once per test run (about a minute on 2 cores),
+    shared by the pytest-xdist workers (tests/sharing.py).
 
     Set LOOKALIKE_TEST_MODEL to an exported .onnx file to reuse it while developing.
     """
-    reuse = os.environ.get("LOOKALIKE_TEST_MODEL")
-    if reuse and Path(reuse).is_file():
-        return Path(reuse)
-    from lookalike.export.convert import ExportConfig, export_onnx
+    return reused_model() or model_export.result()
 
-    out = tmp_path_factory.mktemp("model") / "model.onnx"
-    export_onnx(ExportConfig(out=out, weights="none", image_size=TEST_IMAGE_SIZE))
-    return out
+
+@pytest.fixture
+def tf2onnx_alone(tmp_path_factory):
+    """For a test that runs a tf2onnx export in-process: not while another one runs."""
+    with tf2onnx_turn(run_folder(tmp_path_factory)):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from lookalike.server.index.gallery import list_gallery, person_split
+from tests.conftest import TEST_IMAGE_SIZE
 
 EVAL = [sys.executable, "-m", "lookalike.client.cli", "eval"]
 
@@ -59,7 +60,7 @@ def test_eval_reports_every_metric_and_draws_plots(onnx_model, gallery_dir, inde
     assert report["hit_at_20"] == 1.0
     assert report["gallery_size"] == 18 and report["queries"] == 18
     assert report["verification"]["pairs"] == 12 and report["verification"]["matched"] == 6
-    assert report["model_weights"] == "none" and report["input_size"] == 64
+    assert report["model_weights"] == "none" and report["input_size"] == TEST_IMAGE_SIZE
     for picture in ("hit_at_k.png", "roc.png"):
         with Image.open(out / picture) as image:
             assert image.format == "PNG" and image.width > 300

@@ -14,6 +14,7 @@ from lookalike.server.index.build import build_index
 from lookalike.server.index.store import FEATURES, MANIFEST, GalleryIndex, InvalidIndexError
 from lookalike.server.online.engine import SearchEngine
 from lookalike.server.vision.imaging import Crop
+from tests.conftest import TEST_IMAGE_SIZE
 
 
 def test_index_holds_one_float32_row_per_image(index_dir, gallery_dir, embedder):
@@ -217,7 +218,7 @@ def test_manifest_input_size_must_match_the_model(index_dir, tmp_path, embedder)
     """A manifest may not make every Search allocate 60000² × 3 floats (#15 item 5)."""
     copy = copy_index(index_dir, tmp_path)
     rewrite_manifest(copy, lambda m: m["model"].update(input_size=60000))
-    with pytest.raises(InvalidIndexError, match="input size 60000.*model takes 64"):
+    with pytest.raises(InvalidIndexError, match=f"input size 60000.*model takes {TEST_IMAGE_SIZE}"):
         SearchEngine(embedder, MemmapBackend(GalleryIndex.open(copy)))
 
 

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("tensorflow", "onnxruntime", "sklearn", "numpy", "tf2onnx")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: the backend parameter splits this module
 def thin_venv(tmp_path_factory) -> Path:
     """A fresh virtual environment with only `pip install .` in it."""
     where = tmp_path_factory.mktemp("thin") / "venv"

@@ -64,6 +64,7 @@ def test_training_checkpoints_every_epoch_and_resumes(trained):
     assert record["crop"] == {"mode": "center", "fraction": 0.5} and record["epochs"] == 2
 
 
+@pytest.mark.usefixtures("tf2onnx_alone")
 def test_checkpoint_exports_with_its_crop_and_normalisation(trained, tmp_path, faces):
     from lookalike.export.convert import ExportConfig, export_onnx
     from lookalike.server.index.build import build_index
