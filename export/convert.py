@@ -99,12 +99,14 @@ def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str
     if not config.checkpoint.is_file():
         raise ExportError(f"checkpoint not found: {config.checkpoint}")
     embedder = keras.saving.load_model(config.checkpoint).get_layer(EMBEDDER_LAYER)
-    trained_size = embedder.input_shape[1]
-    size = config.image_size or trained_size
-    if size != trained_size:  # convolution weights do not depend on the input size
-        embedder = at_size(embedder, size, config.seed)
     record_file = training_record(config.checkpoint)
     record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    trained_size = embedder.input_shape[1]
+    size = config.image_size or trained_size
+    if size != trained_size and record.get("architecture") == "dlib-resnet":
+        raise ExportError(f"dlib's face network takes {trained_size} px chips only")
+    if size != trained_size:  # convolution weights do not depend on the input size
+        embedder = at_size(embedder, size, config.seed)
     how = f"distilled from {record['teacher']}" if record.get("teacher") else "fine-tuned"
     extra = {
         **(face_network_metadata() if record.get("architecture") == "dlib-resnet" else {}),

@@ -196,6 +196,10 @@ def test_fine_tuning_starts_from_the_ported_network_and_exports_as_a_face_model(
     # imprinted class directions: the first epoch's loss is well under a random head's
     # (log of 7 classes = 1.95)
     assert history[1]["loss"] < 1.0
+    from lookalike.export.model import ExportError
+
+    with pytest.raises(ExportError, match="150 px chips only"):  # not resized as a ResNet
+        export_onnx(ExportConfig(out=tmp_path / "small.onnx", checkpoint=out, image_size=112))
     report = export_onnx(ExportConfig(out=tmp_path / "tuned.onnx", checkpoint=out))
     tuned = Embedder(report.path, device="cpu")
     assert (tuned.info.name, tuned.info.input_size, tuned.info.crop.mode) == (
