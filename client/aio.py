@@ -19,6 +19,7 @@ from lookalike.client.client import (
     RemoveResult,
     SearchResult,
     ServerInfo,
+    add_batches,
     add_request,
     add_results,
     call_error,
@@ -90,8 +91,13 @@ class AsyncSearchClient(ClientBase):
         return response.index_version, response.gallery_size
 
     async def add_images(self, images: Sequence[NewImage]) -> list[AddResult]:
-        """Enrol images (admin); one result per image, in order. Safe to send again."""
-        return add_results(await self._call(self._stub.AddImages, add_request(images)))
+        """Enrol images (admin); one result per image, in order. Safe to send again.
+        Many images go in several calls; each call's images are added when it returns."""
+        results: list[AddResult] = []
+        for batch in add_batches(images) or [images]:
+            response = await self._call(self._stub.AddImages, add_request(batch))
+            results += add_results(response, len(results))
+        return results
 
     async def remove_images(
         self,

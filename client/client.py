@@ -142,8 +142,9 @@ class RemovedImage:
 class RemoveResult:
     selector: str  # "id", "label" or "image"
     position: int
-    result: str  # "removed" or "not_found"
+    result: str  # "removed", "not_found", or "failed" (not reached before the deadline)
     removed: list[RemovedImage]
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,13 +156,16 @@ class GalleryEntry:
     pending: bool  # added since the last compaction
 
 
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+
+
 def retry_policy(retries: int) -> str:
     """gRPC's own retries: only UNAVAILABLE (nothing was done), with exponential backoff."""
     return json.dumps(
         {
             "methodConfig": [
                 {
-                    "name": [{"service": "lookalike.v1.SearchService"}],
+                    "name": [{"service": SERVICE_NAME}],
                     "retryPolicy": {
                         "maxAttempts": retries + 1,
                         "initialBackoff": "0.2s",
@@ -251,6 +255,16 @@ def _result_name(value: int) -> str:
     return search_pb2.ChangeResult.Name(value).lower()
 
 
+# Images per AddImages call: within the server's default max_images_per_add (64), and a
+# call short enough that its deadline, or a wait for the gallery's turn, stays small.
+ADD_CALL_IMAGES = 32
+
+
+def add_batches(images: Sequence[NewImage]) -> list[Sequence[NewImage]]:
+    """The images in the groups that go in one AddImages call each."""
+    return [images[i : i + ADD_CALL_IMAGES] for i in range(0, len(images), ADD_CALL_IMAGES)]
+
+
 def add_request(images: Sequence[NewImage]) -> search_pb2.AddImagesRequest:
     return search_pb2.AddImagesRequest(
         images=[
@@ -262,9 +276,10 @@ def add_request(images: Sequence[NewImage]) -> search_pb2.AddImagesRequest:
     )
 
 
-def add_results(response: search_pb2.AddImagesResponse) -> list[AddResult]:
+def add_results(response: search_pb2.AddImagesResponse, offset: int = 0) -> list[AddResult]:
+    """The results of one call whose first image is ``offset`` in the caller's list."""
     return [
-        AddResult(r.position, _result_name(r.result), r.id, r.label, r.path, r.error)
+        AddResult(offset + r.position, _result_name(r.result), r.id, r.label, r.path, r.error)
         for r in response.results
     ]
 
@@ -287,6 +302,7 @@ def remove_results(response: search_pb2.RemoveImagesResponse) -> list[RemoveResu
             r.position,
             _result_name(r.result),
             [RemovedImage(g.id, g.label, g.path, g.file_deleted) for g in r.removed],
+            r.error,
         )
         for r in response.results
     ]
@@ -449,8 +465,13 @@ class SearchClient(ClientBase):
         return response.index_version, response.gallery_size
 
     def add_images(self, images: Sequence[NewImage]) -> list[AddResult]:
-        """Enrol images (admin); one result per image, in order. Safe to send again."""
-        return add_results(self._call(self._stub.AddImages, add_request(images)))
+        """Enrol images (admin); one result per image, in order. Safe to send again.
+        Many images go in several calls; each call's images are added when it returns."""
+        results: list[AddResult] = []
+        for batch in add_batches(images) or [images]:
+            response = self._call(self._stub.AddImages, add_request(batch))
+            results += add_results(response, len(results))
+        return results
 
     def remove_images(
         self,

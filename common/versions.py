@@ -36,6 +36,22 @@ def versions_of(out: Path) -> Path:
     return out.parent / f".{out.name}.versions"
 
 
+def served_name(path: Path) -> Path:
+    """The fixed name that serves the version ``path`` leads to, or ``path`` resolved.
+
+    However a gallery is named (its link, a link to the link, the version folder
+    itself), this is the one name its changes, its writer's lock and its next
+    version are kept beside: naming it another way must not start a second history.
+    """
+    folder = path.resolve()
+    versions = folder.parent
+    if versions.name.startswith(".") and versions.name.endswith(".versions"):
+        link = versions.parent / versions.name[1 : -len(".versions")]
+        if link.is_symlink() and link.resolve().parent == versions:
+            return link
+    return folder
+
+
 def served_version(out: Path) -> str | None:
     """The name of the version ``out`` links to; None when it is no link into its versions."""
     if not out.is_symlink():

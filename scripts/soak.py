@@ -7,19 +7,27 @@ Starts the server (search token, admin token, on a free loopback port) and for
 images, 20% bad inputs (junk bytes, a truncated JPEG, k=0), 10% calls without a
 token, and 10% calls that open and never send their request (kept open, up to
 ``--max-idle`` at once). Every ``--reload-every`` seconds the index is reloaded
-over the admin RPC. A probe checks health every 0.2 s with a 1 s deadline, and
-the server's resident memory is sampled every second. Prints:
+over the admin RPC, by name and by default in turn. An enroller adds new faces
+(one bad image in five among them), erases earlier ones with their files, and
+compacts now and then. The server works on a copy of the gallery and the index,
+so the soak changes neither. A probe checks health every 0.2 s with a 1 s
+deadline, and the server's resident memory is sampled every second. At the end
+every acknowledged add must be listed and every erased face must be absent from
+ListImages, Search and the gallery folder. Prints:
 
-    unknown=0 lost_good=0 health_max_ms=... health_failures=0 rss_start_mb=... rss_max_mb=...
+    unknown=0 lost_good=0 lost_adds=0 resurrected=0 health_max_ms=... rss_max_mb=...
 
-and exits 1 unless there was no UNKNOWN, no lost good call and no failed probe.
+and exits 1 unless there was no UNKNOWN, no lost good call, no lost or resurrected
+row and no failed probe.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +41,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from lookalike.client import LookalikeError, SearchClient
+from lookalike.client import LookalikeError, NewImage, SearchClient
+from lookalike.server.index.publish import publish
+from lookalike.server.index.samples import person_image
 from lookalike.v1 import search_pb2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' server helpers
@@ -49,6 +59,24 @@ def gallery_images(index: Path, count: int) -> list[bytes]:
     return [(root / row[2]).read_bytes() for row in rows]
 
 
+def copy_gallery(index: Path, folder: Path) -> tuple[Path, Path]:
+    """(gallery root, served index) copies to change: the index published as a version."""
+    manifest = json.loads((index / "manifest.json").read_text())
+    root = folder / "gallery"
+    shutil.copytree(manifest["gallery_root"], root, symlinks=True)
+    staging = folder / "indexes" / ".staging"
+    shutil.copytree(index.resolve(), staging)
+    served = folder / "indexes" / "idx"
+    publish(staging, served, manifest["version"])
+    return root, served
+
+
+def new_face(n: int) -> bytes:
+    stream = io.BytesIO()
+    person_image(5000 + n, n % 3).save(stream, "JPEG", quality=90)
+    return stream.getvalue()
+
+
 class Soak:
     def __init__(self, target: str, images: list[bytes], args: argparse.Namespace) -> None:
         self.target, self.images, self.args = target, images, args
@@ -60,6 +88,9 @@ class Soak:
         self.health_failures: list[str] = []
         self.idle_calls: list[grpc.Future] = []
         self.reloads: list[str] = []
+        self.added: dict[str, bytes] = {}  # acknowledged adds not erased since
+        self.erased: dict[str, tuple[bytes, str]] = {}  # id -> (image, path in the gallery)
+        self.changes: Counter[str] = Counter()
         self.release = threading.Event()
         self.idle_channel = grpc.insecure_channel(target)
 
@@ -137,11 +168,61 @@ class Soak:
                     self.health_failures.append(error.code().name)
                 self.health_ms.append((time.perf_counter() - started) * 1e3)
 
+    def enroller(self) -> None:
+        """Adds (a bad image among every five), erasures with their files, compactions."""
+        rng = random.Random(7)
+        n = 0
+        with SearchClient(self.target, token=self.args.admin_token, timeout=60) as admin:
+            while not self.stop.wait(0.3):
+                faces = [new_face(n + i) for i in range(4)]
+                n += 4
+                batch = [NewImage(face, f"soak{n % 7}") for face in faces]
+                batch.insert(rng.randrange(5), NewImage(b"not an image", "soak"))
+                self.change("add", lambda b=batch: self.add(admin, b))
+                if self.added and rng.random() < 0.5:
+                    victim = rng.choice(sorted(self.added))
+                    self.change("remove", lambda v=victim: self.remove(admin, v))
+                if rng.random() < 0.05:
+                    self.change("compact", admin.compact)
+
+    def change(self, kind: str, work) -> None:  # noqa: ANN001 (a call of the client)
+        try:
+            work()
+            self.count(kind, grpc.StatusCode.OK)
+        except LookalikeError as error:
+            self.count(kind, error.code)
+
+    def add(self, admin: SearchClient, batch: list[NewImage]) -> None:
+        for new, result in zip(batch, admin.add_images(batch), strict=True):
+            self.changes[f"add_{result.result}"] += 1
+            if result.result == "added":
+                self.added[result.id] = new.image
+
+    def remove(self, admin: SearchClient, victim: str) -> None:
+        (result,) = admin.remove_images(ids=[victim], delete_files=True)
+        self.changes[f"remove_{result.result}"] += 1
+        if result.result == "removed":
+            self.erased[victim] = (self.added.pop(victim), result.removed[0].path)
+
+    def audit(self, root: Path) -> tuple[int, int]:
+        """(acknowledged adds missing, erased faces found again) after the run."""
+        with SearchClient(self.target, token=self.args.admin_token, timeout=120) as admin:
+            listed = {entry.id for entry in admin.list_images()}
+            lost = len(set(self.added) - listed)
+            back = set(self.erased) & listed
+            for image_id, (image, path) in self.erased.items():
+                found = {m.id for m in admin.search(image, k=5).matches}
+                if image_id in found or (root / path).exists():
+                    back.add(image_id)
+        return lost, len(back)
+
     def reloader(self) -> None:
+        names = ["", "idx"]  # by default, and by name under --index-root
         with SearchClient(self.target, token=self.args.admin_token, timeout=120) as admin:
             while not self.stop.wait(self.args.reload_every):
                 try:
-                    version, size = admin.reload_index()
+                    names.reverse()
+                    version, size = admin.reload_index(names[0])
                     self.reloads.append(f"OK {version} ({size})")
                 except LookalikeError as error:
                     self.reloads.append(error.code.name)
@@ -168,6 +249,7 @@ def main() -> int:
     args.token, args.admin_token = "soak-search-token", "soak-admin-token"
 
     folder = Path(tempfile.mkdtemp(prefix="lookalike-soak-"))
+    root, index = copy_gallery(args.index, folder)
     (folder / "token").write_text(args.token)
     (folder / "admin").write_text(args.admin_token)
     port = free_port()
@@ -179,7 +261,8 @@ def main() -> int:
             "-m",
             "lookalike.client.cli",
             "serve",
-            *("--model", str(args.model), "--index", str(args.index)),
+            *("--model", str(args.model), "--index", str(index)),
+            *("--index-root", str(index.parent), "--gallery-root", str(root)),
             *("--host", "127.0.0.1", "--port", str(port), "--device", args.device),
             *("--auth-token-file", str(folder / "token")),
             *("--admin-token-file", str(folder / "admin")),
@@ -198,6 +281,7 @@ def main() -> int:
         threads += [
             threading.Thread(target=soak.probe, daemon=True),
             threading.Thread(target=soak.reloader, daemon=True),
+            threading.Thread(target=soak.enroller, daemon=True),
         ]
         for thread in threads:
             thread.start()
@@ -209,6 +293,7 @@ def main() -> int:
         for thread in threads:
             thread.join(timeout=120)
         soak.close()
+        lost_adds, resurrected = soak.audit(root)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=120)
@@ -218,6 +303,8 @@ def main() -> int:
     health_max = max(soak.health_ms, default=float("nan"))
     print(
         f"unknown={unknown} server_unknown={server_unknown} lost_good={len(soak.lost_good)} "
+        f"lost_adds={lost_adds} resurrected={resurrected} added={len(soak.added)} "
+        f"erased={len(soak.erased)} "
         f"health_checks={len(soak.health_ms)} health_max_ms={health_max:.1f} "
         f"health_failures={len(soak.health_failures)} rss_start_mb={rss[0]:.0f} "
         f"rss_max_mb={max(rss):.0f} rss_end_mb={rss[-1]:.0f} exit={server.returncode}"
@@ -225,10 +312,12 @@ def main() -> int:
     for (kind, code), n in sorted(soak.codes.items()):
         print(f"  {kind:>13} {code:<20} {n}")
     print(f"  reloads: {', '.join(soak.reloads)}")
+    print(f"  changes: {dict(sorted(soak.changes.items()))}")
     for lost in soak.lost_good[:5]:
         print(f"  lost: {lost}")
     print(f"  server log: {folder / 'server.log'}")
     healthy = not soak.health_failures and unknown == server_unknown == 0
+    healthy = healthy and lost_adds == resurrected == 0
     return 0 if healthy and not soak.lost_good and server.returncode == 0 else 1
 
 

@@ -80,6 +80,22 @@ def gallery_dir(tmp_path_factory) -> Path:
     return write_gallery(tmp_path_factory.mktemp("gallery"), people=6, photos=3)
 
 
+@pytest.fixture
+def own_gallery(gallery_dir, embedder, tmp_path) -> tuple[Path, Path]:
+    """(gallery root, index link ``indexes/idx``): a copy of people 0-2 and its own index,
+    for a test to change."""
+    import shutil
+
+    from lookalike.server.index.build import build_index
+
+    root = tmp_path / "gallery"
+    for person in range(3):
+        shutil.copytree(gallery_dir / f"person_{person:02d}", root / f"person_{person:02d}")
+    index = tmp_path / "indexes" / "idx"
+    build_index(root, embedder, index, progress=False)
+    return root, index
+
+
 @pytest.fixture(scope="session")
 def index_dir(gallery_dir, embedder, tmp_path_factory) -> Path:
     from lookalike.server.index.build import build_index

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -20,7 +21,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server_process(model: Path, index: Path, port: int, *extra: str) -> subprocess.Popen:
+def start_server_process(
+    model: Path, index: Path, port: int, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
     return subprocess.Popen(
         [
             sys.executable,
@@ -42,6 +45,7 @@ def start_server_process(model: Path, index: Path, port: int, *extra: str) -> su
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -62,9 +66,9 @@ def wait_until_serving(target: str, process: subprocess.Popen, timeout: float = 
     raise TimeoutError(f"server on {target} not SERVING after {timeout} s")
 
 
-@contextmanager
-def running_server(embedder, index_dir: Path | None, **settings) -> Iterator:
-    """A real, started Server on a free loopback port with the given ServerConfig settings."""
+def started_server(embedder, index_dir: Path | None, **settings):
+    """A real, started Server on a free loopback port with the given ServerConfig settings;
+    the caller stops it."""
     from lookalike.server.online.app import Server
     from lookalike.server.online.config import ServerConfig
     from lookalike.server.online.engine import SearchEngine, open_backend
@@ -73,6 +77,13 @@ def running_server(embedder, index_dir: Path | None, **settings) -> Iterator:
     config = ServerConfig(model=embedder.info.path, index=index_dir, port=0, **settings)
     server = Server(config, SearchEngine(embedder, open_backend(config)))
     server.start()
+    return server
+
+
+@contextmanager
+def running_server(embedder, index_dir: Path | None, **settings) -> Iterator:
+    """A real, started Server on a free loopback port with the given ServerConfig settings."""
+    server = started_server(embedder, index_dir, **settings)
     try:
         yield server
     finally:

@@ -124,7 +124,7 @@ def test_a_reload_while_another_runs_is_refused_not_queued(embedder, index_root,
     caplog.set_level(logging.INFO, logger="lookalike")
     with running_server(embedder, index_root / "served") as server:
         target = f"127.0.0.1:{server.port}"
-        with server.service._reloading:  # a reload under way (SIGHUP or another caller)
+        with server.service._reload_turn:  # a reload under way (SIGHUP or another caller)
             error = reload_error(target, "", timeout=10)
         assert error.code == grpc.StatusCode.ABORTED
         assert "another reload is under way" in error.message

@@ -55,6 +55,7 @@ def test_added_rows_are_found_removed_ones_never_and_both_survive_reopening(live
     query = (root / "person_01" / "person_01_0001.jpg").read_bytes()
     assert "person_01" not in {hit.item.label for hit in top(backend, embedder, query, k=100)}
 
+    backend.close()  # a restart: the writer's lock goes with the process
     again = MemmapBackend(GalleryIndex.open(index))
     assert again.items() == backend.items()
     assert top(again, embedder, data)[0].item == item
@@ -71,10 +72,12 @@ def test_a_journal_line_cut_short_is_dropped_and_the_next_change_kept(live, embe
         stream.write(b'{"op": "add", "id": "abc')
     with (changes_folder(index) / VECTORS).open("ab") as stream:
         stream.write(b"\0" * 100)
+    backend.close()
     after_crash = MemmapBackend(GalleryIndex.open(index))
     assert [i for i, pending in after_crash.items() if pending] == [first]
     second, data, vector = enrol(embedder, root, 8, 0)
     after_crash.add(second, vector)
+    after_crash.close()
     reopened = MemmapBackend(GalleryIndex.open(index))
     assert {i for i, pending in reopened.items() if pending} == {first, second}
     assert top(reopened, embedder, data)[0].item == second
@@ -117,4 +120,15 @@ def test_an_image_added_and_removed_leaves_no_vector_after_compaction(live, embe
     version = backend.info.version
     assert backend.compact() == (version, version, 0)
     assert (changes_folder(index) / VECTORS).read_bytes() == b""
+    backend.close()
     assert MemmapBackend(GalleryIndex.open(index)).items() == backend.items()
+
+
+def test_compacting_a_gallery_never_changed_folds_nothing(live):
+    """The changes folder holds only the writer's lock until the first change: nothing
+    to clear (this failed with FileNotFoundError once the lock moved in)."""
+    _, index = live
+    backend = MemmapBackend(GalleryIndex.open(index))
+    version = backend.info.version
+    assert backend.compact() == (version, version, 0)
+    assert backend.items() == [(item, False) for item in GalleryIndex.open(index).manifest.items]

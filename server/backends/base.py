@@ -36,6 +36,10 @@ class BackendFailed(RuntimeError):
     authentication refused, out of memory): an operator must act."""
 
 
+class ReadOnlyGallery(RuntimeError):
+    """A change asked of a server that follows a gallery another server writes."""
+
+
 @dataclass(frozen=True)
 class Hit:
     item: Item
@@ -63,6 +67,19 @@ class SearchBackend(Protocol):
 
     def reopen(self, location: str | None = None) -> SearchBackend:
         """The gallery now at ``location`` (an index folder, a collection), default the same."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what this backend holds for the gallery (a writer's lock)."""
+        ...
+
+    @property
+    def writable(self) -> bool:
+        """Whether this server may change the gallery (else it follows another's changes)."""
+        ...
+
+    def refresh(self) -> bool:
+        """Read changes another server published; whether the gallery searched changed."""
         ...
 
     # Enrolment and erasure on the live gallery. Every change is durable when the

@@ -3,19 +3,26 @@ with the images added and removed since it was built (``server/index/segment.py`
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.backends.base import Algorithm, Hit, external_id
+from lookalike.common.versions import served_name
+from lookalike.server.backends.base import Algorithm, Hit, ReadOnlyGallery, external_id
 from lookalike.server.backends.knn import KnnSearcher, row_norms_squared
 from lookalike.server.index.compact import compact, gallery_order
-from lookalike.server.index.segment import ChangeLog, Changes, changes_folder
+from lookalike.server.index.publish import recover_gallery
+from lookalike.server.index.segment import JOURNAL, ChangeLog, Changes, changes_folder
 from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
+from lookalike.server.index.writer_lock import WriterLock
 from lookalike.server.vision.embedder import ModelInfo
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -83,13 +90,39 @@ class View:
 
 
 class MemmapBackend:
-    """An index folder, its memory-mapped matrix and manifest, and the changes since."""
+    """An index folder, its memory-mapped matrix and manifest, and the changes since.
 
-    def __init__(self, index: GalleryIndex, algorithm: Algorithm = "brute") -> None:
+    The backend holding the gallery's writer lock (``writer_lock.py``) makes the
+    changes; any other follows them read-only (``refresh``), and takes the lock
+    over when its holder is gone.
+    """
+
+    def __init__(
+        self,
+        index: GalleryIndex,
+        algorithm: Algorithm = "brute",
+        writer: WriterLock | None | bool = True,
+    ) -> None:
+        """``writer``: True to take the gallery's lock if free (else follow), False to
+        follow, or a lock already held (an index reload hands it on)."""
         self.algorithm = algorithm
         self._lock = threading.Lock()  # one change at a time; searches never wait for it
-        self._log = ChangeLog(changes_folder(index.path), index.manifest.embedding_size)
+        self.path = served_name(index.path)
+        index = replace(index, path=self.path)
+        self._changes_folder = changes_folder(self.path)
+        if writer is True:
+            writer = WriterLock.try_take(self._changes_folder)
+            if writer is not None:
+                recover_gallery(self.path)
+                index = GalleryIndex.open(self.path)  # what recovery left served
+        self._writer: WriterLock | None = writer or None
+        self._log = ChangeLog(self._changes_folder, index.manifest.embedding_size)
+        self._seen = self._stamp()
         self._rebase(index)
+
+    @property
+    def writable(self) -> bool:
+        return self._writer is not None
 
     def _rebase(self, index: GalleryIndex) -> None:
         """Search ``index`` with the journal replayed onto it."""
@@ -150,8 +183,54 @@ class MemmapBackend:
         self._index.check_model(model)
 
     def reopen(self, location: str | None = None) -> MemmapBackend:
-        path = Path(location) if location else self._index.path
-        return MemmapBackend(GalleryIndex.open(path), self.algorithm)
+        """The gallery at ``location`` (default this one) read afresh; this backend's
+        writer lock goes with it when it is the same gallery."""
+        path = served_name(Path(location)) if location else self.path
+        if path == self.path and self._writer is not None:
+            return MemmapBackend(GalleryIndex.open(path), self.algorithm, self._writer.share())
+        return MemmapBackend(GalleryIndex.open(path), self.algorithm, True)
+
+    def close(self) -> None:
+        """Let go of the writer lock (a reload's new backend may share it still)."""
+        with self._lock:
+            if self._writer is not None:
+                self._writer.release()
+                self._writer = None
+
+    def _stamp(self) -> tuple[str, int, int]:
+        """What changes when the writer publishes: the served version and the journal."""
+        try:
+            target = os.readlink(self.path) if self.path.is_symlink() else ""
+        except OSError:
+            target = ""
+        try:
+            journal = os.stat(self._changes_folder / JOURNAL)
+        except OSError:
+            return target, 0, 0
+        return target, journal.st_ino, journal.st_size
+
+    def refresh(self) -> bool:
+        """A follower reads what the writer published since, or becomes the writer when
+        the lock is free; whether the gallery searched changed."""
+        with self._lock:
+            if self._writer is not None:
+                return False
+            writer = WriterLock.try_take(self._changes_folder)
+            if writer is not None:
+                recover_gallery(self.path)
+            stamp = self._stamp()
+            if writer is None and stamp == self._seen:
+                return False
+            # The journal before the version: the writer switches versions first and
+            # empties the journal after, so what is read here is never missing a change.
+            changes = ChangeLog(self._changes_folder, self._index.manifest.embedding_size)
+            index = self._index if stamp[0] == self._seen[0] else GalleryIndex.open(self.path)
+            self._log.close()
+            self._log, self._seen, self._writer = changes, stamp, writer
+            self._rebase(index)
+            if writer is not None:
+                log.warning("took over the gallery's writer lock: this server now writes it")
+            return True
 
     # Changes: each is on disk (fsynced) before it returns, and in the next search.
 
@@ -181,9 +260,14 @@ class MemmapBackend:
             return self._index.manifest.items[row]
         return None
 
+    def _check_writer(self) -> None:
+        if self._writer is None:
+            raise ReadOnlyGallery("another server holds this gallery's writer lock")
+
     def add(self, item: Item, vector: np.ndarray) -> Item | None:
         """Add ``item``; if its content is there already, change nothing and return that."""
         with self._lock:
+            self._check_writer()
             if there := self._live(item.id):
                 return there
             segment_row = self._log.add(item, vector)
@@ -201,6 +285,7 @@ class MemmapBackend:
     def remove(self, ids: list[str]) -> list[Item]:
         """Remove the images of these content ids; returns those that were there."""
         with self._lock:
+            self._check_writer()
             gone = [item for i in dict.fromkeys(ids) if (item := self._live(i)) is not None]
             if not gone:
                 return []
@@ -218,9 +303,11 @@ class MemmapBackend:
         Searches go on, on the old view, until the new one is in place; changes wait.
         """
         with self._lock:
+            self._check_writer()
             old, folded = self._index, self._changes.pending_rows
             if not folded:  # added and removed again: only the journal holds them
                 self._log.clear()
+                recover_gallery(self.path)  # a version an interrupted compaction left
                 self._rebase(old)
                 return old.manifest.version, old.manifest.version, 0
             if len(self._view) == 0:

@@ -399,6 +399,14 @@ class MilvusBackend:
     # Changes: upserted and deleted natively; Milvus makes them durable (its WAL)
     # before it answers, and CONSISTENCY puts them in this server's next search.
 
+    writable = True  # every server of a collection may change it; Milvus orders the writes
+
+    def close(self) -> None:
+        """Nothing to let go: the connection is shared by the backends of one target."""
+
+    def refresh(self) -> bool:
+        return False  # every search reads the collection as it is now
+
     @property
     def pending_rows(self) -> int:
         return 0  # Milvus compacts its own segments; compact() asks it to now

@@ -14,6 +14,7 @@ import numpy as np
 
 from lookalike.server.index.build import publish_staged
 from lookalike.server.index.journal import Journal
+from lookalike.server.index.publish import compaction_staging
 from lookalike.server.index.segment import Changes
 from lookalike.server.index.store import FEATURES, GalleryIndex, Item, Manifest
 
@@ -49,7 +50,7 @@ def compact(base: GalleryIndex, changes: Changes, segment: np.ndarray) -> Manife
     """Write base + changes as a new version at the base's path; returns its manifest."""
     items, sources = folded_rows(base, changes)
     out = base.path
-    staging = out.parent / f".{out.name}.compacting"
+    staging = compaction_staging(out)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(mode=0o755)

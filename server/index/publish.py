@@ -30,6 +30,22 @@ def publish(staging: Path, out: Path, version: str) -> None:
     versions.publish_version(staging, out, version, KIND)
 
 
+def compaction_staging(out: Path) -> Path:
+    """Where a compaction of the index served at ``out`` writes its new version."""
+    return out.parent / f".{out.name}.compacting"
+
+
+def recover_gallery(out: Path) -> None:
+    """What a writer does when it takes a gallery: finish or roll back what a killed
+    compaction or publish left (its staging folder, versions not served, which may
+    hold rows erased since), so no erased face stays on disk in an old version."""
+    staging = compaction_staging(out)
+    if staging.exists():
+        shutil.rmtree(staging)
+        log.warning("removed the staging folder of an interrupted compaction of %s", out)
+    recover(out)
+
+
 def recover(out: Path) -> None:
     """Undo what a killed publish left: restore a lost index, drop unserved leftovers."""
     if not out.exists() and not out.is_symlink():

@@ -154,9 +154,10 @@ class ChangeLog:
                 staging.write_bytes(b"")
                 fsync_path(staging)
             fsync_path(self.folder)
-            with open(self.folder / VECTORS, "r+b") as vectors:
-                vectors.truncate(0)
-                os.fsync(vectors.fileno())
+            if (self.folder / VECTORS).exists():  # the folder may hold only the writer lock
+                with open(self.folder / VECTORS, "r+b") as vectors:
+                    vectors.truncate(0)
+                    os.fsync(vectors.fileno())
         self.records, self.rows, self._good_bytes = [], 0, 0
 
     def close(self) -> None:

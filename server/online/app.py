@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import signal
 import threading
 import time
 from collections.abc import Coroutine
-from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
@@ -22,11 +22,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from lookalike.common.output import lookalike_version
-from lookalike.server.online.auth import Gate, GateInterceptor, TokenFile
+from lookalike.server.online.auth import Gate, TokenFile
 from lookalike.server.online.batcher import MicroBatcher
 from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine
 from lookalike.server.online.enrol import GalleryService
+from lookalike.server.online.interceptor import CallInterceptor
 from lookalike.server.online.telemetry import Telemetry
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 T = TypeVar("T")
 SIGNAL_POLL_SECONDS = 0.2
-ADMIN_THREADS = 4
 
 # Connections are pinged when quiet (dead peers found in ~80 s), closed after 5 idle
 # minutes, and recycled after 30 minutes (calls then get 60 s to finish), so a
@@ -70,9 +70,10 @@ class Server:
             config,
             self.telemetry,
             max_distance=config.max_distance,
-            compact_after_rows=config.compact_after_rows,
             gallery_root=config.gallery_root,
         )
+        self._stopping = threading.Event()
+        self._follow = threading.Thread(target=self._follow_writer, name="follow", daemon=True)
         try:
             self.health, self._grpc, self.port = self._on_loop(self._build(config))
         except BaseException:
@@ -86,12 +87,7 @@ class Server:
         self, config: ServerConfig
     ) -> tuple[health.aio.HealthServicer, grpc.aio.Server, int]:
         server = grpc.aio.server(
-            # The admin methods that change the gallery are plain functions: they run
-            # here, one thread each, once their request has arrived.
-            migration_thread_pool=futures.ThreadPoolExecutor(
-                ADMIN_THREADS, thread_name_prefix="admin"
-            ),
-            interceptors=[GateInterceptor(self.gate, self.telemetry)],
+            interceptors=[CallInterceptor(self.gate, self.telemetry)],
             options=[
                 ("grpc.max_receive_message_length", config.max_message_bytes),
                 ("grpc.so_reuseport", 0),
@@ -152,6 +148,7 @@ class Server:
             self.metrics_port = self.telemetry.serve_http(self.config.metrics_port, host)
             log.info("Prometheus metrics on %s port %d at /metrics", host, self.metrics_port)
         self.service.ready.set()
+        self._follow.start()
         self._on_loop(self._set_health(health_pb2.HealthCheckResponse.SERVING))
         log.info(
             "lookalike %s serving %s on port %d: model %s (%s, crop %s) on %s "
@@ -172,12 +169,27 @@ class Server:
             warmup,
         )
 
+    def _follow_writer(self) -> None:
+        """While another server writes the gallery, read what it publishes (and take
+        over its lock when it is gone); a writer's backend does nothing here."""
+        interval = self.config.follow_interval_s
+        while interval and not self._stopping.wait(interval):
+            backend = self.service.engine.backend
+            try:
+                if backend.refresh():
+                    self.telemetry.gallery_size.set(len(backend))
+                    self.telemetry.pending_rows.set(backend.pending_rows)
+            except Exception as error:  # noqa: BLE001 (the old view serves; next time)
+                log.warning("could not read the writer's changes yet: %s", error)
+
     def stop(self) -> None:
         """Health NOT_SERVING, refuse new calls, let those in flight finish within the
         grace period, then cancel what is left."""
+        self._stopping.set()
         self._on_loop(self.health.enter_graceful_shutdown())
         self._on_loop(self._grpc.stop(self.config.grace_seconds))
         self.service.close()
+        self.service.engine.backend.close()
         self.batcher.close()
         self.telemetry.close()
         self._end_loop()
@@ -215,23 +227,42 @@ def serve(config: ServerConfig) -> int:
     began = time.perf_counter()
     engine = SearchEngine.open(config)
     server = Server(config, engine, began)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s, shutting down", signal.Signals(signum).name)
-        stopping.set()
-
-    def hangup(_signum: int, _frame: object) -> None:
-        threading.Thread(target=on_hangup, args=(server,), name="reload").start()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, hangup)
+    received = SignalInbox((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     server.start()
-    # A signal may land on any thread, and Python runs its handler only when the
-    # main thread next runs Python code: an untimed wait could sleep through it.
-    while not stopping.wait(SIGNAL_POLL_SECONDS):
-        pass
+    while (signum := received.next()) != signal.SIGTERM and signum != signal.SIGINT:
+        if signum == signal.SIGHUP:
+            threading.Thread(target=on_hangup, args=(server,), name="reload").start()
+    log.info("received %s, shutting down", signal.Signals(signum).name)
     server.stop()
     log.info("stopped")
     return 0
+
+
+class SignalInbox:
+    """Signals handed from their handlers to the main loop, which acts on them.
+
+    A handler runs between two bytecodes of the main thread, wherever that
+    thread is, so it should take no lock the main thread may hold. Before, the
+    handler set a threading.Event that the main loop was waiting on: if SIGTERM
+    came while Event.wait held the Event's own (non-reentrant) lock, set() in
+    the handler would wait for it forever. That is one way a server could miss
+    its stop; it was not reproduced here. A SimpleQueue's put is documented as
+    safe to call from a signal handler, so the handler only posts the number.
+    """
+
+    def __init__(self, signals: tuple[int, ...]) -> None:
+        self._queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for signum in signals:
+            signal.signal(signum, self._post)
+
+    def _post(self, signum: int, _frame: object) -> None:
+        self._queue.put(signum)
+
+    def next(self) -> int:
+        """The next signal received. Waits in short slices: Python runs handlers only
+        when the main thread runs Python code, so an untimed wait could sleep through."""
+        while True:
+            try:
+                return self._queue.get(timeout=SIGNAL_POLL_SECONDS)
+            except queue.Empty:
+                continue

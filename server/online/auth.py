@@ -9,23 +9,21 @@ refusal is counted and logged with the caller's address.
 from __future__ import annotations
 
 import hmac
-import inspect
 import ipaddress
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 
 from lookalike.common.tokens import read_token
-from lookalike.server.online.telemetry import Telemetry
+from lookalike.v1 import search_pb2
 
 log = logging.getLogger(__name__)
 
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
-SERVICE = "/lookalike.v1.SearchService/"
+SERVICE = f"/{search_pb2.DESCRIPTOR.services_by_name['SearchService'].full_name}/"
 # Calls that change what the server answers, or list the whole gallery.
 ADMIN_METHODS = frozenset(
     SERVICE + name
@@ -129,63 +127,3 @@ def _check_bearer(sent: str | None, token: TokenFile, what: str) -> Refusal | No
     if not token.matches(f"{scheme.lower()} {value}".encode()):
         return Refusal(grpc.StatusCode.UNAUTHENTICATED, f"the {what} is not valid", "bad_token")
     return None
-
-
-class GateInterceptor(grpc.aio.ServerInterceptor):
-    """Runs the Gate before each method's own code; a refused call is counted and logged.
-
-    The check needs the caller's address, which only the call's context holds, so
-    it wraps each handler instead of answering in the interceptor.
-    """
-
-    def __init__(self, gate: Gate, telemetry: Telemetry) -> None:
-        self.gate = gate
-        self.telemetry = telemetry
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_PREFIXES):
-            return handler
-        method = details.method
-
-        async def admit(context: grpc.aio.ServicerContext) -> None:
-            refusal = self.gate.check(method, context.invocation_metadata(), context.peer())
-            if refusal is not None:
-                self.telemetry.refused_call(method, refusal.reason, context.peer())
-                await context.abort(refusal.code, refusal.message)
-
-        if handler.unary_unary is not None and inspect.iscoroutinefunction(handler.unary_unary):
-            unary = handler.unary_unary
-
-            async def checked(request: object, context: grpc.aio.ServicerContext) -> object:
-                await admit(context)
-                return await unary(request, context)
-
-            return handler._replace(unary_unary=checked)
-        if handler.unary_unary is not None:  # a plain function, run on the server's thread pool
-            blocking = handler.unary_unary
-
-            def checked_in_thread(request: object, context: grpc.ServicerContext) -> object:
-                refusal = self.gate.check(method, context.invocation_metadata(), context.peer())
-                if refusal is not None:
-                    self.telemetry.refused_call(method, refusal.reason, context.peer())
-                    context.abort(refusal.code, refusal.message)
-                return blocking(request, context)
-
-            return handler._replace(unary_unary=checked_in_thread)
-        if handler.stream_stream is not None:  # server reflection
-            streaming = handler.stream_stream
-
-            async def checked_stream(
-                requests: AsyncIterator[object], context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[object]:
-                await admit(context)
-                async for response in streaming(requests, context):
-                    yield response
-
-            return handler._replace(stream_stream=checked_stream)
-        raise TypeError(f"no authentication for the streaming kind of {method}")

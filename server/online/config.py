@@ -38,6 +38,8 @@ POSITIVE = (
     "max_open_calls",
     "max_batch",
     "thumbnail_size",
+    "max_images_per_add",
+    "max_ids_per_remove",
 )
 NOT_NEGATIVE = (
     "milvus_timeout_s",
@@ -45,6 +47,7 @@ NOT_NEGATIVE = (
     "grace_seconds",
     "warmup_runs",
     "compact_after_rows",
+    "follow_interval_s",
 )
 
 
@@ -77,6 +80,9 @@ class ServerConfig:
     auth_token_file: Path | None = None
     admin_token_file: Path | None = None
     compact_after_rows: int = 10_000
+    max_images_per_add: int = 64
+    max_ids_per_remove: int = 1000
+    follow_interval_s: float = 2.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_port: int | None = None
@@ -184,6 +190,19 @@ SETTINGS: dict[str, Setting] = {
         int,
         "fold added and removed rows into a new index version once this many are pending "
         "(0: only on `lookalike compact`)",
+    ),
+    "max_images_per_add": Setting(
+        int,
+        "most images one AddImages call may carry (more get INVALID_ARGUMENT; the client "
+        "library sends larger sets in several calls)",
+    ),
+    "max_ids_per_remove": Setting(
+        int, "most ids, labels and images together in one RemoveImages call"
+    ),
+    "follow_interval_s": Setting(
+        float,
+        "how often a server that follows another server's gallery (read-only, because "
+        "that server holds the gallery's writer lock) reads its published changes",
     ),
     "tls_cert": Setting(Path, "PEM certificate chain; with --tls-key, serve TLS only"),
     "tls_key": Setting(Path, "PEM private key of --tls-cert"),

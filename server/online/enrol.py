@@ -2,24 +2,39 @@
 
 Every change goes through the backend, which makes it durable before the call
 answers and visible to the next Search. Changes, compactions and index reloads
-take turns (one lock); searches never wait for them. The log records what was
-removed by content id and count, never the label, the path or the image.
+take turns at the gallery; searches never wait for them. An AddImages call is
+worked through in chunks of ``max_batch`` images, a turn each, and stops
+before the caller's deadline or as soon as the caller leaves: what was added
+is durable and reported, the rest is reported not added. The log records what
+was removed by content id and count, never the label, the path or the image.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import json
 import logging
 import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
 
-from lookalike.server.backends.base import BackendUnavailable, SearchBackend
+from lookalike.server.backends.base import ReadOnlyGallery, SearchBackend
+from lookalike.server.index.compact import gallery_order
 from lookalike.server.index.gallery import content_id
 from lookalike.server.index.store import InvalidIndexError, Item
+from lookalike.server.online.calls import CallLimits, deadline_of
+from lookalike.server.online.errors import Refused
 from lookalike.server.online.gallery_files import (
+    GalleryFileError,
     InvalidName,
     check_external_id,
     check_label,
@@ -28,13 +43,18 @@ from lookalike.server.online.gallery_files import (
     write_image,
 )
 from lookalike.server.online.service import SearchService
+from lookalike.server.online.telemetry import note
 from lookalike.server.vision.imaging import ImageError
 from lookalike.v1 import search_pb2
 
 log = logging.getLogger(__name__)
 
 MAX_PAGE = 1000
-R = search_pb2  # the ChangeResult values: R.ADDED, R.REMOVED, ...
+MAX_PAGE_TOKEN_BYTES = 4096
+ADMIN_THREADS = 4
+Change = search_pb2.ChangeResult  # ADDED, ALREADY_PRESENT, REMOVED, NOT_FOUND, FAILED
+NOT_REACHED = "not added: the call's deadline came before this image was reached; send it again"
+T = TypeVar("T")
 
 
 @dataclass
@@ -48,124 +68,249 @@ class Pending:
 
 
 class GalleryService(SearchService):
-    """SearchService plus the admin RPCs that change the gallery it searches."""
+    """SearchService plus the admin RPCs that change the gallery it searches.
 
-    def __init__(self, *args: object, compact_after_rows: int = 0, **kwargs: object) -> None:
+    The admin RPCs are coroutines like Search; their blocking work runs on a
+    pool of its own, so that they never take a search worker.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
-        self.compact_after_rows = compact_after_rows
+        self._admin = ThreadPoolExecutor(ADMIN_THREADS, thread_name_prefix="admin")
         self._compacting: threading.Thread | None = None
 
-    def AddImages(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.AddImagesRequest, context: grpc.ServicerContext
+    async def _run(self, context: grpc.aio.ServicerContext, work: Callable[..., T], *args) -> T:
+        """``work(*args, limits)`` on the admin pool; a caller who leaves stops it at its
+        next check (what it finished stays done)."""
+        if not self.ready.is_set():
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
+        limits = CallLimits(deadline_of(context))
+        task = asyncio.get_running_loop().run_in_executor(self._admin, work, *args, limits)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            limits.abandoned.set()
+            raise
+
+    def _changing(self, limits: CallLimits) -> SearchBackend:
+        """Take the gallery's turn (the caller releases it) and the backend to change."""
+        self.take_turn(limits.deadline)
+        backend = self.engine.backend
+        if not backend.writable:
+            self.gallery_turn.release()
+            raise ReadOnlyGallery("this server follows the gallery; it holds no writer lock")
+        return backend
+
+    # AddImages
+
+    async def AddImages(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.AddImagesRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.AddImagesResponse:
+        most = self.config.max_images_per_add
         if not request.images:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "no images to add")
-        with self.telemetry.call("AddImages", context) as call, self._changing(context):
-            backend = self.engine.backend
-            results, pending = self._check_new(request, backend)
-            if pending:
-                pixels = np.stack([p.pixels for p in pending])
-                vectors = self.engine.embedder.embed(pixels)
-                root = self.gallery_folder(backend)
-                for image, vector in zip(pending, vectors, strict=True):
-                    results.append(self._add(backend, root, image, vector))
-            results.sort(key=lambda r: r.position)
-            for result in results:
-                self._count("add", result.result)
-            call.update(images=len(results), added=sum(r.result == R.ADDED for r in results))
-            return search_pb2.AddImagesResponse(
-                results=results, gallery_size=len(backend), pending_rows=backend.pending_rows
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, "no images to add")
+        if len(request.images) > most:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {most} images per AddImages call, got {len(request.images)}; "
+                "send them in several calls",
             )
+        response = await self._run(context, self._add_images, request)
+        note(
+            images=len(response.results),
+            added=sum(r.result == Change.ADDED for r in response.results),
+        )
+        return response
+
+    def _add_images(
+        self, request: search_pb2.AddImagesRequest, limits: CallLimits
+    ) -> search_pb2.AddImagesResponse:
+        images, chunk = request.images, self.config.max_batch
+        results: list[search_pb2.AddResult] = []
+        claimed: set[str] = set()  # external ids given to images of this call
+        last_chunk = 0.0
+        for start in range(0, len(images), chunk):
+            if _must_stop(limits, last_chunk):
+                break
+            began = time.monotonic()
+            backend = self._changing(limits)
+            try:
+                results += self._add_chunk(backend, images, start, start + chunk, claimed)
+            finally:
+                self.gallery_turn.release()
+            self.after_change()
+            last_chunk = time.monotonic() - began
+        done = len(results)
+        if done < len(images):
+            log.warning(
+                "AddImages stopped after %d of %d images: %s",
+                done,
+                len(images),
+                "the caller left" if limits.abandoned.is_set() else "its deadline was near",
+            )
+        results += [
+            search_pb2.AddResult(position=p, result=Change.FAILED, error=NOT_REACHED)
+            for p in range(done, len(images))
+        ]
+        for result in results:
+            self._count("add", result.result)
+        backend = self.engine.backend
+        return search_pb2.AddImagesResponse(
+            results=results, gallery_size=len(backend), pending_rows=backend.pending_rows
+        )
+
+    def _add_chunk(
+        self,
+        backend: SearchBackend,
+        images: list[search_pb2.NewImage],
+        start: int,
+        end: int,
+        claimed: set[str],
+    ) -> list[search_pb2.AddResult]:
+        """Check, embed and add images[start:end]; their results in order."""
+        results: dict[int, search_pb2.AddResult] = {}
+        pending = []
+        for position in range(start, min(end, len(images))):
+            checked = self._check_new(position, images[position], backend, claimed)
+            if isinstance(checked, Pending):
+                pending.append(checked)
+            else:
+                results[position] = checked
+        if pending:
+            vectors = self.engine.embedder.embed(np.stack([p.pixels for p in pending]))
+            root = self.gallery_folder(backend)
+            for image, vector in zip(pending, vectors, strict=True):
+                results[image.position] = self._add(backend, root, image, vector)
+        return [results[position] for position in sorted(results)]
 
     def _check_new(
-        self, request: search_pb2.AddImagesRequest, backend: SearchBackend
-    ) -> tuple[list[search_pb2.AddResult], list[Pending]]:
-        """Failures and images already there, answered; the rest, decoded, to embed."""
-        results, pending, seen = [], [], set()
-        for position, new in enumerate(request.images):
-            try:
-                label, wanted = check_label(new.label), check_external_id(new.external_id)
-                prepared = self.engine.prepare(new.image)
-                image_id = content_id(new.image)
-                there = _of_content(backend, image_id)
-                if there or image_id in seen:
-                    item = there[0] if there else Item(image_id, label, "")
-                    results.append(_result(position, R.ALREADY_PRESENT, item))
-                    continue
-                if wanted and backend.find(wanted):
-                    raise InvalidName(f"the external id {wanted!r} names another image already")
-                path = f"{label}/{wanted or image_id}{suffix_of(new.image)}"
-            except (InvalidName, ImageError) as error:
-                results.append(
-                    search_pb2.AddResult(position=position, result=R.FAILED, error=str(error))
-                )
-                continue
-            seen.add(image_id)
-            pending.append(
-                Pending(position, Item(image_id, label, path), new.image, prepared.pixels)
-            )
-        return results, pending
+        self,
+        position: int,
+        new: search_pb2.NewImage,
+        backend: SearchBackend,
+        claimed: set[str],
+    ) -> search_pb2.AddResult | Pending:
+        """A failure or an image already there, answered; else the image decoded, to embed.
+        Any failure fails this image alone."""
+        try:
+            label, wanted = check_label(new.label), check_external_id(new.external_id)
+            prepared = self.engine.prepare(new.image)
+            image_id = content_id(new.image)
+            if there := _of_content(backend, image_id):
+                return _result(position, Change.ALREADY_PRESENT, there[0])
+            if wanted and wanted in claimed:
+                raise InvalidName(f"the external id {wanted!r} is given to another image here")
+            if wanted and backend.find(wanted):
+                raise InvalidName(f"the external id {wanted!r} names another image already")
+            path = f"{label}/{wanted or image_id}{suffix_of(new.image)}"
+        except (InvalidName, ImageError) as error:
+            return _failed(position, str(error))
+        except Exception:  # noqa: BLE001 (a decoder's own failure: this image only)
+            log.exception("image %d of an AddImages call could not be read", position)
+            return _failed(position, "the image could not be read (the server's log says why)")
+        if wanted:
+            claimed.add(wanted)
+        return Pending(position, Item(image_id, label, path), new.image, prepared.pixels)
 
     def _add(
         self, backend: SearchBackend, root: Path, image: Pending, vector: np.ndarray
     ) -> search_pb2.AddResult:
+        if there := _of_content(backend, image.item.id):  # an earlier copy in this call
+            return _result(image.position, Change.ALREADY_PRESENT, there[0])
         try:
             if not root.is_dir():  # never make a gallery where the index does not say one is
-                raise FileNotFoundError(f"the gallery folder {root} is missing")
+                raise GalleryFileError("the gallery folder is missing on the server")
             write_image(root, image.item.path, image.data)
+        except GalleryFileError as error:
+            return _failed(image.position, f"not added: {error}")
         except OSError as error:
             log.error("cannot write an enrolled image into the gallery: %s", error)
-            reason = error if isinstance(error, FileExistsError) else "the gallery is not writable"
-            return search_pb2.AddResult(
-                position=image.position, result=R.FAILED, error=f"not added: {reason}"
-            )
+            return _failed(image.position, "not added: the gallery is not writable")
         there = backend.add(image.item, vector)
         if there is not None:
-            return _result(image.position, R.ALREADY_PRESENT, there)
+            return _result(image.position, Change.ALREADY_PRESENT, there)
         log.info("added image %s", image.item.id)
-        return _result(image.position, R.ADDED, image.item)
+        return _result(image.position, Change.ADDED, image.item)
 
-    def RemoveImages(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.RemoveImagesRequest, context: grpc.ServicerContext
+    # RemoveImages
+
+    async def RemoveImages(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.RemoveImagesRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.RemoveImagesResponse:
-        if not (request.ids or request.labels or request.images):
-            context.abort(
+        selectors = len(request.ids) + len(request.labels) + len(request.images)
+        most = self.config.max_ids_per_remove
+        if not selectors:
+            raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT, "say what to remove: ids, labels or images"
             )
-        with self.telemetry.call("RemoveImages", context) as call, self._changing(context):
-            backend = self.engine.backend
-            root = self.gallery_folder(backend)
-            selectors = [("id", i, backend.find(i)) for i in request.ids]
-            selectors += [("label", i, [it for it, _ in backend.items(i)]) for i in request.labels]
-            for data in request.images:
-                image_id = content_id(data)
-                selectors.append(
-                    ("image", image_id, [i for i in backend.find(image_id) if i.id == image_id])
-                )
-            results, positions = [], {"id": 0, "label": 0, "image": 0}
-            for kind, _, items in selectors:
-                gone = backend.remove([item.id for item in items]) if items else []
-                result = search_pb2.RemoveResult(
-                    selector=kind,
-                    position=positions[kind],
-                    result=R.REMOVED if gone else R.NOT_FOUND,
-                    removed=[self._erased(root, item, request.delete_files) for item in gone],
-                )
-                positions[kind] += 1
-                results.append(result)
-                self._count("remove", result.result, max(1, len(gone)))
-                if gone:
-                    log.info(
-                        "removed %d images by %s: ids %s%s",
-                        len(gone),
-                        kind,
-                        ", ".join(item.id for item in gone),
-                        ", files deleted" if request.delete_files else "",
-                    )
-            call.update(removed=sum(len(r.removed) for r in results))
-            return search_pb2.RemoveImagesResponse(
-                results=results, gallery_size=len(backend), pending_rows=backend.pending_rows
+        if selectors > most:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {most} ids, labels and images together per RemoveImages call, "
+                f"got {selectors}; send them in several calls",
             )
+        response = await self._run(context, self._remove_images, request)
+        note(removed=sum(len(r.removed) for r in response.results))
+        return response
+
+    def _remove_images(
+        self, request: search_pb2.RemoveImagesRequest, limits: CallLimits
+    ) -> search_pb2.RemoveImagesResponse:
+        backend = self._changing(limits)
+        try:
+            results = self._remove_all(backend, request, limits)
+        finally:
+            self.gallery_turn.release()
+        self.after_change()
+        return search_pb2.RemoveImagesResponse(
+            results=results, gallery_size=len(backend), pending_rows=backend.pending_rows
+        )
+
+    def _remove_all(
+        self, backend: SearchBackend, request: search_pb2.RemoveImagesRequest, limits: CallLimits
+    ) -> list[search_pb2.RemoveResult]:
+        root = self.gallery_folder(backend)
+        selectors = [("id", position, i) for position, i in enumerate(request.ids)]
+        selectors += [("label", position, i) for position, i in enumerate(request.labels)]
+        selectors += [
+            ("image", position, content_id(data)) for position, data in enumerate(request.images)
+        ]
+        results = []
+        for kind, position, key in selectors:
+            if limits.abandoned.is_set() or _past(limits):
+                results.append(
+                    search_pb2.RemoveResult(
+                        selector=kind,
+                        position=position,
+                        result=Change.FAILED,
+                        error="not removed: the call's deadline came first; send it again",
+                    )
+                )
+                continue
+            items = _selected(backend, kind, key)
+            # Files first: a kill between the two leaves the face in the index, where
+            # the caller's retry finds and erases it; the other order would leave its
+            # file behind for good, with nothing left to find it by.
+            erased = [self._erased(root, item, request.delete_files) for item in items]
+            gone = {item.id for item in backend.remove([item.id for item in items])}
+            results.append(
+                search_pb2.RemoveResult(
+                    selector=kind,
+                    position=position,
+                    result=Change.REMOVED if gone else Change.NOT_FOUND,
+                    removed=[image for image in erased if image.id in gone],
+                )
+            )
+            self._count("remove", results[-1].result, max(1, len(gone)))
+            if gone:
+                log.info(
+                    "removed %d images by %s: ids %s%s",
+                    len(gone),
+                    kind,
+                    ", ".join(sorted(gone)),
+                    ", files deleted" if request.delete_files else "",
+                )
+        return results
 
     def _erased(self, root: Path, item: Item, delete_files: bool) -> search_pb2.RemovedImage:
         deleted = False
@@ -178,58 +323,61 @@ class GalleryService(SearchService):
             id=item.id, label=item.label, path=item.path, file_deleted=deleted
         )
 
-    def ListImages(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.ListImagesRequest, context: grpc.ServicerContext
+    # ListImages
+
+    async def ListImages(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.ListImagesRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.ListImagesResponse:
-        with self.telemetry.call("ListImages", context):
-            size = request.page_size or MAX_PAGE
-            if not 1 <= size <= MAX_PAGE or not (request.page_token or "0").isdigit():
-                context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"page_size must be 1 to {MAX_PAGE}, page_token one this RPC returned",
+        size = request.page_size or MAX_PAGE
+        if not 1 <= size <= MAX_PAGE:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page_size must be 1 to {MAX_PAGE}, got {request.page_size}",
+            )
+        after = read_page_token(request.page_token)
+        return await self._run(context, self._list_page, request.label, size, after)
+
+    def _list_page(
+        self, label: str, size: int, after: tuple | None, _limits: CallLimits
+    ) -> search_pb2.ListImagesResponse:
+        backend = self.engine.backend
+        found = backend.items(label or None)
+        if after is not None:  # the first image listed after the last one sent
+            found = [pair for pair in found if _page_key(pair[0]) > after]
+        page = found[:size]
+        more = len(found) > size
+        return search_pb2.ListImagesResponse(
+            images=[
+                search_pb2.GalleryEntry(
+                    id=item.id, label=item.label, path=item.path, also=item.also, pending=pending
                 )
-            start = int(request.page_token or 0)
-            backend = self.engine.backend
-            try:
-                found = backend.items(request.label or None)
-            except BackendUnavailable as error:
-                context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-            page = found[start : start + size]
-            return search_pb2.ListImagesResponse(
-                images=[
-                    search_pb2.GalleryEntry(
-                        id=item.id,
-                        label=item.label,
-                        path=item.path,
-                        also=item.also,
-                        pending=pending,
-                    )
-                    for item, pending in page
-                ],
-                next_page_token=str(start + size) if start + size < len(found) else "",
-                gallery_size=len(backend),
-            )
+                for item, pending in page
+            ],
+            next_page_token=page_token(page[-1][0]) if more else "",
+            gallery_size=len(backend),
+        )
 
-    def CompactIndex(  # noqa: N802 (gRPC method name)
-        self, request: search_pb2.CompactIndexRequest, context: grpc.ServicerContext
+    # CompactIndex
+
+    async def CompactIndex(  # noqa: N802 (gRPC method name)
+        self, request: search_pb2.CompactIndexRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.CompactIndexResponse:
-        with self.telemetry.call("CompactIndex", context) as call, self._changing(context):
-            backend = self.engine.backend
-            try:
-                old, new, folded = backend.compact()
-            except InvalidIndexError as error:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"not compacted: {error}")
-            self._gauges(backend)
-            call.update(index_version=new, folded=folded)
-            return search_pb2.CompactIndexResponse(
-                index_version=new,
-                gallery_size=len(backend),
-                previous_version=old,
-                folded_rows=folded,
-            )
+        response = await self._run(context, self._compact)
+        note(index_version=response.index_version, folded=response.folded_rows)
+        return response
 
-    def _changing(self, context: grpc.ServicerContext):  # noqa: ANN202 (context manager)
-        return _Changing(self, context)
+    def _compact(self, limits: CallLimits) -> search_pb2.CompactIndexResponse:
+        backend = self._changing(limits)
+        try:
+            old, new, folded = backend.compact()
+        except InvalidIndexError as error:
+            raise Refused(grpc.StatusCode.FAILED_PRECONDITION, f"not compacted: {error}") from None
+        finally:
+            self.gallery_turn.release()
+        self._gauges(backend)
+        return search_pb2.CompactIndexResponse(
+            index_version=new, gallery_size=len(backend), previous_version=old, folded_rows=folded
+        )
 
     def _count(self, op: str, result: int, times: int = 1) -> None:
         name = search_pb2.ChangeResult.Name(result).lower()
@@ -243,7 +391,8 @@ class GalleryService(SearchService):
         """Update the gauges; past the threshold, compact in the background."""
         backend = self.engine.backend
         self._gauges(backend)
-        due = self.compact_after_rows and backend.pending_rows >= self.compact_after_rows
+        threshold = self.config.compact_after_rows
+        due = threshold and backend.writable and backend.pending_rows >= threshold
         if due and (self._compacting is None or not self._compacting.is_alive()):
             self._compacting = threading.Thread(
                 target=self.compact_in_background, name="compact", daemon=True
@@ -251,15 +400,41 @@ class GalleryService(SearchService):
             self._compacting.start()
 
     def compact_in_background(self) -> None:
-        with self._reloading:
+        with self.gallery_turn:
             backend = self.engine.backend
             try:
                 old, new, folded = backend.compact()
-            except (InvalidIndexError, BackendUnavailable, OSError) as error:
+            except Exception as error:  # noqa: BLE001 (the changes stay journalled)
                 log.error("automatic compaction failed, the changes stay journalled: %s", error)
                 return
             self._gauges(backend)
             log.info("compacted %d changed rows: index %s -> %s", folded, old, new)
+
+    def close(self) -> None:
+        self._admin.shutdown(wait=True, cancel_futures=True)
+        super().close()
+
+
+def _must_stop(limits: CallLimits, last_chunk: float) -> bool:
+    """Stop before a chunk that would not finish before the deadline (judged by the last
+    one), so the answer still reaches the caller; or at once when the caller left."""
+    if limits.abandoned.is_set():
+        return True
+    if limits.deadline is None:
+        return False
+    return limits.deadline - time.monotonic() < max(0.2, 1.5 * last_chunk)
+
+
+def _past(limits: CallLimits) -> bool:
+    return limits.deadline is not None and time.monotonic() >= limits.deadline - 0.1
+
+
+def _selected(backend: SearchBackend, kind: str, key: str) -> list[Item]:
+    if kind == "id":
+        return backend.find(key)
+    if kind == "label":
+        return [item for item, _ in backend.items(key)]
+    return _of_content(backend, key)
 
 
 def _result(position: int, result: int, item: Item) -> search_pb2.AddResult:
@@ -268,33 +443,40 @@ def _result(position: int, result: int, item: Item) -> search_pb2.AddResult:
     )
 
 
+def _failed(position: int, error: str) -> search_pb2.AddResult:
+    return search_pb2.AddResult(position=position, result=Change.FAILED, error=error)
+
+
 def _of_content(backend: SearchBackend, image_id: str) -> list[Item]:
     """The image of exactly this content id (find also matches external ids)."""
     return [item for item in backend.find(image_id) if item.id == image_id]
 
 
-class _Changing:
-    """Holds the change lock while a call changes the gallery, and maps its failures."""
+def _page_key(item: Item) -> tuple:
+    """The order of ListImages (the gallery's), ties broken by content id."""
+    return (*gallery_order(item.path), "\0", item.id)
 
-    def __init__(self, service: GalleryService, context: grpc.ServicerContext) -> None:
-        self.service, self.context = service, context
 
-    def __enter__(self) -> None:
-        if not self.service.ready.is_set():
-            self.context.abort(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
-        self.service._reloading.acquire()
+def page_token(last: Item) -> str:
+    """The token of the page after ``last``: where it stood, not how many came before,
+    so a change between two pages neither skips nor repeats an image."""
+    return base64.urlsafe_b64encode(json.dumps([last.path, last.id]).encode()).decode()
 
-    def __exit__(self, kind, error, trace) -> bool:  # noqa: ANN001
-        self.service._reloading.release()
-        if error is None:
-            self.service.after_change()
-            return False
-        if isinstance(error, BackendUnavailable):
-            self.context.abort(grpc.StatusCode.UNAVAILABLE, str(error))
-        if isinstance(error, OSError):
-            log.error("a gallery change failed: %s", error)
-            self.context.abort(
-                grpc.StatusCode.INTERNAL,
-                "a change could not be stored; send the call again (it is idempotent)",
-            )
-        return False
+
+def read_page_token(token: str) -> tuple | None:
+    """The key listing resumes after; Refused unless the token came from ListImages."""
+    if not token:
+        return None
+    bad = Refused(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "page_token must be a next_page_token this RPC returned (or empty for the first page)",
+    )
+    if len(token) > MAX_PAGE_TOKEN_BYTES:
+        raise bad
+    try:
+        path, image_id = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, TypeError, RecursionError, binascii.Error):
+        raise bad from None
+    if not isinstance(path, str) or not isinstance(image_id, str):
+        raise bad
+    return _page_key(Item(image_id, "", path))

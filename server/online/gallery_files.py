@@ -33,6 +33,11 @@ class InvalidName(ValueError):
     """A label or external id that cannot name a gallery folder or file."""
 
 
+class GalleryFileError(Exception):
+    """An image that cannot be stored where its label and id say; the message is for
+    the caller and names no server path."""
+
+
 def check_label(label: str) -> str:
     """The label as a folder name: one path part, not hidden (list_gallery skips those)."""
     if not label:
@@ -65,11 +70,23 @@ def suffix_of(data: bytes) -> str:
 
 
 def write_image(root: Path, relative: str, data: bytes) -> None:
-    """Put the bytes at ``root/relative`` durably; the same bytes there already are fine."""
+    """Put the bytes at ``root/relative`` durably; the same bytes there already are fine.
+
+    Writes stay inside ``root`` as deletes do: a label folder that is a link leading
+    out of the gallery is refused, so an erased face's file can always be deleted.
+    """
     path = root / relative
+    folder = path.parent
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        if not folder.is_dir():
+            raise GalleryFileError("the label names a file in the gallery, not a folder")
+        if not folder.resolve().is_relative_to(root.resolve()):
+            raise GalleryFileError("the label's folder leads outside the gallery")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise GalleryFileError("this name in the gallery is not a plain image file")
     if path.exists():
         if path.read_bytes() != data:
-            raise FileExistsError("a different image already has this name in the gallery")
+            raise GalleryFileError("a different image already has this name in the gallery")
         return
     with atomic_path(path) as staging:
         staging.write_bytes(data)

@@ -13,7 +13,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from lookalike.common.versions import served_name
+
 # Milvus' own rule for collection names.
+MAX_NAME_CHARS = 1024
 COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 
 
@@ -33,6 +36,10 @@ def allowed_location(
     location), or ReloadRefused. ``folders`` is False for a Milvus collection."""
     if not requested or requested == served:
         return None
+    if "\0" in requested or not requested.isprintable() or len(requested) > MAX_NAME_CHARS:
+        raise ReloadRefused(
+            f"index_path must be a printable name of at most {MAX_NAME_CHARS} characters"
+        )
     if not folders:
         if not COLLECTION_NAME.fullmatch(requested):
             raise ReloadRefused("index_path must be a Milvus collection name on this server")
@@ -47,8 +54,11 @@ def allowed_location(
     name = Path(requested)
     if name.is_absolute() or ".." in name.parts:
         raise ReloadRefused("index_path must be a name relative to the server's index root")
+    if any(part.startswith(".") for part in name.parts):
+        raise ReloadRefused("index_path must name an index, not a hidden folder (a version)")
     root = index_root.resolve()
     candidate = (root / name).resolve()
     if candidate == root or not candidate.is_relative_to(root):
         raise ReloadRefused("index_path leads outside the server's index root")
-    return str(candidate)
+    # The name that serves it, so its changes are the ones kept under that name.
+    return str(served_name(candidate))

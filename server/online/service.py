@@ -12,43 +12,27 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
 
 from lookalike.common.output import lookalike_version
-from lookalike.server.backends.base import BackendFailed, BackendUnavailable, Hit, SearchBackend
-from lookalike.server.index.store import InvalidIndexError
-from lookalike.server.online.batcher import DeadlinePassed
-from lookalike.server.online.calls import CallEnded, CallLimits, deadline_of
+from lookalike.server.backends.base import Hit, SearchBackend
+from lookalike.server.online.calls import CallLimits, deadline_of
 from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine, SearchOutcome
+from lookalike.server.online.errors import Refused
 from lookalike.server.online.reloads import ReloadBusy, ReloadRefused, allowed_location
-from lookalike.server.online.telemetry import Telemetry
+from lookalike.server.online.telemetry import Telemetry, note
 from lookalike.server.online.thumbnails import thumbnail_or_note
-from lookalike.server.vision.imaging import ImageError
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-INTERNAL_MESSAGE = "internal error; the server's log has the details"
-
-
-@asynccontextmanager
-async def no_unknown(context: grpc.aio.ServicerContext, rpc: str) -> AsyncIterator[None]:
-    """A failure no handler foresaw answers INTERNAL (logged here), never UNKNOWN with
-    the exception's text, which may hold server paths."""
-    try:
-        yield
-    except (grpc.aio.AbortError, asyncio.CancelledError):
-        raise
-    except Exception:
-        log.exception("%s failed unexpectedly", rpc)
-        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+# How long a reload or a change waits for the gallery's turn when the caller set no
+# deadline: the longest turn is one chunk of an AddImages call, or a compaction.
+TURN_WAIT_SECONDS = 60.0
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
@@ -64,6 +48,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         if max_distance is not None and not max_distance > 0:
             raise ValueError(f"--max-distance must be above 0, got {max_distance}")
         self.engine = engine
+        self.config = config
         self.max_distance = max_distance
         self.gallery_root = gallery_root  # else the one each gallery's manifest names
         self.max_k = config.max_k
@@ -71,12 +56,15 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.thumbnail_size = config.thumbnail_size
         self.telemetry = telemetry or Telemetry()
         # What a reload may open: the location served at start, or names under index_root.
-        self.folders = config.backend == "memmap"
-        self.served = str(config.index) if self.folders else str(config.collection)
+        self.index_folders = config.backend == "memmap"
+        self.served = str(config.index) if self.index_folders else str(config.collection)
         self.index_root = config.index_root
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._workers = ThreadPoolExecutor(config.max_in_flight, thread_name_prefix="search")
-        self._reloading = threading.Lock()
+        # One reload at a time (more are refused, not queued); and one turn at the
+        # gallery for reloads, changes and compactions (they wait for it, briefly).
+        self._reload_turn = threading.Lock()
+        self.gallery_turn = threading.Lock()
         # Set once warm-up is over; until then Search answers UNAVAILABLE, as health does.
         self.ready = threading.Event()
 
@@ -98,8 +86,18 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         for task in [self._workers.submit(load) for _ in range(self.max_in_flight)]:
             task.result()
 
+    def take_turn(self, deadline: float | None) -> None:
+        """The gallery's turn for a change, compaction or reload, waited for until the
+        call's deadline (or TURN_WAIT_SECONDS); the caller releases ``gallery_turn``."""
+        wait = TURN_WAIT_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
+        if not self.gallery_turn.acquire(timeout=wait):
+            raise Refused(
+                grpc.StatusCode.ABORTED,
+                "the gallery is busy with another change, compaction or reload; try again",
+            )
+
     def swap_index(
-        self, location: str | None = None, who: str = "SIGHUP"
+        self, location: str | None = None, who: str = "SIGHUP", deadline: float | None = None
     ) -> tuple[SearchBackend, SearchBackend]:
         """Open, check and warm a new gallery, then switch to it; returns (old, new).
 
@@ -110,29 +108,44 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         gallery; a memory-mapped matrix is released when the last of them ends.
         """
         self._claim_reload(who)
-        return self._swap_claimed(location, who)
+        return self._swap_claimed(location, who, deadline)
 
     def _claim_reload(self, who: str) -> None:
         """Take the one reload turn, or ReloadBusy at once: reloads are not queued."""
-        if not self._reloading.acquire(blocking=False):
+        if not self._reload_turn.acquire(blocking=False):
             self.telemetry.reloads.labels("busy").inc()
             log.warning("reload by %s refused: another reload is under way", who)
             raise ReloadBusy("another reload is under way; try again when it has finished")
 
-    def _swap_claimed(self, location: str | None, who: str) -> tuple[SearchBackend, SearchBackend]:
-        old = self.engine
+    def _swap_claimed(
+        self, location: str | None, who: str, deadline: float | None = None
+    ) -> tuple[SearchBackend, SearchBackend]:
+        """The gallery's turn is held throughout: a change made while the new gallery
+        was read would be missing from it."""
         try:
-            fresh = old.with_backend(old.backend.reopen(location))
+            self.take_turn(deadline)
+        except Refused:
+            self._reload_turn.release()
+            raise
+        old = self.engine
+        fresh_backend = None
+        try:
+            fresh_backend = old.backend.reopen(location)
+            fresh = old.with_backend(fresh_backend)
             fresh.warm_up(1)
             self.engine = fresh  # before the turn is given up: the next reload starts here
         except Exception as error:
+            if fresh_backend is not None and fresh_backend is not old.backend:
+                fresh_backend.close()
             self.telemetry.reloads.labels("failed").inc()
             log.error(
                 "reload by %s failed, kept gallery %s: %s", who, old.backend.info.version, error
             )
             raise
         finally:
-            self._reloading.release()
+            self.gallery_turn.release()
+            self._reload_turn.release()
+        old.backend.close()  # its writer's lock passes on; searches on it still finish
         self.telemetry.gallery_size.set(len(fresh.backend))
         self.telemetry.reloads.labels("ok").inc()
         log.info(
@@ -151,53 +164,47 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     async def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.SearchResponse:
-        with self.telemetry.call("Search", context) as call:
-            async with no_unknown(context, "Search"):
-                call.update(k=request.k, bytes=len(request.image))
-                started = time.perf_counter()
-                await self._admit(request, context)
-                engine = self.engine  # this call's engine, even if the index is swapped
-                limits = CallLimits(deadline_of(context))
-                work = self._workers.submit(self._work, engine, request, limits)
-                work.add_done_callback(self._release)
-                try:
-                    outcome, matches = await asyncio.wrap_future(work)
-                except asyncio.CancelledError:  # the caller left: its thread stops soon
-                    limits.abandoned.set()
-                    raise
-                except Exception as error:  # noqa: BLE001 (each mapped to its status)
-                    await self._abort_for(error, context)
-                limit = self._limit(request)
-                response = self._response(engine, outcome, matches, limit, started)
-                t = response.timings
-                call.update(
-                    matches=len(response.matches),
-                    decode_ms=round(t.decode_ms, 2),
-                    embed_ms=round(t.embed_ms, 2),
-                    search_ms=round(t.search_ms, 2),
-                )
-                return response
+        note(k=request.k, bytes=len(request.image))
+        started = time.perf_counter()
+        self._admit(request, context)
+        engine = self.engine  # this call's engine, even if the index is swapped
+        limits = CallLimits(deadline_of(context))
+        work = self._workers.submit(self._work, engine, request, limits)
+        work.add_done_callback(self._release)
+        try:
+            outcome, matches = await asyncio.wrap_future(work)
+        except asyncio.CancelledError:  # the caller left: its thread stops soon
+            limits.abandoned.set()
+            raise
+        limit = self._limit(request)
+        response = self._response(engine, outcome, matches, limit, started)
+        t = response.timings
+        note(
+            matches=len(response.matches),
+            decode_ms=round(t.decode_ms, 2),
+            embed_ms=round(t.embed_ms, 2),
+            search_ms=round(t.search_ms, 2),
+        )
+        return response
 
-    async def _admit(
-        self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
-    ) -> None:
+    def _admit(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext) -> None:
         """Admission: ready, a valid k, and a free slot, which ``_release`` frees."""
         if not self.ready.is_set():
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
         if not 1 <= request.k <= self.max_k:
-            await context.abort(
+            raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"k must be between 1 and {self.max_k}, got {request.k}",
             )
         if not request.max_distance >= 0:  # also catches NaN
-            await context.abort(
+            raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"max_distance must be 0 (the server's default) or above, "
                 f"got {request.max_distance}",
             )
         if not self._slots.acquire(blocking=False):
             self.telemetry.refused_call("Search", "busy", context.peer())
-            await context.abort(
+            raise Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server busy: {self.max_in_flight} searches in flight; retry with backoff",
             )
@@ -206,28 +213,6 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     def _release(self, _work: object) -> None:
         self.telemetry.in_flight.dec()
         self._slots.release()
-
-    @staticmethod
-    async def _abort_for(error: Exception, context: grpc.aio.ServicerContext) -> None:
-        """The status of each failure a search can meet; the detail of backend
-        failures (addresses, URIs) goes to the log, not to the caller."""
-        if isinstance(error, (CallEnded, DeadlinePassed, FutureTimeout)):
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed")
-        if isinstance(error, ImageError):
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {error}")
-        if isinstance(error, BackendUnavailable):
-            log.warning("search backend unavailable: %s", error)
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE, "the search backend did not answer; retry shortly"
-            )
-        if isinstance(error, BackendFailed):
-            log.error("search backend failed: %s", error)
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "the search backend refused the search; retrying will not help until an "
-                "operator fixes it (the server's log says why)",
-            )
-        raise error
 
     def _work(
         self, engine: SearchEngine, request: search_pb2.SearchRequest, limits: CallLimits
@@ -313,62 +298,33 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
     async def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.GetInfoResponse:
-        with self.telemetry.call("GetInfo", context):
-            async with no_unknown(context, "GetInfo"):
-                return self._info()
+        return self._info()
 
     async def ReloadIndex(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.ReloadIndexRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.ReloadIndexResponse:
         """Runs on a thread of its own; a caller who stops waiting does not stop it
         (its result is logged), and reloads asked for meanwhile are refused."""
-        with self.telemetry.call("ReloadIndex", context) as call:
-            async with no_unknown(context, "ReloadIndex"):
-                peer = context.peer()
-                call.update(peer=peer)
-                try:
-                    location = allowed_location(
-                        request.index_path, self.served, self.index_root, self.folders
-                    )
-                    self._claim_reload(peer)
-                except ReloadRefused as error:
-                    self.telemetry.reloads.labels("refused").inc()
-                    log.warning("reload by %s refused: %s", peer, error)
-                    await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(error))
-                except ReloadBusy as error:
-                    await context.abort(grpc.StatusCode.ABORTED, str(error))
-                swap = asyncio.get_running_loop().run_in_executor(
-                    None, self._swap_claimed, location, peer
-                )
-                try:
-                    old, new = await swap
-                except Exception as error:  # noqa: BLE001 (each mapped to its status)
-                    await self._abort_for_reload(error, context)
-                call.update(index_version=new.info.version)
-                return search_pb2.ReloadIndexResponse(
-                    index_version=new.info.version,
-                    gallery_size=len(new),
-                    previous_version=old.info.version,
-                )
-
-    @staticmethod
-    async def _abort_for_reload(error: Exception, context: grpc.aio.ServicerContext) -> None:
-        """Statuses without the error's text: it names server paths or URIs (logged by
-        swap_index). Only a backend that did not answer is worth retrying."""
-        if isinstance(error, BackendUnavailable):
-            await context.abort(
-                grpc.StatusCode.UNAVAILABLE,
-                "kept the old index: the search backend did not answer; retry shortly",
+        peer = context.peer()
+        note(peer=peer)
+        try:
+            location = allowed_location(
+                request.index_path, self.served, self.index_root, self.index_folders
             )
-        if isinstance(error, OSError):
-            why = "the server cannot read it"
-        elif isinstance(error, (InvalidIndexError, BackendFailed)):
-            why = "it is missing, damaged, or of another model"
-        else:  # e.g. rows of another size than the model's embeddings
-            why = "it cannot be searched with the served model"
-        await context.abort(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"kept the old index: {why} (the server's log says which)",
+            self._claim_reload(peer)
+        except ReloadRefused as error:
+            self.telemetry.reloads.labels("refused").inc()
+            log.warning("reload by %s refused: %s", peer, error)
+            raise
+        deadline = deadline_of(context)
+        old, new = await asyncio.get_running_loop().run_in_executor(
+            None, self._swap_claimed, location, peer, deadline
+        )
+        note(index_version=new.info.version)
+        return search_pb2.ReloadIndexResponse(
+            index_version=new.info.version,
+            gallery_size=len(new),
+            previous_version=old.info.version,
         )
 
     def close(self) -> None:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextvars import ContextVar
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -105,27 +102,30 @@ class Telemetry:
             self._http.shutdown()
             self._http.server_close()
 
-    @contextmanager
-    def call(self, rpc: str, context: grpc.ServicerContext) -> Iterator[dict[str, object]]:
-        """Count, time and log one call; the caller adds its own fields to the dict."""
-        fields: dict[str, object] = {"rpc": rpc}
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            yield fields
-        except asyncio.CancelledError:  # grpc.aio cancels a call whose caller left
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        finally:
-            seconds = time.perf_counter() - started
-            self.requests.labels(rpc, code.name).inc()
-            self.latency.labels(rpc).observe(seconds)
-            fields.update(code=code.name, total_ms=round(seconds * 1e3, 2))
-            log.info(
-                " ".join(f"{key}={value}" for key, value in fields.items()), extra={"call": fields}
-            )
+    def record(self, rpc: str, code: grpc.StatusCode, seconds: float, fields: dict) -> None:
+        """Count, time and log one finished call with the status it was answered."""
+        self.requests.labels(rpc, code.name).inc()
+        self.latency.labels(rpc).observe(seconds)
+        fields = {"rpc": rpc, **fields, "code": code.name, "total_ms": round(seconds * 1e3, 2)}
+        log.info(
+            " ".join(f"{key}={value}" for key, value in fields.items()), extra={"call": fields}
+        )
+
+
+# The fields of the call being answered, for its log line: set by the interceptor,
+# added to by the handler (``note``) in the same task.
+_CALL_FIELDS: ContextVar[dict[str, object] | None] = ContextVar("call_fields", default=None)
+
+
+def note(**fields: object) -> None:
+    """Add fields to the log line of the call this task is answering (if any)."""
+    current = _CALL_FIELDS.get()
+    if current is not None:
+        current.update(fields)
+
+
+def begin_call() -> dict[str, object]:
+    """A fresh field dict for the call this task answers."""
+    fields: dict[str, object] = {}
+    _CALL_FIELDS.set(fields)
+    return fields

@@ -104,13 +104,20 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
         ImageOps.exif_transpose(image, in_place=True)  # not in place: a copy, always
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(f"the image data is truncated or corrupt: {error}") from None
-    return to_rgb(image)
+    try:
+        return to_rgb(image)
+    except ValueError as error:  # a mode Pillow reads but cannot convert
+        raise ImageError(f"images of mode {image.mode} cannot be read: {error}") from None
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is flattened onto white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         image = _deep_gray_to_l(image)
+    if image.mode == "La":  # premultiplied alpha: Pillow converts it only to LA
+        image = image.convert("LA")
+    if image.mode == "RGBa":
+        image = image.convert("RGBA")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):
@@ -130,13 +137,20 @@ def _deep_gray_to_l(image: Image.Image) -> Image.Image:
     scaled as float32 on its own. (Whole-frame float64 copies of a 40 MP frame
     would take 320 MB each.)
     """
-    peak = max(int(image.getextrema()[1]), 1)
+    rows = max(1, BAND_PIXELS // image.width)
+    tops = range(0, image.height, rows)
+
+    def band_at(top: int) -> np.ndarray:
+        bottom = min(image.height, top + rows)
+        return np.asarray(image.crop((0, top, image.width, bottom)), dtype=np.float32)
+
+    # by bands, not getextrema: Pillow has no extrema for big-endian 16 bits (I;16B)
+    peak = max(1, max(int(band_at(top).max()) for top in tops))
     scale = np.float32(255.0 / peak)
     gray = np.empty((image.height, image.width), np.uint8)
-    rows = max(1, BAND_PIXELS // image.width)
-    for top in range(0, image.height, rows):
+    for top in tops:
         bottom = min(image.height, top + rows)
-        band = np.asarray(image.crop((0, top, image.width, bottom)), dtype=np.float32)
+        band = band_at(top)
         np.clip(band, 0, peak, out=band)
         band *= scale
         band += 0.5  # round to nearest: the peak becomes 255
