@@ -206,12 +206,15 @@ class Soak:
 
     def audit(self, root: Path) -> tuple[int, int]:
         """(acknowledged adds missing, erased faces found again) after the run."""
-        with SearchClient(self.target, token=self.args.admin_token, timeout=120) as admin:
+        with (
+            SearchClient(self.target, token=self.args.admin_token, timeout=120) as admin,
+            SearchClient(self.target, token=self.args.token, timeout=120) as searcher,
+        ):
             listed = {entry.id for entry in admin.list_images()}
             lost = len(set(self.added) - listed)
             back = set(self.erased) & listed
             for image_id, (image, path) in self.erased.items():
-                found = {m.id for m in admin.search(image, k=5).matches}
+                found = {m.id for m in searcher.search(image, k=5).matches}
                 if image_id in found or (root / path).exists():
                     back.add(image_id)
         return lost, len(back)
