@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.server.backends.approximate import RowSearcher, open_searcher
 from lookalike.server.backends.base import Algorithm, Hit, external_id
-from lookalike.server.backends.knn import KnnSearcher, row_norms_squared
+from lookalike.server.backends.knn import row_norms_squared
 from lookalike.server.index.compact import compact, gallery_order
 from lookalike.server.index.segment import ChangeLog, Changes, changes_folder
 from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
@@ -28,7 +29,7 @@ class View:
     """
 
     index: GalleryIndex
-    knn: KnnSearcher
+    knn: RowSearcher  # exact, or an approximate structure (server/backends/approximate.py)
     removed_rows: frozenset[int]
     segment: np.ndarray  # every added row so far; only ``live`` rows of it are searched
     segment_items: tuple[Item, ...]
@@ -37,17 +38,17 @@ class View:
     def __len__(self) -> int:
         return len(self.index) - len(self.removed_rows) + len(self.live)
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, breadth: int = 0) -> list[list[Hit]]:
         found: list[list[Hit]] = [[] for _ in range(len(queries))]
         if len(self.index):
             wanted = min(len(self.index), k + len(self.removed_rows))
-            distances, rows = self.knn.search(queries, wanted)
+            distances, rows = self.knn.search(queries, wanted, breadth)
             items = self.index.manifest.items
             found = [
                 [
                     Hit(items[row], float(d))
                     for row, d in zip(near, far, strict=True)
-                    if row not in self.removed_rows
+                    if row >= 0 and row not in self.removed_rows  # -1: an ANN found fewer
                 ][:k]
                 for near, far in zip(rows, distances, strict=True)
             ]
@@ -85,8 +86,11 @@ class View:
 class MemmapBackend:
     """An index folder, its memory-mapped matrix and manifest, and the changes since."""
 
-    def __init__(self, index: GalleryIndex, algorithm: Algorithm = "brute") -> None:
+    def __init__(
+        self, index: GalleryIndex, algorithm: Algorithm = "brute", breadth: int = 0
+    ) -> None:
         self.algorithm = algorithm
+        self.breadth = breadth  # nprobe / efSearch of an approximate index; 0: the manifest's
         self._lock = threading.Lock()  # one change at a time; searches never wait for it
         self._log = ChangeLog(changes_folder(index.path), index.manifest.embedding_size)
         self._rebase(index)
@@ -94,7 +98,7 @@ class MemmapBackend:
     def _rebase(self, index: GalleryIndex) -> None:
         """Search ``index`` with the journal replayed onto it."""
         self._index = index
-        self._knn = KnnSearcher(index.features, self.algorithm)
+        self._knn = open_searcher(index, self.algorithm, self.breadth)
         self._rows = {item.id: row for row, item in enumerate(index.manifest.items)}
         self._named: dict[str, set[str]] = {}  # external id (file name) -> content ids
         for item in index.manifest.items:
@@ -136,6 +140,11 @@ class MemmapBackend:
     def name(self) -> str:
         return self._knn.name
 
+    @property
+    def max_breadth(self) -> int | None:
+        """The widest search a request may ask for; None: exact, breadth means nothing."""
+        return getattr(self._knn, "max_breadth", None)
+
     def __len__(self) -> int:
         return len(self._view)
 
@@ -143,15 +152,15 @@ class MemmapBackend:
     def pending_rows(self) -> int:
         return self._changes.pending_rows
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        return self._view.search(queries, k)
+    def search(self, queries: np.ndarray, k: int, breadth: int = 0) -> list[list[Hit]]:
+        return self._view.search(queries, k, breadth)
 
     def check_model(self, model: ModelInfo) -> None:
         self._index.check_model(model)
 
     def reopen(self, location: str | None = None) -> MemmapBackend:
         path = Path(location) if location else self._index.path
-        return MemmapBackend(GalleryIndex.open(path), self.algorithm)
+        return MemmapBackend(GalleryIndex.open(path), self.algorithm, self.breadth)
 
     # Changes: each is on disk (fsynced) before it returns, and in the next search.
 

@@ -1,0 +1,136 @@
+"""The approximate k-NN structure of an index folder, built from its matrix with faiss.
+
+The matrix (features.npy) stays the source of truth: this structure is derived
+from it at build and at compaction, stored beside it as ``ann.faiss``, and
+built again in memory when that file is missing or does not match (an index
+copied without it, a faiss that cannot read it). Rows are added in blocks read
+from the mapping, so a build never holds a float32 copy of a float16 matrix.
+Needs the ``faiss`` extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lookalike.server.index.store import ANN_FILE, InvalidIndexError, Layout
+
+log = logging.getLogger(__name__)
+
+BLOCK = 262_144  # rows converted to float32 and added at a time
+TRAIN_PER_LIST = 64  # k-means training rows per IVF list (faiss warns under 39)
+MAX_LISTS = 4096
+HNSW_LINKS = 32
+HNSW_BUILD_BREADTH = 80  # efConstruction
+HNSW_BREADTH = 96  # efSearch
+SEED = 1234
+KMEANS_ITERATIONS = 10  # faiss' default 25 costs 2.5x the training time for little recall
+
+
+def faiss_module() -> Any:
+    """faiss, or an error that says which extra brings it."""
+    try:
+        import faiss
+    except ImportError:
+        raise InvalidIndexError(
+            "an approximate index needs faiss: pip install 'lookalike[faiss]'"
+        ) from None
+    return faiss
+
+
+def resolved(layout: Layout, rows: int) -> Layout:
+    """``layout`` with its automatic (zero) parameters chosen for ``rows`` rows.
+
+    IVF: about 2 sqrt(rows) lists, a power of two, at most 4096 (training k-means
+    on more costs minutes on two cores), at least 64 rows a list; by default a
+    search visits 1/32 of them (at least 8). HNSW: 32 links, efSearch 96.
+    """
+    if layout.index_type.startswith("ivf"):
+        lists = layout.lists or min(MAX_LISTS, 2 ** round(math.log2(max(1.0, 2 * math.sqrt(rows)))))
+        lists = max(1, min(lists, rows // 64))
+        breadth = layout.breadth or min(lists, max(8, lists // 32))
+        return replace(layout, lists=lists, links=0, breadth=breadth)
+    if layout.index_type == "hnsw":
+        return replace(
+            layout,
+            lists=0,
+            links=layout.links or HNSW_LINKS,
+            breadth=layout.breadth or HNSW_BREADTH,
+        )
+    return replace(layout, lists=0, links=0, breadth=0)
+
+
+def build(features: np.ndarray, layout: Layout) -> Any:
+    """The faiss index of ``layout`` over every row of ``features``, row i as id i."""
+    faiss = faiss_module()
+    rows, dim = features.shape
+    started = time.perf_counter()
+    if layout.index_type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, layout.links)
+        index.hnsw.efConstruction = HNSW_BUILD_BREADTH
+    else:
+        quantizer = faiss.IndexFlatL2(dim)
+        if layout.index_type == "ivf-sq8":
+            index = faiss.IndexIVFScalarQuantizer(
+                quantizer, dim, layout.lists, faiss.ScalarQuantizer.QT_8bit
+            )
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, layout.lists)
+        index.cp.seed = SEED
+        index.cp.niter = KMEANS_ITERATIONS
+        index.train(_float32(_sample(features, layout.lists * TRAIN_PER_LIST)))
+    for start in range(0, rows, BLOCK):
+        index.add(_float32(features[start : start + BLOCK]))
+    log.info(
+        "built the %s structure of %d rows in %.1f s",
+        layout.index_type,
+        rows,
+        time.perf_counter() - started,
+    )
+    return index
+
+
+def _sample(features: np.ndarray, count: int) -> np.ndarray:
+    """``count`` rows spread evenly over the matrix (a fixed choice: builds repeat)."""
+    if count >= len(features):
+        return np.asarray(features)
+    rows = np.unique(np.linspace(0, len(features) - 1, count).astype(np.int64))
+    return features[rows]
+
+
+def _float32(rows: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(rows, dtype=np.float32)
+
+
+def write(index: Any, folder: Path) -> Path:
+    """Store ``index`` as the folder's ann.faiss."""
+    faiss = faiss_module()
+    path = folder / ANN_FILE
+    faiss.write_index(index, str(path))
+    return path
+
+
+def load(folder: Path, features: np.ndarray, layout: Layout) -> Any:
+    """The folder's structure, or one built now when the file is missing or stale."""
+    faiss = faiss_module()
+    path = folder / ANN_FILE
+    if path.is_file():
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as error:
+            log.warning("cannot read %s (%s); building it again in memory", path, error)
+        else:
+            if index.ntotal == len(features) and index.d == features.shape[1]:
+                return index
+            log.warning(
+                "%s holds %d rows, not %d; building it again", path, index.ntotal, len(features)
+            )
+    else:
+        log.warning("%s is missing; building the %s structure in memory", path, layout.index_type)
+    return build(features, layout)
