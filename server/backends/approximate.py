@@ -81,6 +81,8 @@ class AnnSearcher:
     ) -> tuple[np.ndarray, np.ndarray]:
         """The k candidates nearest by the exact matrix; -1 (too few found) stays last."""
         wanted = np.unique(rows[rows >= 0])
+        if not len(wanted):  # every list probed was empty
+            return np.full((len(rows), k), np.inf, np.float32), rows[:, :k]
         exact = np.asarray(self._features[wanted], dtype=np.float32)
         position = np.searchsorted(wanted, np.maximum(rows, 0))
         differences = exact[position] - queries[:, None, :]

@@ -24,10 +24,9 @@ from lookalike.server.index.store import ANN_FILE, InvalidIndexError, Layout
 log = logging.getLogger(__name__)
 
 BLOCK = 262_144  # rows converted to float32 and added at a time
-MAX_LISTS = 16_384
+MAX_LISTS = 8192
 MIN_ROWS_PER_LIST = 64
 TRAIN_ROWS = 262_144  # k-means training rows, and at least 16 a list (faiss warns under 39)
-HNSW_QUANTIZER_LISTS = 4096  # from this many lists, rows find their list through an HNSW
 HNSW_LINKS = 32
 HNSW_BUILD_BREADTH = 80  # efConstruction
 HNSW_BREADTH = 256  # efSearch
@@ -49,11 +48,11 @@ def faiss_module() -> Any:
 def resolved(layout: Layout, rows: int) -> Layout:
     """``layout`` with its automatic (zero) parameters chosen for ``rows`` rows.
 
-    IVF: about 4 sqrt(rows) lists, a power of two, at most 16,384 (training k-means on
-    more costs many minutes on two cores), at least 64 rows a list; by default a search
-    visits 1/8 of them. HNSW: 32 links, efSearch 256. Both defaults favour recall: about
-    0.99 recall@10 for real faces at 1M rows (docs/BENCHMARKS.md, "Approximate k-NN");
-    ``serve --search-breadth`` trades it for speed.
+    IVF: about 4 sqrt(rows) lists, a power of two, at most 8192 (k-means, and placing
+    10M rows among more, cost many minutes on two cores), at least 64 rows a list; by
+    default a search visits 1/8 of them. HNSW: 32 links, efSearch 256. Both defaults
+    favour recall, about 0.98 recall@10 for real faces at 1M rows (docs/BENCHMARKS.md,
+    "Approximate k-NN"); ``serve --search-breadth`` trades it for speed.
     """
     if layout.index_type.startswith("ivf"):
         lists = layout.lists or 2 ** round(math.log2(max(1.0, 4 * math.sqrt(rows))))
@@ -79,22 +78,19 @@ def build(features: np.ndarray, layout: Layout) -> Any:
         index = faiss.IndexHNSWFlat(dim, layout.links)
         index.hnsw.efConstruction = HNSW_BUILD_BREADTH
     else:
-        quantizer = (
-            faiss.IndexHNSWFlat(dim, HNSW_LINKS)
-            if layout.lists >= HNSW_QUANTIZER_LISTS
-            else faiss.IndexFlatL2(dim)
-        )
+        # a flat quantizer: every row goes to its nearest list (an HNSW over the centroids
+        # adds faster, but misplaced about 1 row in 10 at efSearch 16 and 1 in 50 at 128)
+        quantizer = faiss.IndexFlatL2(dim)
         if layout.index_type == "ivf-sq8":
             index = faiss.IndexIVFScalarQuantizer(
                 quantizer, dim, layout.lists, faiss.ScalarQuantizer.QT_8bit
             )
         else:
             index = faiss.IndexIVFFlat(quantizer, dim, layout.lists)
-        clustering = faiss.IndexFlatL2(dim)  # exact k-means, whatever finds lists later
-        index.clustering_index = clustering
         index.cp.seed = SEED
         index.cp.niter = KMEANS_ITERATIONS
         index.train(_float32(_sample(features, max(16 * layout.lists, TRAIN_ROWS))))
+
     for start in range(0, rows, BLOCK):
         index.add(_float32(features[start : start + BLOCK]))
     log.info(
