@@ -87,7 +87,7 @@ class MemmapBackend:
     """An index folder, its memory-mapped matrix and manifest, and the changes since."""
 
     def __init__(
-        self, index: GalleryIndex, algorithm: Algorithm = "brute", breadth: int = 0
+        self, index: GalleryIndex, algorithm: Algorithm = "brute", *, breadth: int = 0
     ) -> None:
         self.algorithm = algorithm
         self.breadth = breadth  # nprobe / efSearch of an approximate index; 0: the manifest's
@@ -160,7 +160,7 @@ class MemmapBackend:
 
     def reopen(self, location: str | None = None) -> MemmapBackend:
         path = Path(location) if location else self._index.path
-        return MemmapBackend(GalleryIndex.open(path), self.algorithm, self.breadth)
+        return MemmapBackend(GalleryIndex.open(path), self.algorithm, breadth=self.breadth)
 
     # Changes: each is on disk (fsynced) before it returns, and in the next search.
 

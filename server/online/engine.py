@@ -45,7 +45,7 @@ def open_backend(config: ServerConfig) -> SearchBackend:
             )
         )
     return MemmapBackend(
-        GalleryIndex.open(config.index), config.knn_algorithm, config.search_breadth
+        GalleryIndex.open(config.index), config.knn_algorithm, breadth=config.search_breadth
     )
 
 
