@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from lookalike.common.output import as_json, emit
-from lookalike.server.backends.base import BACKEND_NAMES
+from lookalike.server.backends.base import BACKEND_NAMES, MILVUS_INDEX_TYPES
+from lookalike.server.index.store import INDEX_TYPES, Layout
 from lookalike.server.online.config import add_server_arguments
 from lookalike.server.options import (
     add_batch_size_argument,
@@ -75,7 +76,7 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
         default="memmap",
         help="milvus: also load the finished index into --collection at --milvus-uri",
     )
-    add_milvus_arguments(index, required=False)
+    add_milvus_arguments(index, required=False, folders=True)
     add_replace_argument(index)
     index.set_defaults(func=run_index)
 
@@ -154,6 +155,13 @@ def run_index(args: argparse.Namespace) -> int:
     if (args.backend == "milvus") != bool(args.milvus_uri and args.collection):
         print("error: --backend milvus goes with --milvus-uri and --collection", file=sys.stderr)
         return 2
+    if args.index_type in MILVUS_INDEX_TYPES and args.backend != "milvus":
+        print(
+            f"error: {args.index_type} is a Milvus index type (--backend milvus); the index "
+            f"folder's are {', '.join(INDEX_TYPES)}",
+            file=sys.stderr,
+        )
+        return 2
     out = args.into or args.out
     try:
         embedder = Embedder(args.model, args.device)
@@ -171,6 +179,7 @@ def run_index(args: argparse.Namespace) -> int:
             resume=args.resume,
             append_to=args.into,
             max_failure_share=args.max_failure_share,
+            layout=layout_from_args(args),
         )
     except (ModelError, InvalidIndexError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -186,9 +195,20 @@ def run_index(args: argparse.Namespace) -> int:
         "\n".join(lines),
         {**as_json(report), "images_per_second": report.images_per_second},
     )
-    return (
-        run_to_milvus(argparse.Namespace(**{**vars(args), "index": out})) if args.milvus_uri else 0
+    if not args.milvus_uri:
+        return 0
+    milvus_type = args.index_type if args.index_type in MILVUS_INDEX_TYPES else "FLAT"
+    return run_to_milvus(
+        argparse.Namespace(**{**vars(args), "index": out, "index_type": milvus_type})
     )
+
+
+def layout_from_args(args: argparse.Namespace) -> Layout | None:
+    """The folder's storage and index type; None (neither given): the appended index's own."""
+    index_type = args.index_type if args.index_type in INDEX_TYPES else None
+    if index_type is None and args.storage is None:
+        return None
+    return Layout(storage=args.storage or "float32", index_type=index_type or "flat")
 
 
 def run_sample_gallery(args: argparse.Namespace) -> int:

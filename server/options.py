@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lookalike.server.backends.base import ALGORITHMS, MILVUS_INDEX_TYPES
 from lookalike.server.index.gallery import SPLITS
+from lookalike.server.index.store import INDEX_TYPES, STORAGES
 from lookalike.server.vision.embedder import DEVICES
 from lookalike.server.vision.imaging import CROP_MODES, Crop
 from lookalike.server.vision.teacher import TEACHERS
@@ -115,8 +116,10 @@ def add_milvus_arguments(
     required: bool,
     collection_default: str | None = None,
     loading: bool = True,
+    folders: bool = False,
 ) -> None:
-    """Where Milvus is; with ``loading``, also how a collection is (re)built."""
+    """Where Milvus is; with ``loading``, also how a collection is (re)built; with
+    ``folders`` (`lookalike index`), also how the index folder is stored and searched."""
     parser.add_argument("--milvus-uri", required=required, help=HELP["milvus_uri"])
     parser.add_argument(
         "--collection",
@@ -133,12 +136,31 @@ def add_milvus_arguments(
     )
     if not loading:
         return
+    milvus_help = (
+        "FLAT: exact, the same neighbours as scikit-learn; IVF_FLAT, HNSW: approximate "
+        "(`lookalike eval --milvus-uri` reports their recall)"
+    )
+    if not folders:
+        parser.add_argument(
+            "--index-type", choices=MILVUS_INDEX_TYPES, default="FLAT", help=milvus_help
+        )
+        return
     parser.add_argument(
         "--index-type",
-        choices=MILVUS_INDEX_TYPES,
-        default="FLAT",
-        help="FLAT: exact, the same neighbours as scikit-learn; IVF_FLAT, HNSW: approximate "
-        "(`lookalike eval --milvus-uri` reports their recall)",
+        choices=INDEX_TYPES + MILVUS_INDEX_TYPES,
+        default=None,
+        help="how the index folder is searched: flat (default): exact; ivf-flat, ivf-sq8 "
+        "(8-bit codes, re-ranked on the exact rows), hnsw: approximate, a faiss structure "
+        "built from the exact rows, which stay the source of truth (the faiss extra; "
+        "`lookalike serve --search-breadth` sets how wide it searches). With --backend "
+        f"milvus, the collection's index: {milvus_help}. With --append: the index's own",
+    )
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default=None,
+        help="dtype of the stored rows: float32 (default), or float16 (half the memory "
+        "and disk; docs/BENCHMARKS.md gives its recall). With --append: the index's own",
     )
 
 

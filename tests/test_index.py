@@ -238,10 +238,17 @@ def test_manifest_embedding_size_must_match_the_model(index_dir, tmp_path, embed
         SearchEngine(embedder, MemmapBackend(GalleryIndex.open(copy)))
 
 
-def test_manifest_dtype_other_than_float32_is_refused(index_dir, tmp_path):
+def test_manifest_dtype_other_than_float32_or_float16_is_refused(index_dir, tmp_path):
+    copy = copy_index(index_dir, tmp_path)
+    rewrite_manifest(copy, lambda m: m["features"].update(dtype="float64"))
+    with pytest.raises(InvalidIndexError, match="float64.*only .*float32.*float16"):
+        GalleryIndex.open(copy)
+
+
+def test_manifest_dtype_unlike_the_files_is_refused(index_dir, tmp_path):
     copy = copy_index(index_dir, tmp_path)
     rewrite_manifest(copy, lambda m: m["features"].update(dtype="float16"))
-    with pytest.raises(InvalidIndexError, match="float16.*only float32"):
+    with pytest.raises(InvalidIndexError, match="holds float32 .* manifest says float16"):
         GalleryIndex.open(copy)
 
 

@@ -56,9 +56,15 @@ class SearchBackend(Protocol):
 
     def __len__(self) -> int: ...
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, breadth: int = 0) -> list[list[Hit]]:
         """The k nearest items of each query row, nearest first (fewer if the gallery is
-        smaller). Raises BackendUnavailable when the store cannot be reached."""
+        smaller). ``breadth``: how wide an approximate index searches (nprobe, efSearch;
+        0: the server's default). Raises BackendUnavailable when the store cannot be reached."""
+        ...
+
+    @property
+    def max_breadth(self) -> int | None:
+        """The largest ``breadth`` a request may ask for; None where it means nothing."""
         ...
 
     def check_model(self, model: ModelInfo) -> None:

@@ -51,8 +51,11 @@ class KnnSearcher:
         tree = getattr(self._nn, "_tree", None)
         return self._nn._fit_X if tree is None else np.asarray(tree.data)
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Distances and row indices of the k nearest rows, nearest first, per query."""
+    def search(
+        self, queries: np.ndarray, k: int, breadth: int = 0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Distances and row indices of the k nearest rows, nearest first, per query
+        (``breadth`` is for approximate searchers: an exact one reads every row)."""
         k = min(k, self.size)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self._nn is None:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.common.versions import served_name
+from lookalike.server.backends.approximate import RowSearcher, open_searcher
 from lookalike.server.backends.base import Algorithm, Hit, ReadOnlyGallery, external_id
-from lookalike.server.backends.knn import KnnSearcher, row_norms_squared
+from lookalike.server.backends.knn import row_norms_squared
 from lookalike.server.index.compact import compact, gallery_order
 from lookalike.server.index.publish import recover_gallery
 from lookalike.server.index.segment import JOURNAL, ChangeLog, Changes, changes_folder
@@ -35,7 +36,7 @@ class View:
     """
 
     index: GalleryIndex
-    knn: KnnSearcher
+    knn: RowSearcher  # exact, or an approximate structure (server/backends/approximate.py)
     removed_rows: frozenset[int]
     segment: np.ndarray  # every added row so far; only ``live`` rows of it are searched
     segment_items: tuple[Item, ...]
@@ -44,17 +45,17 @@ class View:
     def __len__(self) -> int:
         return len(self.index) - len(self.removed_rows) + len(self.live)
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    def search(self, queries: np.ndarray, k: int, breadth: int = 0) -> list[list[Hit]]:
         found: list[list[Hit]] = [[] for _ in range(len(queries))]
         if len(self.index):
             wanted = min(len(self.index), k + len(self.removed_rows))
-            distances, rows = self.knn.search(queries, wanted)
+            distances, rows = self.knn.search(queries, wanted, breadth)
             items = self.index.manifest.items
             found = [
                 [
                     Hit(items[row], float(d))
                     for row, d in zip(near, far, strict=True)
-                    if row not in self.removed_rows
+                    if row >= 0 and row not in self.removed_rows  # -1: an ANN found fewer
                 ][:k]
                 for near, far in zip(rows, distances, strict=True)
             ]
@@ -102,10 +103,13 @@ class MemmapBackend:
         index: GalleryIndex,
         algorithm: Algorithm = "brute",
         writer: WriterLock | None | bool = True,
+        *,
+        breadth: int = 0,
     ) -> None:
         """``writer``: True to take the gallery's lock if free (else follow), False to
         follow, or a lock already held (an index reload hands it on)."""
         self.algorithm = algorithm
+        self.breadth = breadth  # nprobe / efSearch of an approximate index; 0: the manifest's
         self._lock = threading.Lock()  # one change at a time; searches never wait for it
         self.path = served_name(index.path)
         index = replace(index, path=self.path)
@@ -127,7 +131,7 @@ class MemmapBackend:
     def _rebase(self, index: GalleryIndex) -> None:
         """Search ``index`` with the journal replayed onto it."""
         self._index = index
-        self._knn = KnnSearcher(index.features, self.algorithm)
+        self._knn = open_searcher(index, self.algorithm, self.breadth)
         self._rows = {item.id: row for row, item in enumerate(index.manifest.items)}
         self._named: dict[str, set[str]] = {}  # external id (file name) -> content ids
         for item in index.manifest.items:
@@ -169,6 +173,11 @@ class MemmapBackend:
     def name(self) -> str:
         return self._knn.name
 
+    @property
+    def max_breadth(self) -> int | None:
+        """The widest search a request may ask for; None: exact, breadth means nothing."""
+        return getattr(self._knn, "max_breadth", None)
+
     def __len__(self) -> int:
         return len(self._view)
 
@@ -176,8 +185,8 @@ class MemmapBackend:
     def pending_rows(self) -> int:
         return self._changes.pending_rows
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
-        return self._view.search(queries, k)
+    def search(self, queries: np.ndarray, k: int, breadth: int = 0) -> list[list[Hit]]:
+        return self._view.search(queries, k, breadth)
 
     def check_model(self, model: ModelInfo) -> None:
         self._index.check_model(model)
@@ -186,9 +195,9 @@ class MemmapBackend:
         """The gallery at ``location`` (default this one) read afresh; this backend's
         writer lock goes with it when it is the same gallery."""
         path = served_name(Path(location)) if location else self.path
-        if path == self.path and self._writer is not None:
-            return MemmapBackend(GalleryIndex.open(path), self.algorithm, self._writer.share())
-        return MemmapBackend(GalleryIndex.open(path), self.algorithm, True)
+        same = path == self.path and self._writer is not None
+        writer = self._writer.share() if same else True
+        return MemmapBackend(GalleryIndex.open(path), self.algorithm, writer, breadth=self.breadth)
 
     def close(self) -> None:
         """Let go of the writer lock (a reload's new backend may share it still)."""

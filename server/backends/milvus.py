@@ -261,7 +261,7 @@ def _upsert(
         total=len(items), unit="row", desc=f"loading {name}", disable=bar_disable(progress)
     ) as bar:
         for start in range(0, len(items), batch):
-            vectors = np.asarray(index.features[start : start + batch])
+            vectors = np.asarray(index.features[start : start + batch], np.float32)
             rows = [
                 {
                     "id": item.id,
@@ -369,7 +369,12 @@ class MilvusBackend:
     def __len__(self) -> int:
         return self.size
 
-    def search(self, queries: np.ndarray, k: int) -> list[list[Hit]]:
+    @property
+    def max_breadth(self) -> int | None:
+        """Milvus' own index parameters apply; a request's breadth is not passed on."""
+        return None
+
+    def search(self, queries: np.ndarray, k: int, breadth: int = 0) -> list[list[Hit]]:
         k = min(k, self.size)
         params = dict(self.search_params)
         if "ef" in params:  # HNSW explores at least k candidates

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.common.output import bar_disable
+from lookalike.server.index import ann
 from lookalike.server.index import journal as journals
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
 from lookalike.server.index.journal import JOURNAL, Journal
@@ -34,6 +35,7 @@ from lookalike.server.index.store import (
     GalleryInfo,
     InvalidIndexError,
     Item,
+    Layout,
     Manifest,
     check_crop,
 )
@@ -68,13 +70,15 @@ def build_index(
     resume: bool = False,
     append_to: Path | None = None,
     max_failure_share: float = 0.05,
+    layout: Layout | None = None,
 ) -> BuildReport:
     """Embed the gallery into a new index at ``out``, replacing any old one whole.
 
     ``crop`` defaults to the model's own (for fine-tuned models) or the whole
     frame. ``append_to``: start from that index's rows and embed only files whose
     content it does not hold yet. Identical files are embedded once; the
-    manifest keeps every path.
+    manifest keeps every path. ``layout``: the storage and index type (default:
+    the appended index's, else float32 and exact).
     """
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +87,7 @@ def build_index(
     if base:
         base.check_model(embedder.info)
         crop = crop or base.manifest.crop
+        layout = layout or base.manifest.layout.afresh()
     crop = crop or embedder.info.crop or WHOLE_FRAME
     check_crop(embedder.info, crop)
     images = list_gallery(gallery_root, split)
@@ -132,7 +137,7 @@ def build_index(
             f"{max_failure_share:.0%} allowed; first: {journal.skipped[0]}; the partial build "
             f"is kept in {staging}: fix or remove those files, then --resume"
         )
-    _finish(staging, out, journal, embedder, crop, gallery_root, split)
+    _finish(staging, out, journal, embedder, crop, gallery_root, split, layout or Layout())
     return BuildReport(
         out,
         len(journal.rows),
@@ -244,6 +249,7 @@ def _finish(
     crop: Crop,
     gallery_root: Path,
     split: Split,
+    layout: Layout,
 ) -> None:
     (staging / JOURNAL).unlink()
     info = GalleryInfo(
@@ -256,7 +262,7 @@ def _finish(
         gallery_root=str(gallery_root.resolve()),
         split=split,
     )
-    publish_staged(staging, out, info, journal.rows, journal.skipped)
+    publish_staged(staging, out, info, journal.rows, journal.skipped, layout)
 
 
 def publish_staged(
@@ -265,25 +271,32 @@ def publish_staged(
     info: GalleryInfo,
     items: list[Item],
     skipped: list[dict[str, str]],
+    layout: Layout | None = None,
 ) -> Manifest:
-    """Seal a staged folder (its matrix trimmed to ``items``, checksummed, on disk) and put it
-    at ``out`` in one step: the publish of every build and of every compaction."""
+    """Seal a staged folder (its matrix trimmed to ``items`` in the layout's dtype, its
+    approximate structure built, checksummed, on disk) and put it at ``out`` in one step:
+    the publish of every build and of every compaction."""
     rows = len(items)
+    layout = layout or Layout()
     full = np.load(staging / FEATURES, mmap_mode="r")
-    if full.shape[0] != rows:  # capacity reserved for skipped files and duplicates
+    if full.shape[0] != rows or full.dtype != layout.dtype:  # capacity, or float16 storage
         trimmed = staging / "features.trimmed.npy"
-        np.save(trimmed, full[:rows])
+        _save_as(trimmed, full[:rows], layout.dtype)
         del full
         os.replace(trimmed, staging / FEATURES)
     else:
         del full
     checksum = file_sha256(staging / FEATURES)
+    if layout.approximate:
+        layout = ann.resolved(layout, rows)
+        ann.write(ann.build(np.load(staging / FEATURES, mmap_mode="r"), layout), staging)
     manifest = Manifest(
         **{**asdict(info), "crop": info.crop},
         rows=rows,
         features_sha256=checksum,
         items=items,
         skipped=skipped,
+        layout=layout,
     )
     # when, and what: two builds in one second still differ
     manifest = replace(
@@ -292,3 +305,12 @@ def publish_staged(
     (staging / MANIFEST).write_text(manifest.to_json())
     publish(staging, out, manifest.version)
     return manifest
+
+
+def _save_as(file: Path, rows: np.ndarray, dtype: np.dtype, block: int = 262_144) -> None:
+    """``rows`` written as a .npy of ``dtype``, block by block (no copy of the whole matrix)."""
+    matrix = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=rows.shape)
+    for start in range(0, len(rows), block):
+        matrix[start : start + block] = rows[start : start + block]
+    matrix.flush()
+    del matrix

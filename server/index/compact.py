@@ -3,7 +3,8 @@
 The rows are laid out exactly as a fresh build of the same gallery files lays
 them out (files in gallery order, identical files on the first one's row), so
 a compacted index and a rebuilt one answer alike, row for row; no image is
-embedded again. The new version is published like a build's, in one step.
+embedded again. The new version is published like a build's, in one step, with
+the base's storage and index type (an approximate structure is built afresh).
 """
 
 from __future__ import annotations
@@ -69,4 +70,5 @@ def compact(base: GalleryIndex, changes: Changes, segment: np.ndarray) -> Manife
     removed = [item for item in base.manifest.items if item.id in changes.removed]
     gone = {path for item in removed for path in _paths(item)}
     skipped = [entry for entry in base.manifest.skipped if entry["path"] not in gone]
-    return publish_staged(staging, out, base.manifest.info, items, skipped)
+    layout = base.manifest.layout.afresh()  # the structure is built again from the new rows
+    return publish_staged(staging, out, base.manifest.info, items, skipped, layout)

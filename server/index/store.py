@@ -2,8 +2,11 @@
 
 Layout of an index folder::
 
-    features.npy    N x D float32, opened with numpy.load(mmap_mode="r")
+    features.npy    N x D float32 (or float16: ``--storage``), opened with
+                    numpy.load(mmap_mode="r"): the source of truth for every search
     manifest.json   model fingerprint, crop, shape, checksum, and one item per row
+    ann.faiss       only for an approximate ``--index-type``: the faiss structure built
+                    from features.npy (server/index/ann.py), rebuilt at open if missing
 
 lookalike.server.index.build writes it; this module reads and checks it.
 """
@@ -14,6 +17,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -30,6 +34,13 @@ FORMAT = 1
 # some 2.5 million items; larger galleries belong in Milvus.
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 OPEN_ATTEMPTS = 5
+ANN_FILE = "ann.faiss"
+
+# flat: exact search of the matrix; the others: faiss structures built from it (server/index/ann.py)
+IndexType = Literal["flat", "ivf-flat", "ivf-sq8", "hnsw"]
+Storage = Literal["float32", "float16"]
+INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
+STORAGES: tuple[str, ...] = get_args(Storage)
 
 
 class InvalidIndexError(RuntimeError):
@@ -91,6 +102,57 @@ class GalleryInfo:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How the rows are stored and searched. The zeros are chosen from the row count when the
+    structure is built (server/index/ann.py), and recorded as built."""
+
+    storage: Storage = "float32"
+    index_type: IndexType = "flat"
+    lists: int = 0  # IVF: k-means cells
+    links: int = 0  # HNSW: M, neighbours per node
+    breadth: int = 0  # default nprobe (IVF) or efSearch (HNSW); a server may override it
+
+    @property
+    def approximate(self) -> bool:
+        return self.index_type != "flat"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.storage)
+
+    def afresh(self) -> Layout:
+        """The same storage and index type, parameters to be chosen for a new row count
+        (a compaction or an append may change it much)."""
+        return Layout(storage=self.storage, index_type=self.index_type)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "index_type": self.index_type,
+            "file": ANN_FILE if self.approximate else None,
+            "lists": self.lists,
+            "links": self.links,
+            "breadth": self.breadth,
+        }
+
+    @classmethod
+    def from_json(cls, storage: str, search: dict | None) -> Layout:
+        """A manifest without a "search" entry predates approximate indexes: exact."""
+        if storage not in STORAGES:
+            raise InvalidIndexError(f"features of dtype {storage!r}: only {STORAGES} are served")
+        search = search or {}
+        index_type = search.get("index_type", "flat")
+        if index_type not in INDEX_TYPES:
+            raise InvalidIndexError(f"unknown index type {index_type!r}; known: {INDEX_TYPES}")
+        return cls(
+            storage=storage,  # type: ignore[arg-type]
+            index_type=index_type,
+            lists=int(search.get("lists", 0)),
+            links=int(search.get("links", 0)),
+            breadth=int(search.get("breadth", 0)),
+        )
+
+
+@dataclass(frozen=True)
 class Manifest(GalleryInfo):
     """manifest.json: the GalleryInfo of an index folder, and what each row is."""
 
@@ -98,6 +160,7 @@ class Manifest(GalleryInfo):
     features_sha256: str
     items: list[Item] = field(repr=False)
     skipped: list[dict[str, str]] = field(default_factory=list, repr=False)
+    layout: Layout = Layout()
 
     @property
     def info(self) -> GalleryInfo:
@@ -119,10 +182,11 @@ class Manifest(GalleryInfo):
             "split": self.split,
             "features": {
                 "file": FEATURES,
-                "dtype": "float32",
+                "dtype": self.layout.storage,
                 "shape": [self.rows, self.embedding_size],
                 "sha256": self.features_sha256,
             },
+            "search": self.layout.to_dict(),
             "skipped": self.skipped,
             "items": [
                 [item.id, item.label, item.path, *([list(item.also)] if item.also else [])]
@@ -136,10 +200,7 @@ class Manifest(GalleryInfo):
         body = json.loads(text)
         if body.get("format") != FORMAT:
             raise InvalidIndexError(f"unsupported index format {body.get('format')!r}")
-        if body["features"]["dtype"] != "float32":
-            raise InvalidIndexError(
-                f"features of dtype {body['features']['dtype']!r}: only float32 is served"
-            )
+        layout = Layout.from_json(body["features"]["dtype"], body.get("search"))
         shape = body["features"]["shape"]
         return cls(
             version=body["version"],
@@ -154,6 +215,7 @@ class Manifest(GalleryInfo):
             features_sha256=body["features"]["sha256"],
             items=[Item(*row[:3], tuple(row[3]) if len(row) > 3 else ()) for row in body["items"]],
             skipped=body.get("skipped", []),
+            layout=layout,
         )
 
 
@@ -194,10 +256,10 @@ class GalleryIndex:
         manifest = _read_manifest(manifest_file)
         features = _map_features(features_file)
         expected = (manifest.rows, manifest.embedding_size)
-        if features.dtype != np.float32 or features.shape != expected:
+        if features.dtype != manifest.layout.dtype or features.shape != expected:
             raise InvalidIndexError(
                 f"{features_file} holds {features.dtype} {features.shape}, "
-                f"the manifest says float32 {expected}"
+                f"the manifest says {manifest.layout.storage} {expected}"
             )
         if verify and file_sha256(features_file) != manifest.features_sha256:
             raise InvalidIndexError(

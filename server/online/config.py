@@ -48,6 +48,7 @@ NOT_NEGATIVE = (
     "warmup_runs",
     "compact_after_rows",
     "follow_interval_s",
+    "search_breadth",
 )
 
 
@@ -65,6 +66,7 @@ class ServerConfig:
     device: Device = "auto"
     threads: int | None = None
     knn_algorithm: Algorithm = "brute"
+    search_breadth: int = 0
     max_k: int = 100
     max_distance: float | None = None
     max_message_bytes: int = 8 * 1024 * 1024
@@ -147,6 +149,14 @@ SETTINGS: dict[str, Setting] = {
         "cgroup cpu.max, else the CPUs this process may use)",
     ),
     "knn_algorithm": Setting(str, HELP["knn_algorithm"], ALGORITHMS),
+    "search_breadth": Setting(
+        int,
+        "how wide an approximate index (`lookalike index --index-type`) searches: IVF lists "
+        "visited (nprobe) or HNSW candidates kept (efSearch); wider finds more of the true "
+        "neighbours, slower. A Search may ask for up to 16 times this (SearchRequest."
+        "search_breadth). Default: 0, the breadth the index chose for its size; exact "
+        "indexes ignore it",
+    ),
     "max_k": Setting(int, "largest k a Search may ask for"),
     "max_distance": Setting(
         float,

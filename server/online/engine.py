@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -43,7 +44,9 @@ def open_backend(config: ServerConfig) -> SearchBackend:
                 config.milvus_timeout_s,
             )
         )
-    return MemmapBackend(GalleryIndex.open(config.index), config.knn_algorithm)
+    return MemmapBackend(
+        GalleryIndex.open(config.index), config.knn_algorithm, breadth=config.search_breadth
+    )
 
 
 class SearchEngine:
@@ -67,6 +70,7 @@ class SearchEngine:
         self.backend = backend
         self.max_pixels = max_pixels
         self.batcher = batcher
+        self._steps: dict[int, Callable] = {}  # breadth -> the batcher step of that breadth
 
     @classmethod
     def open(cls, config: ServerConfig) -> SearchEngine:
@@ -96,14 +100,23 @@ class SearchEngine:
                 self.backend.search(features, 1)
         return time.perf_counter() - started
 
-    def embed_and_search(self, pixels: np.ndarray, k: int) -> tuple[list[list[Hit]], float, float]:
+    def embed_and_search(
+        self, pixels: np.ndarray, k: int, breadth: int = 0
+    ) -> tuple[list[list[Hit]], float, float]:
         """The k nearest items of each image of a batch, and the ms spent embedding and
         searching: the one step every search runs, alone or in a micro-batch."""
         started = time.perf_counter()
         features = self.embedder.embed(pixels)
         embedded = time.perf_counter()
-        found = self.backend.search(features, k)
+        found = self.backend.search(features, k, breadth)
         return found, (embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3
+
+    def _step(self, breadth: int) -> Callable:
+        """One step object per breadth: the batcher batches searches of the same step, so
+        searches of one breadth share a k-NN call and no search gets another's."""
+        if not breadth:
+            return self.embed_and_search
+        return self._steps.setdefault(breadth, partial(self.embed_and_search, breadth=breadth))
 
     def search(
         self,
@@ -111,9 +124,11 @@ class SearchEngine:
         k: int,
         checkpoint: Callable[[], None] = lambda: None,
         deadline: float | None = None,
+        breadth: int = 0,
     ) -> SearchOutcome:
         """Decode, embed, search. ``checkpoint`` runs between stages and raises to stop a
-        call nobody waits for; ``deadline`` (time.monotonic()) bounds the wait for a batch.
+        call nobody waits for; ``deadline`` (time.monotonic()) bounds the wait for a batch;
+        ``breadth``: an approximate index's nprobe / efSearch (0: the server's).
         """
         checkpoint()
         started = time.perf_counter()
@@ -121,10 +136,12 @@ class SearchEngine:
         decoded = time.perf_counter()
         checkpoint()
         if self.batcher is None:
-            (hits,), embed_ms, search_ms = self.embed_and_search(prepared.pixels[np.newaxis], k)
+            (hits,), embed_ms, search_ms = self.embed_and_search(
+                prepared.pixels[np.newaxis], k, breadth
+            )
         else:
             wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            future = self.batcher.submit(self.embed_and_search, prepared.pixels, k, deadline)
+            future = self.batcher.submit(self._step(breadth), prepared.pixels, k, deadline)
             try:
                 answer = future.result(timeout=wait)
             except (FutureTimeout, DeadlinePassed):

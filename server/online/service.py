@@ -202,6 +202,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
                 f"max_distance must be 0 (the server's default) or above, "
                 f"got {request.max_distance}",
             )
+        widest = self.engine.backend.max_breadth  # approximate index (#26): a bounded breadth
+        if not 0 <= request.search_breadth <= (widest or request.search_breadth):
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"search_breadth must be 0 (the server's default) or more"
+                f"{f', at most {widest}' if widest else ''}, got {request.search_breadth}",
+            )
         if not self._slots.acquire(blocking=False):
             self.telemetry.refused_call("Search", "busy", context.peer())
             raise Refused(
@@ -220,7 +227,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         """On a worker thread: the engine call, its stages timed, and the matches
         within the distance limit with thumbnails if asked (in the call's slot, so
         thumbnail work is bounded too); stops between stages once the caller is gone."""
-        outcome = engine.search(request.image, request.k, limits.check, limits.deadline)
+        outcome = engine.search(
+            request.image, request.k, limits.check, limits.deadline, request.search_breadth
+        )
         for stage, ms in (
             ("decode", outcome.decode_ms),
             ("embed", outcome.embed_ms),

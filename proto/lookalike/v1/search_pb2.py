@@ -24,59 +24,59 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lookalike/v1/search.proto\x12\x0clookalike.v1\"S\n\rSearchRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x12\n\nthumbnails\x18\x03 \x01(\x08\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\"v\n\x05Match\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x10\n\x08\x64istance\x18\x05 \x01(\x02\x12\x16\n\x0ethumbnail_jpeg\x18\x06 \x01(\x0c\x12\x0c\n\x04note\x18\x07 \x01(\t\"n\n\x07\x43ropBox\x12\x0c\n\x04left\x18\x01 \x01(\x05\x12\x0b\n\x03top\x18\x02 \x01(\x05\x12\r\n\x05right\x18\x03 \x01(\x05\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\x05\x12\x13\n\x0bimage_width\x18\x05 \x01(\x05\x12\x14\n\x0cimage_height\x18\x06 \x01(\x05\"S\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08\x65mbed_ms\x18\x02 \x01(\x01\x12\x11\n\tsearch_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xe4\x01\n\x0eSearchResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.lookalike.v1.Match\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12&\n\x07timings\x18\x04 \x01(\x0b\x32\x15.lookalike.v1.Timings\x12)\n\nquery_crop\x18\x05 \x01(\x0b\x32\x15.lookalike.v1.CropBox\x12\x11\n\tcrop_note\x18\x06 \x01(\t\x12\x14\n\x0cmax_distance\x18\x07 \x01(\x02\"\x10\n\x0eGetInfoRequest\"\x8e\x03\n\x0fGetInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x03 \x01(\x05\x12\x12\n\ninput_size\x18\x04 \x01(\x05\x12\x1a\n\x12\x65xecution_provider\x18\x05 \x01(\t\x12\x11\n\tproviders\x18\x06 \x03(\t\x12\x14\n\x0cgallery_size\x18\x07 \x01(\x03\x12\x15\n\rindex_version\x18\x08 \x01(\t\x12\r\n\x05max_k\x18\t \x01(\x05\x12\x13\n\x0bknn_backend\x18\n \x01(\t\x12\x0f\n\x07weights\x18\x0b \x01(\t\x12\x16\n\x0ethumbnail_size\x18\x0c \x01(\x05\x12\x17\n\x0fstartup_seconds\x18\r \x01(\x01\x12\x16\n\x0ewarmup_seconds\x18\x0e \x01(\x01\x12\x14\n\x0cmax_distance\x18\x0f \x01(\x02\x12\x18\n\x10intra_op_threads\x18\x10 \x01(\x05\x12\x16\n\x0eserver_version\x18\x11 \x01(\t\"(\n\x12ReloadIndexRequest\x12\x12\n\nindex_path\x18\x01 \x01(\t\"\\\n\x13ReloadIndexResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x14\n\x0cgallery_size\x18\x02 \x01(\x03\x12\x18\n\x10previous_version\x18\x03 \x01(\t\"=\n\x08NewImage\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\":\n\x10\x41\x64\x64ImagesRequest\x12&\n\x06images\x18\x01 \x03(\x0b\x32\x16.lookalike.v1.NewImage\"\x81\x01\n\tAddResult\x12\x10\n\x08position\x18\x01 \x01(\x05\x12*\n\x06result\x18\x02 \x01(\x0e\x32\x1a.lookalike.v1.ChangeResult\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"i\n\x11\x41\x64\x64ImagesResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.AddResult\x12\x14\n\x0cgallery_size\x18\x02 \x01(\x03\x12\x14\n\x0cpending_rows\x18\x03 \x01(\x03\"X\n\x13RemoveImagesRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12\x14\n\x0c\x64\x65lete_files\x18\x04 \x01(\x08\"M\n\x0cRemovedImage\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x14\n\x0c\x66ile_deleted\x18\x04 \x01(\x08\"\x9a\x01\n\x0cRemoveResult\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12*\n\x06result\x18\x03 \x01(\x0e\x32\x1a.lookalike.v1.ChangeResult\x12+\n\x07removed\x18\x04 \x03(\x0b\x32\x1a.lookalike.v1.RemovedImage\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"o\n\x14RemoveImagesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.RemoveResult\x12\x14\n\x0cgallery_size\x18\x02 \x01(\x03\x12\x14\n\x0cpending_rows\x18\x03 \x01(\x03\"I\n\x11ListImagesRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x0cGalleryEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0c\n\x04\x61lso\x18\x04 \x03(\t\x12\x0f\n\x07pending\x18\x05 \x01(\x08\"o\n\x12ListImagesResponse\x12*\n\x06images\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.GalleryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cgallery_size\x18\x03 \x01(\x03\"\x15\n\x13\x43ompactIndexRequest\"r\n\x14\x43ompactIndexResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x14\n\x0cgallery_size\x18\x02 \x01(\x03\x12\x18\n\x10previous_version\x18\x03 \x01(\t\x12\x13\n\x0b\x66olded_rows\x18\x04 \x01(\x03*u\n\x0c\x43hangeResult\x12\x1d\n\x19\x43HANGE_RESULT_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x01\x12\x13\n\x0f\x41LREADY_PRESENT\x10\x02\x12\x0b\n\x07REMOVED\x10\x03\x12\r\n\tNOT_FOUND\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x32\xbd\x04\n\rSearchService\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponse\x12\x46\n\x07GetInfo\x12\x1c.lookalike.v1.GetInfoRequest\x1a\x1d.lookalike.v1.GetInfoResponse\x12R\n\x0bReloadIndex\x12 .lookalike.v1.ReloadIndexRequest\x1a!.lookalike.v1.ReloadIndexResponse\x12L\n\tAddImages\x12\x1e.lookalike.v1.AddImagesRequest\x1a\x1f.lookalike.v1.AddImagesResponse\x12U\n\x0cRemoveImages\x12!.lookalike.v1.RemoveImagesRequest\x1a\".lookalike.v1.RemoveImagesResponse\x12O\n\nListImages\x12\x1f.lookalike.v1.ListImagesRequest\x1a .lookalike.v1.ListImagesResponse\x12U\n\x0c\x43ompactIndex\x12!.lookalike.v1.CompactIndexRequest\x1a\".lookalike.v1.CompactIndexResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19lookalike/v1/search.proto\x12\x0clookalike.v1\"k\n\rSearchRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x12\n\nthumbnails\x18\x03 \x01(\x08\x12\x14\n\x0cmax_distance\x18\x04 \x01(\x02\x12\x16\n\x0esearch_breadth\x18\x05 \x01(\x05\"v\n\x05Match\x12\x0c\n\x04rank\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12\x0c\n\x04path\x18\x04 \x01(\t\x12\x10\n\x08\x64istance\x18\x05 \x01(\x02\x12\x16\n\x0ethumbnail_jpeg\x18\x06 \x01(\x0c\x12\x0c\n\x04note\x18\x07 \x01(\t\"n\n\x07\x43ropBox\x12\x0c\n\x04left\x18\x01 \x01(\x05\x12\x0b\n\x03top\x18\x02 \x01(\x05\x12\r\n\x05right\x18\x03 \x01(\x05\x12\x0e\n\x06\x62ottom\x18\x04 \x01(\x05\x12\x13\n\x0bimage_width\x18\x05 \x01(\x05\x12\x14\n\x0cimage_height\x18\x06 \x01(\x05\"S\n\x07Timings\x12\x11\n\tdecode_ms\x18\x01 \x01(\x01\x12\x10\n\x08\x65mbed_ms\x18\x02 \x01(\x01\x12\x11\n\tsearch_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\"\xe4\x01\n\x0eSearchResponse\x12$\n\x07matches\x18\x01 \x03(\x0b\x32\x13.lookalike.v1.Match\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\x12\x15\n\rindex_version\x18\x03 \x01(\t\x12&\n\x07timings\x18\x04 \x01(\x0b\x32\x15.lookalike.v1.Timings\x12)\n\nquery_crop\x18\x05 \x01(\x0b\x32\x15.lookalike.v1.CropBox\x12\x11\n\tcrop_note\x18\x06 \x01(\t\x12\x14\n\x0cmax_distance\x18\x07 \x01(\x02\"\x10\n\x0eGetInfoRequest\"\x8e\x03\n\x0fGetInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x19\n\x11model_fingerprint\x18\x02 \x01(\t\x12\x16\n\x0e\x65mbedding_size\x18\x03 \x01(\x05\x12\x12\n\ninput_size\x18\x04 \x01(\x05\x12\x1a\n\x12\x65xecution_provider\x18\x05 \x01(\t\x12\x11\n\tproviders\x18\x06 \x03(\t\x12\x14\n\x0cgallery_size\x18\x07 \x01(\x03\x12\x15\n\rindex_version\x18\x08 \x01(\t\x12\r\n\x05max_k\x18\t \x01(\x05\x12\x13\n\x0bknn_backend\x18\n \x01(\t\x12\x0f\n\x07weights\x18\x0b \x01(\t\x12\x16\n\x0ethumbnail_size\x18\x0c \x01(\x05\x12\x17\n\x0fstartup_seconds\x18\r \x01(\x01\x12\x16\n\x0ewarmup_seconds\x18\x0e \x01(\x01\x12\x14\n\x0cmax_distance\x18\x0f \x01(\x02\x12\x18\n\x10intra_op_threads\x18\x10 \x01(\x05\x12\x16\n\x0eserver_version\x18\x11 \x01(\t\"(\n\x12ReloadIndexRequest\x12\x12\n\nindex_path\x18\x01 \x01(\t\"\\\n\x13ReloadIndexResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x14\n\x0cgallery_size\x18\x02 \x01(\x03\x12\x18\n\x10previous_version\x18\x03 \x01(\t\"=\n\x08NewImage\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\r\n\x05label\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\":\n\x10\x41\x64\x64ImagesRequest\x12&\n\x06images\x18\x01 \x03(\x0b\x32\x16.lookalike.v1.NewImage\"\x81\x01\n\tAddResult\x12\x10\n\x08position\x18\x01 \x01(\x05\x12*\n\x06result\x18\x02 \x01(\x0e\x32\x1a.lookalike.v1.ChangeResult\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05label\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"i\n\x11\x41\x64\x64ImagesResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.lookalike.v1.AddResult\x12\x14\n\x0cgallery_size\x18\x02 \x01(\x03\x12\x14\n\x0cpending_rows\x18\x03 \x01(\x03\"X\n\x13RemoveImagesRequest\x12\x0b\n\x03ids\x18\x01 \x03(\t\x12\x0e\n\x06labels\x18\x02 \x03(\t\x12\x0e\n\x06images\x18\x03 \x03(\x0c\x12\x14\n\x0c\x64\x65lete_files\x18\x04 \x01(\x08\"M\n\x0cRemovedImage\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x14\n\x0c\x66ile_deleted\x18\x04 \x01(\x08\"\x9a\x01\n\x0cRemoveResult\x12\x10\n\x08selector\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x05\x12*\n\x06result\x18\x03 \x01(\x0e\x32\x1a.lookalike.v1.ChangeResult\x12+\n\x07removed\x18\x04 \x03(\x0b\x32\x1a.lookalike.v1.RemovedImage\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"o\n\x14RemoveImagesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.RemoveResult\x12\x14\n\x0cgallery_size\x18\x02 \x01(\x03\x12\x14\n\x0cpending_rows\x18\x03 \x01(\x03\"I\n\x11ListImagesRequest\x12\r\n\x05label\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"V\n\x0cGalleryEntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x0c\n\x04\x61lso\x18\x04 \x03(\t\x12\x0f\n\x07pending\x18\x05 \x01(\x08\"o\n\x12ListImagesResponse\x12*\n\x06images\x18\x01 \x03(\x0b\x32\x1a.lookalike.v1.GalleryEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x14\n\x0cgallery_size\x18\x03 \x01(\x03\"\x15\n\x13\x43ompactIndexRequest\"r\n\x14\x43ompactIndexResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x14\n\x0cgallery_size\x18\x02 \x01(\x03\x12\x18\n\x10previous_version\x18\x03 \x01(\t\x12\x13\n\x0b\x66olded_rows\x18\x04 \x01(\x03*u\n\x0c\x43hangeResult\x12\x1d\n\x19\x43HANGE_RESULT_UNSPECIFIED\x10\x00\x12\t\n\x05\x41\x44\x44\x45\x44\x10\x01\x12\x13\n\x0f\x41LREADY_PRESENT\x10\x02\x12\x0b\n\x07REMOVED\x10\x03\x12\r\n\tNOT_FOUND\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x32\xbd\x04\n\rSearchService\x12\x43\n\x06Search\x12\x1b.lookalike.v1.SearchRequest\x1a\x1c.lookalike.v1.SearchResponse\x12\x46\n\x07GetInfo\x12\x1c.lookalike.v1.GetInfoRequest\x1a\x1d.lookalike.v1.GetInfoResponse\x12R\n\x0bReloadIndex\x12 .lookalike.v1.ReloadIndexRequest\x1a!.lookalike.v1.ReloadIndexResponse\x12L\n\tAddImages\x12\x1e.lookalike.v1.AddImagesRequest\x1a\x1f.lookalike.v1.AddImagesResponse\x12U\n\x0cRemoveImages\x12!.lookalike.v1.RemoveImagesRequest\x1a\".lookalike.v1.RemoveImagesResponse\x12O\n\nListImages\x12\x1f.lookalike.v1.ListImagesRequest\x1a .lookalike.v1.ListImagesResponse\x12U\n\x0c\x43ompactIndex\x12!.lookalike.v1.CompactIndexRequest\x1a\".lookalike.v1.CompactIndexResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'lookalike.v1.search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHANGERESULT']._serialized_start=2447
-  _globals['_CHANGERESULT']._serialized_end=2564
+  _globals['_CHANGERESULT']._serialized_start=2471
+  _globals['_CHANGERESULT']._serialized_end=2588
   _globals['_SEARCHREQUEST']._serialized_start=43
-  _globals['_SEARCHREQUEST']._serialized_end=126
-  _globals['_MATCH']._serialized_start=128
-  _globals['_MATCH']._serialized_end=246
-  _globals['_CROPBOX']._serialized_start=248
-  _globals['_CROPBOX']._serialized_end=358
-  _globals['_TIMINGS']._serialized_start=360
-  _globals['_TIMINGS']._serialized_end=443
-  _globals['_SEARCHRESPONSE']._serialized_start=446
-  _globals['_SEARCHRESPONSE']._serialized_end=674
-  _globals['_GETINFOREQUEST']._serialized_start=676
-  _globals['_GETINFOREQUEST']._serialized_end=692
-  _globals['_GETINFORESPONSE']._serialized_start=695
-  _globals['_GETINFORESPONSE']._serialized_end=1093
-  _globals['_RELOADINDEXREQUEST']._serialized_start=1095
-  _globals['_RELOADINDEXREQUEST']._serialized_end=1135
-  _globals['_RELOADINDEXRESPONSE']._serialized_start=1137
-  _globals['_RELOADINDEXRESPONSE']._serialized_end=1229
-  _globals['_NEWIMAGE']._serialized_start=1231
-  _globals['_NEWIMAGE']._serialized_end=1292
-  _globals['_ADDIMAGESREQUEST']._serialized_start=1294
-  _globals['_ADDIMAGESREQUEST']._serialized_end=1352
-  _globals['_ADDRESULT']._serialized_start=1355
-  _globals['_ADDRESULT']._serialized_end=1484
-  _globals['_ADDIMAGESRESPONSE']._serialized_start=1486
-  _globals['_ADDIMAGESRESPONSE']._serialized_end=1591
-  _globals['_REMOVEIMAGESREQUEST']._serialized_start=1593
-  _globals['_REMOVEIMAGESREQUEST']._serialized_end=1681
-  _globals['_REMOVEDIMAGE']._serialized_start=1683
-  _globals['_REMOVEDIMAGE']._serialized_end=1760
-  _globals['_REMOVERESULT']._serialized_start=1763
-  _globals['_REMOVERESULT']._serialized_end=1917
-  _globals['_REMOVEIMAGESRESPONSE']._serialized_start=1919
-  _globals['_REMOVEIMAGESRESPONSE']._serialized_end=2030
-  _globals['_LISTIMAGESREQUEST']._serialized_start=2032
-  _globals['_LISTIMAGESREQUEST']._serialized_end=2105
-  _globals['_GALLERYENTRY']._serialized_start=2107
-  _globals['_GALLERYENTRY']._serialized_end=2193
-  _globals['_LISTIMAGESRESPONSE']._serialized_start=2195
-  _globals['_LISTIMAGESRESPONSE']._serialized_end=2306
-  _globals['_COMPACTINDEXREQUEST']._serialized_start=2308
-  _globals['_COMPACTINDEXREQUEST']._serialized_end=2329
-  _globals['_COMPACTINDEXRESPONSE']._serialized_start=2331
-  _globals['_COMPACTINDEXRESPONSE']._serialized_end=2445
-  _globals['_SEARCHSERVICE']._serialized_start=2567
-  _globals['_SEARCHSERVICE']._serialized_end=3140
+  _globals['_SEARCHREQUEST']._serialized_end=150
+  _globals['_MATCH']._serialized_start=152
+  _globals['_MATCH']._serialized_end=270
+  _globals['_CROPBOX']._serialized_start=272
+  _globals['_CROPBOX']._serialized_end=382
+  _globals['_TIMINGS']._serialized_start=384
+  _globals['_TIMINGS']._serialized_end=467
+  _globals['_SEARCHRESPONSE']._serialized_start=470
+  _globals['_SEARCHRESPONSE']._serialized_end=698
+  _globals['_GETINFOREQUEST']._serialized_start=700
+  _globals['_GETINFOREQUEST']._serialized_end=716
+  _globals['_GETINFORESPONSE']._serialized_start=719
+  _globals['_GETINFORESPONSE']._serialized_end=1117
+  _globals['_RELOADINDEXREQUEST']._serialized_start=1119
+  _globals['_RELOADINDEXREQUEST']._serialized_end=1159
+  _globals['_RELOADINDEXRESPONSE']._serialized_start=1161
+  _globals['_RELOADINDEXRESPONSE']._serialized_end=1253
+  _globals['_NEWIMAGE']._serialized_start=1255
+  _globals['_NEWIMAGE']._serialized_end=1316
+  _globals['_ADDIMAGESREQUEST']._serialized_start=1318
+  _globals['_ADDIMAGESREQUEST']._serialized_end=1376
+  _globals['_ADDRESULT']._serialized_start=1379
+  _globals['_ADDRESULT']._serialized_end=1508
+  _globals['_ADDIMAGESRESPONSE']._serialized_start=1510
+  _globals['_ADDIMAGESRESPONSE']._serialized_end=1615
+  _globals['_REMOVEIMAGESREQUEST']._serialized_start=1617
+  _globals['_REMOVEIMAGESREQUEST']._serialized_end=1705
+  _globals['_REMOVEDIMAGE']._serialized_start=1707
+  _globals['_REMOVEDIMAGE']._serialized_end=1784
+  _globals['_REMOVERESULT']._serialized_start=1787
+  _globals['_REMOVERESULT']._serialized_end=1941
+  _globals['_REMOVEIMAGESRESPONSE']._serialized_start=1943
+  _globals['_REMOVEIMAGESRESPONSE']._serialized_end=2054
+  _globals['_LISTIMAGESREQUEST']._serialized_start=2056
+  _globals['_LISTIMAGESREQUEST']._serialized_end=2129
+  _globals['_GALLERYENTRY']._serialized_start=2131
+  _globals['_GALLERYENTRY']._serialized_end=2217
+  _globals['_LISTIMAGESRESPONSE']._serialized_start=2219
+  _globals['_LISTIMAGESRESPONSE']._serialized_end=2330
+  _globals['_COMPACTINDEXREQUEST']._serialized_start=2332
+  _globals['_COMPACTINDEXREQUEST']._serialized_end=2353
+  _globals['_COMPACTINDEXRESPONSE']._serialized_start=2355
+  _globals['_COMPACTINDEXRESPONSE']._serialized_end=2469
+  _globals['_SEARCHSERVICE']._serialized_start=2591
+  _globals['_SEARCHSERVICE']._serialized_end=3164
 # @@protoc_insertion_point(module_scope)

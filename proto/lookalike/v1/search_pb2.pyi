@@ -23,16 +23,18 @@ NOT_FOUND: ChangeResult
 FAILED: ChangeResult
 
 class SearchRequest(_message.Message):
-    __slots__ = ("image", "k", "thumbnails", "max_distance")
+    __slots__ = ("image", "k", "thumbnails", "max_distance", "search_breadth")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
     MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_BREADTH_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     k: int
     thumbnails: bool
     max_distance: float
-    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., thumbnails: _Optional[bool] = ..., max_distance: _Optional[float] = ...) -> None: ...
+    search_breadth: int
+    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., thumbnails: _Optional[bool] = ..., max_distance: _Optional[float] = ..., search_breadth: _Optional[int] = ...) -> None: ...
 
 class Match(_message.Message):
     __slots__ = ("rank", "id", "label", "path", "distance", "thumbnail_jpeg", "note")
