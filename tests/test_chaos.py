@@ -192,7 +192,7 @@ def test_kills_at_random_points_lose_no_add_and_resurrect_no_erased_face(
         for _ in range(3 if servers == 1 else 2):
             writer, reader = running[0], running[-1]
             Round(writer.target, reader.target, ledger, images).run(
-                random.uniform(1.5, 4.0), writer.process
+                random.uniform(1.0, 2.5), writer.process
             )
             running.pop(0)
             if running:  # the follower takes the writer's lock over
