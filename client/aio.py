@@ -78,10 +78,13 @@ class AsyncSearchClient(ClientBase):
         k: int = 20,
         thumbnails: bool = False,
         max_distance: float | None = None,
+        search_breadth: int = 0,
     ) -> SearchResult:
         """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each;
-        ``max_distance`` drops matches farther than it (None: the server's default)."""
-        request = search_request(image, k, thumbnails, max_distance)
+        ``max_distance`` drops matches farther than it (None: the server's default);
+        ``search_breadth`` is an approximate index's nprobe or efSearch for this call
+        (0: the server's; more recall for more time, up to the server's limit)."""
+        request = search_request(image, k, thumbnails, max_distance, search_breadth)
         return search_result(await self._call(self._stub.Search, request))
 
     async def reload_index(self, index_path: str = "") -> tuple[str, int]:

@@ -197,10 +197,18 @@ def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def search_request(
-    image: ImageInput, k: int, thumbnails: bool, max_distance: float | None
+    image: ImageInput,
+    k: int,
+    thumbnails: bool,
+    max_distance: float | None,
+    search_breadth: int = 0,
 ) -> search_pb2.SearchRequest:
     return search_pb2.SearchRequest(
-        image=image_bytes(image), k=k, thumbnails=thumbnails, max_distance=max_distance or 0.0
+        image=image_bytes(image),
+        k=k,
+        thumbnails=thumbnails,
+        max_distance=max_distance or 0.0,
+        search_breadth=search_breadth,
     )
 
 
@@ -452,10 +460,13 @@ class SearchClient(ClientBase):
         k: int = 20,
         thumbnails: bool = False,
         max_distance: float | None = None,
+        search_breadth: int = 0,
     ) -> SearchResult:
         """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each;
-        ``max_distance`` drops matches farther than it (None: the server's default)."""
-        request = search_request(image, k, thumbnails, max_distance)
+        ``max_distance`` drops matches farther than it (None: the server's default);
+        ``search_breadth`` is an approximate index's nprobe or efSearch for this call
+        (0: the server's; more recall for more time, up to the server's limit)."""
+        request = search_request(image, k, thumbnails, max_distance, search_breadth)
         return search_result(self._call(self._stub.Search, request))
 
     def reload_index(self, index_path: str = "") -> tuple[str, int]:

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
+from lookalike.client import LookalikeError, SearchClient
 from lookalike.server.backends.memmap import MemmapBackend
 from lookalike.server.index.build import build_index, publish_staged
 from lookalike.server.index.gallery import list_gallery
@@ -188,3 +189,9 @@ def test_search_breadth_beyond_the_servers_limit_is_refused(
         for breadth in (0, 1, 32):
             answer = stub.Search(search_pb2.SearchRequest(image=photo, k=3, search_breadth=breadth))
             assert answer.matches[0].label == person
+    with in_process_server(face_embedder, folder, search_breadth=2) as target:
+        with SearchClient(target, retries=0) as client:  # the library passes it on
+            assert client.search(photo, k=3, search_breadth=32).matches[0].label == person
+            with pytest.raises(LookalikeError) as refused:
+                client.search(photo, k=3, search_breadth=33)
+        assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
