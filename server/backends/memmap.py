@@ -112,13 +112,15 @@ class MemmapBackend:
         self.breadth = breadth  # nprobe / efSearch of an approximate index; 0: the manifest's
         self._lock = threading.Lock()  # one change at a time; searches never wait for it
         self.path = served_name(index.path)
+        opened = index.path.resolve()
         index = replace(index, path=self.path)
         self._changes_folder = changes_folder(self.path)
         if writer is True:
             writer = WriterLock.try_take(self._changes_folder)
             if writer is not None:
-                recover_gallery(self.path)
-                index = GalleryIndex.open(self.path)  # what recovery left served
+                recover_gallery(self.path)  # keeps the version served, removes the rest
+                if opened != self.path.resolve():  # ``index`` was a version not served
+                    index = GalleryIndex.open(self.path)
         self._writer: WriterLock | None = writer or None
         self._log = ChangeLog(self._changes_folder, index.manifest.embedding_size)
         self._seen = self._stamp()

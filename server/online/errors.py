@@ -57,7 +57,6 @@ KEPT = "kept the old index: "
 
 # First match wins: RPC-specific rows before general ones, subclasses before bases.
 TABLE: tuple[Row, ...] = (
-    Row((Refused,), Answer(Code.UNKNOWN, "{error}", logging.INFO)),  # code from the error
     Row((CallEnded, DeadlinePassed, FutureTimeout), DEADLINE),
     Row((ImageError,), Answer(Code.INVALID_ARGUMENT, "bad image: {error}", logging.INFO)),
     Row((ReloadRefused,), Answer(Code.PERMISSION_DENIED, "{error}", logging.WARNING)),
@@ -146,9 +145,12 @@ TABLE: tuple[Row, ...] = (
 
 def answer_for(error: BaseException, rpc: str) -> Answer:
     """The status, public message and log level for ``error`` raised in ``rpc``."""
+    if isinstance(error, Refused):  # a handler's own answer: its code and its text
+        return Answer(error.code, str(error), logging.INFO)
     for row in TABLE:
         if isinstance(error, row.kinds) and (not row.rpcs or rpc in row.rpcs):
             answer = row.answer
-            code = error.code if isinstance(error, Refused) else answer.code
-            return Answer(code, answer.message.format(error=error), answer.level, answer.trace)
+            return Answer(
+                answer.code, answer.message.format(error=error), answer.level, answer.trace
+            )
     return Answer(Code.INTERNAL, INTERNAL_MESSAGE, logging.ERROR, trace=True)

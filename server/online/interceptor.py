@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from lookalike.server.online.auth import OPEN_PREFIXES, Gate
+from lookalike.server.online.auth import OPEN_PREFIXES, Gate, Refusal
 from lookalike.server.online.errors import Refused, answer_for
 from lookalike.server.online.telemetry import Telemetry, begin_call
 
@@ -95,10 +95,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         raise TypeError(f"no interceptor for the streaming kind of {method}")
 
     async def _admit(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        refusal = self._refusal(method, context)
+        if refusal is not None:
+            await context.abort(refusal.code, refusal.message)
+
+    def _refusal(self, method: str, context: grpc.aio.ServicerContext) -> Refusal | None:
+        """The Gate's refusal of this call, counted and logged; None: it may go on."""
         refusal = self.gate.check(method, context.invocation_metadata(), context.peer())
         if refusal is not None:
             self.telemetry.refused_call(method, refusal.reason, context.peer())
-            await context.abort(refusal.code, refusal.message)
+        return refusal
 
     async def _answer(
         self,
@@ -110,10 +116,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         fields = begin_call()
         started = time.perf_counter()
         code = grpc.StatusCode.OK
-        refusal = self.gate.check(method, context.invocation_metadata(), context.peer())
         try:
-            if refusal is not None:
-                self.telemetry.refused_call(method, refusal.reason, context.peer())
+            if (refusal := self._refusal(method, context)) is not None:
                 code = refusal.code
                 await context.abort(refusal.code, refusal.message)
             try:
