@@ -1,4 +1,5 @@
-"""Shared fixtures: one real exported model, a generated gallery, its index, a live server."""
+"""Shared fixtures: a tiny ONNX embedder, a real exported ResNet101 for the tests about it, a
+generated gallery, its index, a live server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from tests.imagegen import write_gallery
 from tests.serving import in_process_server
 from tests.sharing import BackgroundExport, run_folder, tf2onnx_turn
+from tests.tiny_model import write_tiny_model
 
 TEST_IMAGE_SIZE = 32  # the smallest a ResNet101 takes: five halvings to one cell
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,9 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by fixture parameter
 def pytest_collection_modifyitems(config, items):
-    """Tests that need no exported model first, in their own order, then the rest in theirs:
-    the model is exported in the background while the first ones run (see model_export)."""
-    items[:] = sorted(items, key=lambda item: "onnx_model" in getattr(item, "fixturenames", ()))
+    """Tests that need no exported ResNet first, in their own order, then the rest in theirs:
+    the ResNet is exported in the background while the first ones run (see model_export)."""
+    items[:] = sorted(items, key=lambda item: "resnet_model" in getattr(item, "fixturenames", ()))
 
 
 def reused_model() -> Path | None:
@@ -29,9 +31,9 @@ def reused_model() -> Path | None:
 
 @pytest.fixture(scope="session", autouse=True)
 def model_export(request, tmp_path_factory):
-    """Starts exporting the test model as the session starts, if any test to run needs it."""
+    """Starts exporting the test ResNet as the session starts, if any test to run needs it."""
     if reused_model() or not any(
-        "onnx_model" in getattr(item, "fixturenames", ()) for item in request.session.items
+        "resnet_model" in getattr(item, "fixturenames", ()) for item in request.session.items
     ):
         yield None
         return
@@ -41,13 +43,21 @@ def model_export(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def onnx_model(model_export) -> Path:
+def resnet_model(model_export) -> Path:
     """A random-weight ResNet101 exported once per test run (about a minute on 2 cores),
-    shared by the pytest-xdist workers (tests/sharing.py).
+    shared by the pytest-xdist workers (tests/sharing.py): for the tests about the ResNet
+    and its export.
 
     Set LOOKALIKE_TEST_MODEL to an exported .onnx file to reuse it while developing.
     """
     return reused_model() or model_export.result()
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory) -> Path:
+    """The embedder every test not about the ResNet serves: tests/tiny_model.py, written
+    in milliseconds and loaded by a server in milliseconds."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model") / "tiny.onnx")
 
 
 @pytest.fixture
@@ -86,6 +96,13 @@ def embedder(onnx_model):
     from lookalike.server.vision.embedder import Embedder
 
     return Embedder(onnx_model, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def resnet_embedder(resnet_model):
+    from lookalike.server.vision.embedder import Embedder
+
+    return Embedder(resnet_model, device="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -66,16 +66,34 @@ def wait_until_serving(target: str, process: subprocess.Popen, timeout: float = 
     raise TimeoutError(f"server on {target} not SERVING after {timeout} s")
 
 
+def engine_over(embedder, index: Path, **settings):
+    """A SearchEngine over the index folder ``index``, without a batcher or a server."""
+    from lookalike.server.backends.memmap import MemmapBackend
+    from lookalike.server.index.store import GalleryIndex
+    from lookalike.server.online.config import ServerConfig
+    from lookalike.server.online.engine import SearchEngine
+
+    config = ServerConfig(model=embedder.info.path, index=index, **settings)
+    return SearchEngine(config, embedder, MemmapBackend(GalleryIndex.open(index)))
+
+
+def search_once(engine, data: bytes, k: int):
+    """The SearchResponse ``engine`` answers for a call without a deadline."""
+    from lookalike.server.online.calls import CallLimits
+    from lookalike.v1 import search_pb2
+
+    return engine.search(search_pb2.SearchRequest(image=data, k=k), CallLimits(None))
+
+
 def started_server(embedder, index_dir: Path | None, **settings):
     """A real, started Server on a free loopback port with the given ServerConfig settings;
     the caller stops it."""
     from lookalike.server.online.app import Server
     from lookalike.server.online.config import ServerConfig
-    from lookalike.server.online.engine import SearchEngine, open_backend
 
     settings = {"host": "127.0.0.1", **settings}
     config = ServerConfig(model=embedder.info.path, index=index_dir, port=0, **settings)
-    server = Server(config, SearchEngine(embedder, open_backend(config)))
+    server = Server(config, embedder)
     server.start()
     return server
 

@@ -9,22 +9,21 @@ import numpy as np
 import pytest
 
 from lookalike.client import SearchClient
-from lookalike.server.backends.memmap import MemmapBackend
 from lookalike.server.index.gallery import list_gallery
-from lookalike.server.index.store import GalleryIndex
 from lookalike.server.online.batcher import DeadlinePassed, MicroBatcher
-from lookalike.server.online.engine import SearchEngine
 from lookalike.server.online.telemetry import Telemetry
-from tests.serving import running_server
+from tests.serving import engine_over, running_server, search_once
 
 
 def test_concurrent_callers_each_get_their_own_answer(embedder, index_dir, gallery_dir):
     images = list_gallery(gallery_dir)[:16]
-    engine = SearchEngine(embedder, MemmapBackend(GalleryIndex.open(index_dir)))
+    engine = engine_over(embedder, index_dir)
     expected = {
         image.path: [
-            hit.item.id
-            for hit in engine.search((gallery_dir / image.path).read_bytes(), 1 + n % 9).hits
+            match.id
+            for match in search_once(
+                engine, (gallery_dir / image.path).read_bytes(), 1 + n % 9
+            ).matches
         ]
         for n, image in enumerate(images)
     }
@@ -56,20 +55,20 @@ def test_concurrent_callers_each_get_their_own_answer(embedder, index_dir, galle
 
 
 def test_a_call_whose_deadline_passed_costs_no_work(embedder, index_dir):
-    engine = SearchEngine(embedder, MemmapBackend(GalleryIndex.open(index_dir)))
+    engine = engine_over(embedder, index_dir)
     telemetry = Telemetry()
     batcher = MicroBatcher(0.01, 4, telemetry)
     try:
         size = embedder.info.input_size
         late = batcher.submit(
-            engine.embed_and_search,
+            engine.nearest(),
             np.zeros((size, size, 3), np.float32),
             3,
             deadline=time.monotonic() - 1,
         )
         with pytest.raises(DeadlinePassed):
             late.result(timeout=10)
-        on_time = batcher.submit(engine.embed_and_search, np.zeros((size, size, 3), np.float32), 3)
+        on_time = batcher.submit(engine.nearest(), np.zeros((size, size, 3), np.float32), 3)
         assert len(on_time.result(timeout=10).hits) == 3
     finally:
         batcher.close()

@@ -60,7 +60,8 @@ def test_eval_reports_every_metric_and_draws_plots(onnx_model, gallery_dir, inde
     assert report["hit_at_20"] == 1.0
     assert report["gallery_size"] == 18 and report["queries"] == 18
     assert report["verification"]["pairs"] == 12 and report["verification"]["matched"] == 6
-    assert report["model_weights"] == "none" and report["input_size"] == TEST_IMAGE_SIZE
+    assert report["model_weights"] == "none (no network)"
+    assert report["input_size"] == TEST_IMAGE_SIZE
     for picture in ("hit_at_k.png", "roc.png"):
         with Image.open(out / picture) as image:
             assert image.format == "PNG" and image.width > 300

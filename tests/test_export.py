@@ -12,8 +12,8 @@ from tests.conftest import TEST_IMAGE_SIZE
 
 
 @pytest.fixture(scope="module")
-def session(onnx_model):
-    return ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+def session(resnet_model):
+    return ort.InferenceSession(str(resnet_model), providers=["CPUExecutionProvider"])
 
 
 def test_graph_takes_pixels_with_a_dynamic_batch_and_gives_2048_d(session):

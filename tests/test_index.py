@@ -12,16 +12,16 @@ from lookalike.server.backends.knn import KnnSearcher
 from lookalike.server.backends.memmap import MemmapBackend
 from lookalike.server.index.build import build_index
 from lookalike.server.index.store import FEATURES, MANIFEST, GalleryIndex, InvalidIndexError
-from lookalike.server.online.engine import SearchEngine
 from lookalike.server.vision.imaging import Crop
 from tests.conftest import TEST_IMAGE_SIZE
+from tests.serving import engine_over
 
 
 def test_index_holds_one_float32_row_per_image(index_dir, gallery_dir, embedder):
     index = GalleryIndex.open(index_dir)
     assert isinstance(index.features, np.memmap)
     assert index.features.dtype == np.float32
-    assert index.features.shape == (18, 2048)
+    assert index.features.shape == (18, embedder.info.embedding_size)
     manifest = index.manifest
     assert manifest.model_fingerprint == embedder.info.fingerprint
     assert [item.path for item in manifest.items] == sorted(
@@ -32,7 +32,7 @@ def test_index_holds_one_float32_row_per_image(index_dir, gallery_dir, embedder)
     assert index_dir.stat().st_mode & 0o777 == 0o755  # servers may run as another user
     row = 7
     data = (gallery_dir / manifest.items[row].path).read_bytes()
-    engine = SearchEngine(embedder, MemmapBackend(index))
+    engine = engine_over(embedder, index_dir)
     direct = embedder.embed(engine.prepare(data).pixels[np.newaxis])[0]
     np.testing.assert_allclose(index.features[row], direct, rtol=1e-5, atol=1e-4)
 
@@ -64,7 +64,7 @@ def test_unreadable_files_are_skipped_and_listed(tmp_path, gallery_dir, embedder
     assert report.rows == 3
     assert [s["path"] for s in report.skipped] == ["person_00/broken.jpg"]
     index = GalleryIndex.open(tmp_path / "index")
-    assert index.features.shape == (3, 2048)
+    assert index.features.shape == (3, embedder.info.embedding_size)
     assert "person_00/broken.jpg" not in {item.path for item in index.manifest.items}
 
 
@@ -107,7 +107,7 @@ def test_index_of_another_model_is_refused(index_dir, tmp_path, embedder):
     manifest["model"]["fingerprint"] = "0123456789abcdef"
     (copy / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(InvalidIndexError, match="built by model 0123456789abcdef"):
-        SearchEngine(embedder, MemmapBackend(GalleryIndex.open(copy)))
+        MemmapBackend(GalleryIndex.open(copy)).check_model(embedder.info)
 
 
 @pytest.mark.parametrize(
@@ -219,7 +219,7 @@ def test_manifest_input_size_must_match_the_model(index_dir, tmp_path, embedder)
     copy = copy_index(index_dir, tmp_path)
     rewrite_manifest(copy, lambda m: m["model"].update(input_size=60000))
     with pytest.raises(InvalidIndexError, match=f"input size 60000.*model takes {TEST_IMAGE_SIZE}"):
-        SearchEngine(embedder, MemmapBackend(GalleryIndex.open(copy)))
+        MemmapBackend(GalleryIndex.open(copy)).check_model(embedder.info)
 
 
 def test_manifest_embedding_size_must_match_the_model(index_dir, tmp_path, embedder):
@@ -234,8 +234,8 @@ def test_manifest_embedding_size_must_match_the_model(index_dir, tmp_path, embed
             m["features"].update(shape=[18, 16], sha256=file_sha256(copy / FEATURES)),
         ),
     )
-    with pytest.raises(InvalidIndexError, match="16-d embeddings.*model makes 2048"):
-        SearchEngine(embedder, MemmapBackend(GalleryIndex.open(copy)))
+    with pytest.raises(InvalidIndexError, match="16-d embeddings.*model makes 3072"):
+        MemmapBackend(GalleryIndex.open(copy)).check_model(embedder.info)
 
 
 def test_manifest_dtype_other_than_float32_or_float16_is_refused(index_dir, tmp_path):

@@ -31,7 +31,6 @@ from lookalike.server.backends.milvus import (
 from lookalike.server.evaluation.evaluate import EvalConfig, evaluate
 from lookalike.server.index.build import build_index
 from lookalike.server.index.store import GalleryIndex, InvalidIndexError
-from lookalike.server.online.engine import SearchEngine
 from tests.serving import free_port, in_process_server, wait_until_serving
 
 CLI = [sys.executable, "-m", "lookalike.client.cli"]
@@ -111,11 +110,11 @@ def test_a_collection_of_another_model_is_refused(embedder, index_dir, lite_uri)
     info["model_fingerprint"] = "0123456789abcdef"
     client.alter_collection_properties("faces", properties={INFO_PROPERTY: json.dumps(info)})
     with pytest.raises(InvalidIndexError, match="built by model 0123456789abcdef"):
-        SearchEngine(embedder, MilvusBackend.open(target))
+        MilvusBackend.open(target).check_model(embedder.info)
     with pytest.raises(InvalidIndexError, match="--replace"):
         load_index(GalleryIndex.open(index_dir), target, progress=False)
     assert load_index(GalleryIndex.open(index_dir), target, replace_collection=True).rows == 18
-    SearchEngine(embedder, MilvusBackend.open(target))  # the model's own vectors again
+    MilvusBackend.open(target).check_model(embedder.info)  # the model's own vectors again
 
 
 def test_milvus_past_its_timeout_is_unavailable_not_a_grpc_error(index_dir, lite_uri):

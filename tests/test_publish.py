@@ -14,11 +14,10 @@ import pytest
 
 from lookalike.common import versions
 from lookalike.common.files import CRASH_AT, CRASH_EXIT_CODE
-from lookalike.server.backends.memmap import MemmapBackend
 from lookalike.server.index.build import build_index
 from lookalike.server.index.publish import STEPS, recover
 from lookalike.server.index.store import GalleryIndex
-from lookalike.server.online.engine import SearchEngine
+from tests.serving import engine_over, search_once
 
 
 def gallery_of(source, people, into):
@@ -45,8 +44,8 @@ def index_command(model, gallery, out):
 
 def served_rows(embedder, out, query) -> int:
     """Open ``out`` as the server does (checksum verified) and search it once."""
-    engine = SearchEngine(embedder, MemmapBackend(GalleryIndex.open(out)))
-    assert engine.search(query, 1).hits
+    engine = engine_over(embedder, out)
+    assert search_once(engine, query, 1).matches
     return len(engine.backend)
 
 

@@ -18,9 +18,9 @@ from tests.imagegen import person_image
 
 
 @pytest.fixture(scope="module")
-def int8_model(onnx_model, gallery_dir, tmp_path_factory):
+def int8_model(resnet_model, gallery_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "model-int8.onnx"
-    return quantize(QuantizeConfig(onnx_model, gallery_dir, out, images=12, progress=False))
+    return quantize(QuantizeConfig(resnet_model, gallery_dir, out, images=12, progress=False))
 
 
 def test_the_copy_runs_int8_convolutions_and_describes_itself(int8_model):
@@ -37,10 +37,12 @@ def test_the_copy_runs_int8_convolutions_and_describes_itself(int8_model):
     assert int8_model.images == 12
 
 
-def test_int8_embeddings_follow_fp32_on_images_it_was_not_calibrated_on(embedder, int8_model):
+def test_int8_embeddings_follow_fp32_on_images_it_was_not_calibrated_on(
+    resnet_embedder, int8_model
+):
     unseen = [person_image(person, photo) for person in (40, 41, 42) for photo in (0, 1)]
     pixels = np.stack([prepare(image, WHOLE_FRAME, TEST_IMAGE_SIZE).pixels for image in unseen])
-    fp32 = embedder.embed(pixels)
+    fp32 = resnet_embedder.embed(pixels)
     int8 = Embedder(int8_model.path, device="cpu").embed(pixels)
     assert int8.shape == fp32.shape == (6, 2048)
     assert min_cosine(fp32, int8) > 0.98

@@ -54,15 +54,15 @@ def test_get_info_reports_model_index_and_provider(server_target, backend, embed
     with SearchClient(server_target) as client:
         info = client.info()
     assert info.model_fingerprint == embedder.info.fingerprint
-    assert info.model_name == "resnet101"
-    assert info.embedding_size == 2048
+    assert info.model_name == "pixels"
+    assert info.embedding_size == embedder.info.embedding_size == 3072
     assert info.input_size == embedder.info.input_size
     assert info.execution_provider == "CPUExecutionProvider"
     assert info.providers == ["CPUExecutionProvider"]
     assert info.gallery_size == 18
     assert info.knn_backend == {"memmap": "sklearn-brute", "milvus": "milvus-flat"}[backend]
     assert info.index_version == GalleryIndex.open(index_dir).manifest.version
-    assert info.weights == "none"
+    assert info.weights == embedder.info.weights == "none (no network)"
 
 
 def test_health_and_reflection_answer(server_target):

@@ -13,7 +13,7 @@ import pytest
 from lookalike.client import SearchClient
 from lookalike.server.index.build import build_index
 from lookalike.server.index.store import MANIFEST
-from lookalike.server.online import service, thumbnails
+from lookalike.server.online import engine, thumbnails
 from lookalike.v1 import search_pb2, search_pb2_grpc
 from tests.serving import in_process_server, running_server
 
@@ -111,7 +111,7 @@ def test_thumbnail_work_holds_a_slot_and_stops_at_the_deadline(embedder, small_i
     it makes no more of them (on main thumbnails ran outside the slot, all of them)."""
     gallery, index = small_index
     started, release, made = threading.Event(), threading.Event(), []
-    real = service.thumbnail_or_note
+    real = engine.thumbnail_or_note
 
     def slow_thumbnail(*args, **kwargs):
         made.append(args[1].path)
@@ -119,7 +119,7 @@ def test_thumbnail_work_holds_a_slot_and_stops_at_the_deadline(embedder, small_i
         release.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service, "thumbnail_or_note", slow_thumbnail)
+    monkeypatch.setattr(engine, "thumbnail_or_note", slow_thumbnail)
     query = (gallery / "person_00" / "person_00_0001.jpg").read_bytes()
     with running_server(embedder, index, max_in_flight=1) as server:
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")

@@ -23,12 +23,12 @@ from grpc_reflection.v1alpha import reflection
 
 from lookalike.common.output import lookalike_version
 from lookalike.server.online.auth import Gate, TokenFile
-from lookalike.server.online.batcher import MicroBatcher
 from lookalike.server.online.config import ServerConfig
 from lookalike.server.online.engine import SearchEngine
 from lookalike.server.online.enrol import GalleryService
 from lookalike.server.online.interceptor import CallInterceptor
 from lookalike.server.online.telemetry import Telemetry
+from lookalike.server.vision.embedder import Embedder
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -53,32 +53,31 @@ class Server:
     """A started gRPC server whose health follows its life: SERVING, then NOT_SERVING."""
 
     def __init__(
-        self, config: ServerConfig, engine: SearchEngine, began: float | None = None
+        self, config: ServerConfig, embedder: Embedder | None = None, began: float | None = None
     ) -> None:
+        """Opens the model (or uses ``embedder``) and the gallery: the one engine."""
         self.config = config
         self.began = time.perf_counter() if began is None else began
         self.telemetry = Telemetry()
         self.gate = gate_of(config)
-        if bool(config.tls_cert) != bool(config.tls_key):
-            raise ValueError("--tls-cert and --tls-key go together")
+        engine = SearchEngine.open(config, self.telemetry, embedder)
+        self.service = GalleryService(engine, self.telemetry)
+        self._stopping = threading.Event()
+        self._follow = threading.Thread(target=self._follow_writer, name="follow", daemon=True)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc", daemon=True)
         self._thread.start()
-        self.batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, self.telemetry)
-        self.service = GalleryService(
-            engine.with_batcher(self.batcher),
-            config,
-            self.telemetry,
-            max_distance=config.max_distance,
-            gallery_root=config.gallery_root,
-        )
-        self._stopping = threading.Event()
-        self._follow = threading.Thread(target=self._follow_writer, name="follow", daemon=True)
         try:
             self.health, self._grpc, self.port = self._on_loop(self._build(config))
         except BaseException:
             self._end_loop()
+            engine.close()
             raise
+
+    @property
+    def target(self) -> str:
+        """Where a client on this machine reaches the server (loopback, the bound port)."""
+        return f"127.0.0.1:{self.port}"
 
     def _on_loop(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result()
@@ -189,8 +188,7 @@ class Server:
         self._on_loop(self.health.enter_graceful_shutdown())
         self._on_loop(self._grpc.stop(self.config.grace_seconds))
         self.service.close()
-        self.service.engine.backend.close()
-        self.batcher.close()
+        self.service.engine.close()
         self.telemetry.close()
         self._end_loop()
 
@@ -225,8 +223,7 @@ def on_hangup(server: Server) -> None:
 def serve(config: ServerConfig) -> int:
     """Run until SIGTERM or SIGINT, then shut down gracefully and return 0."""
     began = time.perf_counter()
-    engine = SearchEngine.open(config)
-    server = Server(config, engine, began)
+    server = Server(config, began=began)
     received = SignalInbox((signal.SIGTERM, signal.SIGINT, signal.SIGHUP))
     server.start()
     while (signum := received.next()) != signal.SIGTERM and signum != signal.SIGINT:

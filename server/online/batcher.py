@@ -6,8 +6,8 @@ Calls wait at most ``window`` for company; a call whose deadline passes while
 it waits is dropped before any work is spent on it.
 
 The batcher knows nothing of models or galleries: each job carries the step
-that answers it (the engine's bound ``embed_and_search``), and jobs with the
-same step share a run.
+that answers it (the engine's ``Nearest``: one gallery, one breadth), and jobs
+with the same step share a run.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class DeadlinePassed(Exception):
 class BatchAnswer:
     hits: list[Hit]
     embed_ms: float
-    search_ms: float
+    knn_ms: float
     batch_size: int
 
 
@@ -112,10 +112,10 @@ class MicroBatcher:
                     job.future.set_exception(error)
 
     def _answer(self, group: list[_Job]) -> None:
-        found, embed_ms, search_ms = group[0].step(
+        found, embed_ms, knn_ms = group[0].step(
             np.stack([job.pixels for job in group]), max(job.k for job in group)
         )
         if self.telemetry:
             self.telemetry.batch_size.observe(len(group))
         for job, hits in zip(group, found, strict=True):
-            job.future.set_result(BatchAnswer(hits[: job.k], embed_ms, search_ms, len(group)))
+            job.future.set_result(BatchAnswer(hits[: job.k], embed_ms, knn_ms, len(group)))

@@ -30,13 +30,16 @@ def deadline_of(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> flo
 
 
 class CallLimits:
-    """The deadline (time.monotonic(), or None) and whether the caller still waits.
+    """The deadline (time.monotonic(), or None), whether the caller still waits, and
+    when the handler began (time.perf_counter(): a call's total time counts its wait
+    for a worker thread).
 
     Monotonic time: a step of the wall clock neither ends a call early nor late.
     """
 
     def __init__(self, deadline: float | None) -> None:
         self.deadline = deadline
+        self.started = time.perf_counter()
         self.abandoned = threading.Event()  # set by the handler when the call is cancelled
 
     def check(self) -> None:

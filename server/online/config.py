@@ -52,6 +52,13 @@ NOT_NEGATIVE = (
 )
 
 
+# What each backend cannot start without.
+NEEDED: dict[str, tuple[str, ...]] = {
+    "memmap": ("model", "index"),
+    "milvus": ("model", "milvus_uri", "collection"),
+}
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     model: Path
@@ -103,6 +110,16 @@ class ServerConfig:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if not 0 <= self.port <= 65_535:
             raise ConfigError(f"port must be between 0 and 65535, got {self.port}")
+        if self.max_distance is not None and not self.max_distance > 0:
+            raise ConfigError(f"--max-distance must be above 0, got {self.max_distance}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        missing = [name for name in NEEDED[self.backend] if getattr(self, name) is None]
+        if missing:
+            raise ConfigError(
+                f"set {' and '.join('--' + m.replace('_', '-') for m in missing)} (or in the "
+                f"config file, or {' / '.join('LOOKALIKE_' + m.upper() for m in missing)})"
+            )
 
     @property
     def address(self) -> str:
@@ -277,11 +294,5 @@ def load_config(args: argparse.Namespace, environ: Mapping[str, str] = os.enviro
     for name in SETTINGS:
         if getattr(args, name, None) is not None:
             values[name] = getattr(args, name)
-    needed = {"memmap": ("model", "index"), "milvus": ("model", "milvus_uri", "collection")}
-    missing = [name for name in needed[str(values.get("backend", "memmap"))] if name not in values]
-    if missing:
-        raise ConfigError(
-            f"set {' and '.join('--' + m.replace('_', '-') for m in missing)} (or in the "
-            f"config file, or {' / '.join('LOOKALIKE_' + m.upper() for m in missing)})"
-        )
+    values.setdefault("model", None)  # a missing model is named by __post_init__, not a TypeError
     return ServerConfig(**values)  # type: ignore[arg-type]

@@ -1,12 +1,20 @@
-"""One search path from photo bytes to ranked gallery items, as the service runs it."""
+"""Search, from photo bytes to the SearchResponse, in one place.
+
+A Search passes each stage once, on one worker thread: decode and crop
+(vision), embed and k-NN in a batch shared with concurrent searches (the
+batcher runs ``Nearest``), matches within the distance limit, thumbnails, the
+response. The engine is built once per server (``SearchEngine.open``); a
+reload makes a sibling over the new gallery (``with_backend``) that shares the
+model, the batcher and the settings, while calls already running finish on the
+engine they started with.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from functools import partial
+from pathlib import Path
 
 import numpy as np
 
@@ -14,21 +22,14 @@ from lookalike.server.backends.base import Hit, SearchBackend
 from lookalike.server.backends.memmap import MemmapBackend
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.online.batcher import DeadlinePassed, MicroBatcher
+from lookalike.server.online.calls import CallLimits
 from lookalike.server.online.config import ServerConfig
+from lookalike.server.online.telemetry import Telemetry
+from lookalike.server.online.thumbnails import thumbnail_or_note
 from lookalike.server.vision.align import load_models as load_alignment_models
 from lookalike.server.vision.embedder import Embedder
-from lookalike.server.vision.imaging import DEFAULT_MAX_PIXELS, Prepared, load
-
-
-@dataclass(frozen=True)
-class SearchOutcome:
-    """What one search found, with the crop it used and the time each stage took."""
-
-    hits: list[Hit]
-    prepared: Prepared
-    decode_ms: float
-    embed_ms: float
-    search_ms: float
+from lookalike.server.vision.imaging import Prepared, load
+from lookalike.v1 import search_pb2
 
 
 def open_backend(config: ServerConfig) -> SearchBackend:
@@ -49,45 +50,97 @@ def open_backend(config: ServerConfig) -> SearchBackend:
     )
 
 
-class SearchEngine:
-    """The embedder and the gallery it embedded, behind whichever search backend.
+def gallery_folder(config: ServerConfig, backend: SearchBackend) -> Path:
+    """Where the gallery's files are here: --gallery-root, else the manifest's root."""
+    return config.gallery_root or Path(backend.info.gallery_root)
 
-    With a batcher, concurrent searches share embedder runs and k-NN calls; an
-    engine made by ``with_backend`` after an index swap shares it too.
+
+@dataclass(frozen=True)
+class Nearest:
+    """The step a batch of searches shares: one embedder run, one k-NN call.
+
+    The batcher groups jobs by step, so searches over another gallery (after a
+    reload) or of another breadth never share a run; ``SearchEngine`` keeps one
+    step per breadth so that equal steps are the same object.
     """
+
+    embedder: Embedder
+    backend: SearchBackend
+    breadth: int = 0
+
+    def __call__(self, pixels: np.ndarray, k: int) -> tuple[list[list[Hit]], float, float]:
+        """Each image's k nearest items, and the ms spent embedding and in k-NN."""
+        started = time.perf_counter()
+        features = self.embedder.embed(pixels)
+        embedded = time.perf_counter()
+        found = self.backend.search(features, k, self.breadth)
+        return found, (embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3
+
+
+@dataclass(frozen=True)
+class Stages:
+    """Milliseconds per stage of one search (``knn_ms`` is the wire's ``search_ms``)."""
+
+    decode_ms: float = 0.0
+    embed_ms: float = 0.0
+    knn_ms: float = 0.0
+    response_ms: float = 0.0
+
+
+class SearchEngine:
+    """The model and the gallery it embedded, behind whichever search backend."""
 
     def __init__(
         self,
+        config: ServerConfig,
         embedder: Embedder,
         backend: SearchBackend,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
         batcher: MicroBatcher | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         backend.check_model(embedder.info)
-        if backend.info.crop.mode == "align":
-            load_alignment_models()
+        self.config = config
         self.embedder = embedder
         self.backend = backend
-        self.max_pixels = max_pixels
-        self.batcher = batcher
-        self._steps: dict[int, Callable] = {}  # breadth -> the batcher step of that breadth
+        self.batcher = batcher  # None: each search runs its own step (tests, tools)
+        self.telemetry = telemetry
+        self._steps: dict[int, Nearest] = {}
 
     @classmethod
-    def open(cls, config: ServerConfig) -> SearchEngine:
-        embedder = Embedder(config.model, config.device, config.threads)
-        return cls(embedder, open_backend(config), config.max_pixels)
+    def open(
+        cls,
+        config: ServerConfig,
+        telemetry: Telemetry | None = None,
+        embedder: Embedder | None = None,
+    ) -> SearchEngine:
+        """The server's engine, with its batcher; ``embedder``: one already loaded."""
+        embedder = embedder or Embedder(config.model, config.device, config.threads)
+        backend = open_backend(config)
+        try:
+            if backend.info.crop.mode == "align":
+                load_alignment_models()  # missing model files stop the start, not a Search
+            batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, telemetry)
+            return cls(config, embedder, backend, batcher, telemetry)
+        except BaseException:
+            backend.close()
+            raise
 
     def with_backend(self, backend: SearchBackend) -> SearchEngine:
-        """The same embedder and batcher over another gallery (checked against the model)."""
-        return SearchEngine(self.embedder, backend, self.max_pixels, self.batcher)
+        """The same model, batcher and settings over another gallery (checked against
+        the model)."""
+        return SearchEngine(self.config, self.embedder, backend, self.batcher, self.telemetry)
 
-    def with_batcher(self, batcher: MicroBatcher) -> SearchEngine:
-        return SearchEngine(self.embedder, self.backend, self.max_pixels, batcher)
+    def close(self) -> None:
+        """End the batcher and release the gallery (a server's stop; a reload closes only
+        the old engine's backend, since siblings share the batcher)."""
+        if self.batcher is not None:
+            self.batcher.close()
+        self.backend.close()
 
     def prepare(self, data: bytes) -> Prepared:
         """Decode and crop the way the gallery was embedded (raises ImageError)."""
         info = self.backend.info
-        return load(data, info.crop, info.input_size, self.max_pixels)
+        return load(data, info.crop, info.input_size, self.config.max_pixels)
 
     def warm_up(self, runs: int, batch_sizes: tuple[int, ...] = (1,)) -> float:
         """First runs are slow (allocation, kernel choice); pay for them before SERVING."""
@@ -100,59 +153,121 @@ class SearchEngine:
                 self.backend.search(features, 1)
         return time.perf_counter() - started
 
-    def embed_and_search(
-        self, pixels: np.ndarray, k: int, breadth: int = 0
-    ) -> tuple[list[list[Hit]], float, float]:
-        """The k nearest items of each image of a batch, and the ms spent embedding and
-        searching: the one step every search runs, alone or in a micro-batch."""
-        started = time.perf_counter()
-        features = self.embedder.embed(pixels)
-        embedded = time.perf_counter()
-        found = self.backend.search(features, k, breadth)
-        return found, (embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3
+    def nearest(self, breadth: int = 0) -> Nearest:
+        """The embed-and-search step of this gallery at ``breadth`` (0: the server's)."""
+        if breadth not in self._steps:
+            self._steps[breadth] = Nearest(self.embedder, self.backend, breadth)
+        return self._steps[breadth]
 
-    def _step(self, breadth: int) -> Callable:
-        """One step object per breadth: the batcher batches searches of the same step, so
-        searches of one breadth share a k-NN call and no search gets another's."""
-        if not breadth:
-            return self.embed_and_search
-        return self._steps.setdefault(breadth, partial(self.embed_and_search, breadth=breadth))
+    def distance_limit(self, request: search_pb2.SearchRequest) -> float | None:
+        """The call's own limit, else the server's (None: no limit)."""
+        return request.max_distance or self.config.max_distance
 
     def search(
-        self,
-        data: bytes,
-        k: int,
-        checkpoint: Callable[[], None] = lambda: None,
-        deadline: float | None = None,
-        breadth: int = 0,
-    ) -> SearchOutcome:
-        """Decode, embed, search. ``checkpoint`` runs between stages and raises to stop a
-        call nobody waits for; ``deadline`` (time.monotonic()) bounds the wait for a batch;
-        ``breadth``: an approximate index's nprobe / efSearch (0: the server's).
-        """
-        checkpoint()
+        self, request: search_pb2.SearchRequest, limits: CallLimits
+    ) -> search_pb2.SearchResponse:
+        """The whole answer to an admitted SearchRequest. ``limits`` is checked between
+        stages: a call past its deadline, or whose caller left, stops there."""
+        limits.check()
         started = time.perf_counter()
-        prepared = self.prepare(data)
+        prepared = self.prepare(request.image)
         decoded = time.perf_counter()
-        checkpoint()
-        if self.batcher is None:
-            (hits,), embed_ms, search_ms = self.embed_and_search(
-                prepared.pixels[np.newaxis], k, breadth
+        limits.check()
+        hits, embed_ms, knn_ms = self._nearest_hits(prepared.pixels, request, limits)
+        answered = time.perf_counter()
+        limit = self.distance_limit(request)
+        hits = [hit for hit in hits if limit is None or hit.distance <= limit]
+        matches = [
+            search_pb2.Match(
+                rank=rank,
+                id=hit.item.id,
+                label=hit.item.label,
+                path=hit.item.path,
+                distance=hit.distance,
             )
-        else:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            future = self.batcher.submit(self._step(breadth), prepared.pixels, k, deadline)
-            try:
-                answer = future.result(timeout=wait)
-            except (FutureTimeout, DeadlinePassed):
-                future.cancel()
-                checkpoint()  # the deadline passed: the checkpoint ends the call
-                raise
-            hits, embed_ms, search_ms = answer.hits, answer.embed_ms, answer.search_ms
-        return SearchOutcome(
-            hits=hits,
-            prepared=prepared,
+            for rank, hit in enumerate(hits, start=1)
+        ]
+        if request.thumbnails:
+            self._add_thumbnails(matches, hits, limits)
+        stages = Stages(
             decode_ms=(decoded - started) * 1e3,
             embed_ms=embed_ms,
-            search_ms=search_ms,
+            knn_ms=knn_ms,
+            response_ms=(time.perf_counter() - answered) * 1e3,
+        )
+        self._observe(stages)
+        return self._response(prepared, matches, limit, stages, limits)
+
+    def _nearest_hits(
+        self, pixels: np.ndarray, request: search_pb2.SearchRequest, limits: CallLimits
+    ) -> tuple[list[Hit], float, float]:
+        """This image's hits, through the batcher when there is one."""
+        step = self.nearest(request.search_breadth)
+        if self.batcher is None:
+            (hits,), embed_ms, knn_ms = step(pixels[np.newaxis], request.k)
+            return hits, embed_ms, knn_ms
+        deadline = limits.deadline
+        future = self.batcher.submit(step, pixels, request.k, deadline)
+        try:
+            answer = future.result(
+                timeout=None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
+        except (FutureTimeout, DeadlinePassed):
+            future.cancel()
+            limits.check()  # the deadline passed: the check ends the call
+            raise
+        return answer.hits, answer.embed_ms, answer.knn_ms
+
+    def _add_thumbnails(
+        self, matches: list[search_pb2.Match], hits: list[Hit], limits: CallLimits
+    ) -> None:
+        """Each match's thumbnail; none is begun once the deadline has passed."""
+        root = gallery_folder(self.config, self.backend)
+        for match, hit in zip(matches, hits, strict=True):
+            limits.check()
+            match.thumbnail_jpeg, match.note = thumbnail_or_note(
+                root, hit.item, self.config.thumbnail_size, self.config.max_pixels
+            )
+
+    def _observe(self, stages: Stages) -> None:
+        if self.telemetry is None:
+            return
+        for stage, ms in (
+            ("decode", stages.decode_ms),
+            ("embed", stages.embed_ms),
+            ("knn", stages.knn_ms),
+            ("response", stages.response_ms),
+        ):
+            self.telemetry.stages.labels(stage).observe(ms / 1e3)
+
+    def _response(
+        self,
+        prepared: Prepared,
+        matches: list[search_pb2.Match],
+        limit: float | None,
+        stages: Stages,
+        limits: CallLimits,
+    ) -> search_pb2.SearchResponse:
+        left, top, right, bottom = prepared.box
+        width, height = prepared.original_size
+        return search_pb2.SearchResponse(
+            matches=matches,
+            query_crop=search_pb2.CropBox(
+                left=left,
+                top=top,
+                right=right,
+                bottom=bottom,
+                image_width=width,
+                image_height=height,
+            ),
+            crop_note=prepared.note,
+            max_distance=limit or 0.0,
+            model_fingerprint=self.embedder.info.fingerprint,
+            index_version=self.backend.info.version,
+            timings=search_pb2.Timings(
+                decode_ms=stages.decode_ms,
+                embed_ms=stages.embed_ms,
+                search_ms=stages.knn_ms,
+                total_ms=(time.perf_counter() - limits.started) * 1e3,
+            ),
         )

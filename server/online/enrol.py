@@ -32,6 +32,7 @@ from lookalike.server.index.compact import gallery_order
 from lookalike.server.index.gallery import content_id
 from lookalike.server.index.store import InvalidIndexError, Item
 from lookalike.server.online.calls import CallLimits, deadline_of
+from lookalike.server.online.engine import gallery_folder
 from lookalike.server.online.errors import Refused
 from lookalike.server.online.gallery_files import (
     GalleryFileError,
@@ -178,7 +179,7 @@ class GalleryService(SearchService):
                 results[position] = checked
         if pending:
             vectors = self.engine.embedder.embed(np.stack([p.pixels for p in pending]))
-            root = self.gallery_folder(backend)
+            root = gallery_folder(self.config, backend)
             for image, vector in zip(pending, vectors, strict=True):
                 results[image.position] = self._add(backend, root, image, vector)
         return [results[position] for position in sorted(results)]
@@ -269,7 +270,7 @@ class GalleryService(SearchService):
     def _remove_all(
         self, backend: SearchBackend, request: search_pb2.RemoveImagesRequest, limits: CallLimits
     ) -> list[search_pb2.RemoveResult]:
-        root = self.gallery_folder(backend)
+        root = gallery_folder(self.config, backend)
         selectors = [("id", position, i) for position, i in enumerate(request.ids)]
         selectors += [("label", position, i) for position, i in enumerate(request.labels)]
         selectors += [

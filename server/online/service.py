@@ -1,9 +1,10 @@
-"""The gRPC SearchService on grpc.aio: validates a call, runs the engine, shapes the answer.
+"""The gRPC SearchService on grpc.aio: admits a call, hands it to the engine, answers.
 
 Handlers run on the event loop, so a call still waiting for its request, or
-waiting for its batch, holds no thread. An admitted search's decode, embedding,
-k-NN and thumbnails run on one of ``max_in_flight`` worker threads, and a slot
-is freed only when that thread is done, even if the caller left earlier.
+waiting for its batch, holds no thread. An admitted search runs on one of
+``max_in_flight`` worker threads (``SearchEngine.search`` builds the whole
+answer there), and a slot is freed only when that thread is done, even if the
+caller left earlier.
 """
 
 from __future__ import annotations
@@ -13,19 +14,16 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 
 from lookalike.common.output import lookalike_version
-from lookalike.server.backends.base import Hit, SearchBackend
+from lookalike.server.backends.base import SearchBackend
 from lookalike.server.online.calls import CallLimits, deadline_of
-from lookalike.server.online.config import ServerConfig
-from lookalike.server.online.engine import SearchEngine, SearchOutcome
+from lookalike.server.online.engine import SearchEngine
 from lookalike.server.online.errors import Refused
 from lookalike.server.online.reloads import ReloadBusy, ReloadRefused, allowed_location
 from lookalike.server.online.telemetry import Telemetry, note
-from lookalike.server.online.thumbnails import thumbnail_or_note
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -36,29 +34,14 @@ TURN_WAIT_SECONDS = 60.0
 
 
 class SearchService(search_pb2_grpc.SearchServiceServicer):
-    def __init__(
-        self,
-        engine: SearchEngine,
-        config: ServerConfig,
-        telemetry: Telemetry | None = None,
-        *,
-        max_distance: float | None = None,
-        gallery_root: Path | None = None,
-    ) -> None:
-        if max_distance is not None and not max_distance > 0:
-            raise ValueError(f"--max-distance must be above 0, got {max_distance}")
+    def __init__(self, engine: SearchEngine, telemetry: Telemetry | None = None) -> None:
+        config = engine.config
         self.engine = engine
         self.config = config
-        self.max_distance = max_distance
-        self.gallery_root = gallery_root  # else the one each gallery's manifest names
-        self.max_k = config.max_k
-        self.max_in_flight = config.max_in_flight
-        self.thumbnail_size = config.thumbnail_size
         self.telemetry = telemetry or Telemetry()
         # What a reload may open: the location served at start, or names under index_root.
         self.index_folders = config.backend == "memmap"
         self.served = str(config.index) if self.index_folders else str(config.collection)
-        self.index_root = config.index_root
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._workers = ThreadPoolExecutor(config.max_in_flight, thread_name_prefix="search")
         # One reload at a time (more are refused, not queued); and one turn at the
@@ -77,13 +60,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             return
         from lookalike.server.vision.align import load_models
 
-        started = threading.Barrier(self.max_in_flight)  # all waiting: one task per thread
+        started = threading.Barrier(self.config.max_in_flight)  # all waiting: one task per thread
 
         def load() -> None:
             load_models()
             started.wait(timeout=120)
 
-        for task in [self._workers.submit(load) for _ in range(self.max_in_flight)]:
+        for task in [self._workers.submit(load) for _ in range(self.config.max_in_flight)]:
             task.result()
 
     def take_turn(self, deadline: float | None) -> None:
@@ -157,27 +140,20 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         )
         return old.backend, fresh.backend
 
-    def gallery_folder(self, backend: SearchBackend) -> Path:
-        """Where the gallery's files are here: --gallery-root, else the manifest's root."""
-        return self.gallery_root or Path(backend.info.gallery_root)
-
     async def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.SearchResponse:
         note(k=request.k, bytes=len(request.image))
-        started = time.perf_counter()
+        limits = CallLimits(deadline_of(context))
         self._admit(request, context)
         engine = self.engine  # this call's engine, even if the index is swapped
-        limits = CallLimits(deadline_of(context))
-        work = self._workers.submit(self._work, engine, request, limits)
+        work = self._workers.submit(engine.search, request, limits)
         work.add_done_callback(self._release)
         try:
-            outcome, matches = await asyncio.wrap_future(work)
+            response = await asyncio.wrap_future(work)
         except asyncio.CancelledError:  # the caller left: its thread stops soon
             limits.abandoned.set()
             raise
-        limit = self._limit(request)
-        response = self._response(engine, outcome, matches, limit, started)
         t = response.timings
         note(
             matches=len(response.matches),
@@ -188,13 +164,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         return response
 
     def _admit(self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext) -> None:
-        """Admission: ready, a valid k, and a free slot, which ``_release`` frees."""
+        """Admission: ready, valid arguments, and a free slot, which ``_release`` frees."""
         if not self.ready.is_set():
             raise Refused(grpc.StatusCode.UNAVAILABLE, "warming up; retry shortly")
-        if not 1 <= request.k <= self.max_k:
+        max_k = self.config.max_k
+        if not 1 <= request.k <= max_k:
             raise Refused(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"k must be between 1 and {self.max_k}, got {request.k}",
+                f"k must be between 1 and {max_k}, got {request.k}",
             )
         if not request.max_distance >= 0:  # also catches NaN
             raise Refused(
@@ -213,96 +190,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             self.telemetry.refused_call("Search", "busy", context.peer())
             raise Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server busy: {self.max_in_flight} searches in flight; retry with backoff",
+                f"server busy: {self.config.max_in_flight} searches in flight; retry with backoff",
             )
         self.telemetry.in_flight.inc()
 
     def _release(self, _work: object) -> None:
         self.telemetry.in_flight.dec()
         self._slots.release()
-
-    def _work(
-        self, engine: SearchEngine, request: search_pb2.SearchRequest, limits: CallLimits
-    ) -> tuple[SearchOutcome, list[search_pb2.Match]]:
-        """On a worker thread: the engine call, its stages timed, and the matches
-        within the distance limit with thumbnails if asked (in the call's slot, so
-        thumbnail work is bounded too); stops between stages once the caller is gone."""
-        outcome = engine.search(
-            request.image, request.k, limits.check, limits.deadline, request.search_breadth
-        )
-        for stage, ms in (
-            ("decode", outcome.decode_ms),
-            ("embed", outcome.embed_ms),
-            ("knn", outcome.search_ms),
-        ):
-            self.telemetry.stages.labels(stage).observe(ms / 1e3)
-        limit = self._limit(request)
-        hits = [hit for hit in outcome.hits if limit is None or hit.distance <= limit]
-        matches = [
-            search_pb2.Match(
-                rank=rank,
-                id=hit.item.id,
-                label=hit.item.label,
-                path=hit.item.path,
-                distance=hit.distance,
-            )
-            for rank, hit in enumerate(hits, start=1)
-        ]
-        if request.thumbnails:
-            self._add_thumbnails(matches, hits, engine, limits)
-        return outcome, matches
-
-    def _limit(self, request: search_pb2.SearchRequest) -> float | None:
-        """The distance limit of this call: its own, else the server's (None: no limit)."""
-        return request.max_distance or self.max_distance
-
-    @staticmethod
-    def _response(
-        engine: SearchEngine,
-        outcome: SearchOutcome,
-        matches: list[search_pb2.Match],
-        limit: float | None,
-        started: float,
-    ) -> search_pb2.SearchResponse:
-        """The SearchResponse: ranked matches within the limit, crop and timings."""
-        left, top, right, bottom = outcome.prepared.box
-        width, height = outcome.prepared.original_size
-        return search_pb2.SearchResponse(
-            matches=matches,
-            query_crop=search_pb2.CropBox(
-                left=left,
-                top=top,
-                right=right,
-                bottom=bottom,
-                image_width=width,
-                image_height=height,
-            ),
-            crop_note=outcome.prepared.note,
-            max_distance=limit or 0.0,
-            model_fingerprint=engine.embedder.info.fingerprint,
-            index_version=engine.backend.info.version,
-            timings=search_pb2.Timings(
-                decode_ms=outcome.decode_ms,
-                embed_ms=outcome.embed_ms,
-                search_ms=outcome.search_ms,
-                total_ms=(time.perf_counter() - started) * 1e3,
-            ),
-        )
-
-    def _add_thumbnails(
-        self,
-        matches: list[search_pb2.Match],
-        hits: list[Hit],
-        engine: SearchEngine,
-        limits: CallLimits,
-    ) -> None:
-        """Each match's thumbnail; none is begun once the deadline has passed."""
-        root = self.gallery_folder(engine.backend)
-        for match, hit in zip(matches, hits, strict=True):
-            limits.check()
-            match.thumbnail_jpeg, match.note = thumbnail_or_note(
-                root, hit.item, self.thumbnail_size, engine.max_pixels
-            )
 
     async def GetInfo(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.GetInfoRequest, context: grpc.aio.ServicerContext
@@ -318,7 +212,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         note(peer=peer)
         try:
             location = allowed_location(
-                request.index_path, self.served, self.index_root, self.index_folders
+                request.index_path, self.served, self.config.index_root, self.index_folders
             )
             self._claim_reload(peer)
         except ReloadRefused as error:
@@ -351,13 +245,13 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             providers=embedder.providers,
             gallery_size=len(backend),
             index_version=backend.info.version,
-            max_k=self.max_k,
+            max_k=self.config.max_k,
             knn_backend=backend.name,
             weights=embedder.info.weights,
-            thumbnail_size=self.thumbnail_size,
+            thumbnail_size=self.config.thumbnail_size,
             startup_seconds=self.telemetry.startup_seconds,
             warmup_seconds=self.telemetry.warmup_seconds,
-            max_distance=self.max_distance or 0.0,
+            max_distance=self.config.max_distance or 0.0,
             intra_op_threads=embedder.threads,
             server_version=lookalike_version(),
         )
