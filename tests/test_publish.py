@@ -154,7 +154,7 @@ PUBLISH_MODEL = """
 import sys
 from pathlib import Path
 import keras
-from lookalike.export.train import publish_model
+from lookalike.export.training.train import publish_model
 run = sys.argv[2]
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name=f"run{run}")])
 publish_model(model, Path(sys.argv[1]), {"run": run})
@@ -165,7 +165,7 @@ def published_run(out) -> str:
     """The run whose model ``out`` serves, checked to be the run its training record names."""
     import keras
 
-    from lookalike.export.train import training_record
+    from lookalike.export.checkpoint import training_record
 
     record = json.loads(training_record(out).read_text())
     (layer,) = keras.saving.load_model(out).layers
