@@ -157,14 +157,14 @@ def dlib_embedder(config: ExportConfig) -> tuple[keras.Model, int, dict[str, str
 def face_network_metadata() -> dict[str, str]:
     """What every model made from dlib's face network says, fine-tuned or not."""
     from lookalike.export.dlib_resnet import WEIGHTS_LICENCE
-    from lookalike.server.vision.imaging import Crop
+    from lookalike.server.vision.imaging import ALIGNED
 
     return {
         "lookalike.model_name": "dlib-resnet",
         "lookalike.weights_licence": WEIGHTS_LICENCE,
         "lookalike.preprocessing": "dlib's input_rgb_image: (RGB - (122.782, 117.001, "
         "104.298)) / 256, in graph",
-        "lookalike.crop": json.dumps(Crop("align").to_dict()),
+        "lookalike.crop": json.dumps(ALIGNED.to_dict()),
     }
 
 

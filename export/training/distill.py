@@ -51,10 +51,9 @@ from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.build import build_index
 from lookalike.server.index.gallery import GalleryImage
 from lookalike.server.index.store import GalleryIndex
-from lookalike.server.vision.imaging import Crop
+from lookalike.server.vision.imaging import ALIGNED, Crop
 from lookalike.server.vision.teacher import TEACHERS
 
-ALIGN = Crop("align")
 # BatchNorm statistics must follow the weights within hundreds of steps, not thousands.
 BATCHNORM_MOMENTUM = 0.9
 
@@ -81,7 +80,7 @@ class DistillConfig:
     features_from: str | None = "conv2_block3_out"
     pooling: Pooling = "flatten"
     # what the student sees; the teacher always describes the aligned face
-    crop: Crop = ALIGN
+    crop: Crop = ALIGNED
     fit: Fit = "ridge"
     # extra jittered copies of each training image, the teacher describing each (ridge fit)
     augment: int = 0
@@ -151,7 +150,7 @@ def teacher_descriptors(config: DistillConfig, images: list[GalleryImage]) -> np
             config.data,
             teacher,
             folder,
-            ALIGN,
+            ALIGNED,
             batch_size=16,
             progress=config.progress,
             split=config.split,  # type: ignore[arg-type]
@@ -184,7 +183,7 @@ def prefix_cache(config: DistillConfig, images: list[GalleryImage]) -> Path | No
     key = [[image.path for image in images], config.weights, config.seed, config.image_size]
     key += [config.pooling] if config.pooling != "avg" else []  # names of older caches hold
     key += [config.features_from] if config.features_from else []
-    key += [config.crop.to_dict()] if config.crop != ALIGN else []
+    key += [config.crop.to_dict()] if config.crop != ALIGNED else []
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
     return config.checkpoints / f"frozen-{config.trainable_from}-{digest}.npy"
 
@@ -566,7 +565,7 @@ def distill(config: DistillConfig) -> Path:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         teacher_chips = cached_chips(
-            config.data, train_images, ALIGN, TEACHER_SIZE, folder, config.progress
+            config.data, train_images, ALIGNED, TEACHER_SIZE, folder, config.progress
         )
         distiller: Distiller = FreshDistiller(
             config,

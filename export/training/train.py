@@ -35,7 +35,7 @@ from lookalike.export.training.chips import cached_chips
 from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.gallery import GalleryImage, list_gallery
 from lookalike.server.vision.embedder import file_sha256
-from lookalike.server.vision.imaging import Crop, ImageError, decode
+from lookalike.server.vision.imaging import ALIGNED, Crop, CropMode, ImageError, decode
 
 # Share of the training people held out to report validation hit@1 each epoch.
 VALIDATION_SHARE = 0.1
@@ -53,7 +53,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "weights": "imagenet",
         "image_size": 112,
         "trainable_from": "conv4_block1_1_conv",
-        "crop": Crop("center"),
+        "crop": Crop(CropMode.CENTER),
     },
     "dlib-resnet": {"weights": "dlib", "image_size": 150, "trainable_from": "conv1", "crop": None},
 }
@@ -87,11 +87,11 @@ class TrainConfig:
         if self.architecture == "dlib-resnet":
             from lookalike.export.dlib_resnet import INPUT_SIZE
 
-            if self.image_size != INPUT_SIZE or self.crop not in (None, Crop("align")):
+            if self.image_size != INPUT_SIZE or self.crop not in (None, ALIGNED):
                 raise TrainingError(
                     f"dlib-resnet takes {INPUT_SIZE} px aligned chips (--crop align) only"
                 )
-            object.__setattr__(self, "crop", Crop("align"))
+            object.__setattr__(self, "crop", ALIGNED)
 
     @property
     def checkpoints(self) -> Path:
