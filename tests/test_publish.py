@@ -16,8 +16,8 @@ from lookalike.common import versions
 from lookalike.common.files import CRASH_AT, CRASH_EXIT_CODE
 from lookalike.server.backends.memmap import MemmapBackend
 from lookalike.server.index.build import build_index
-from lookalike.server.index.publish import STEPS, recover
-from lookalike.server.index.store import GalleryIndex
+from lookalike.server.index.publish import STEPS
+from lookalike.server.index.store import MANIFEST, GalleryIndex
 from lookalike.server.online.engine import SearchEngine
 
 
@@ -85,29 +85,18 @@ def test_a_build_killed_at_any_publish_step_leaves_a_whole_index(
     assert len(list((out.parent / ".index.versions").iterdir())) == 1
 
 
-def test_an_index_folder_from_before_versions_is_switched_in_one_step(
-    index_dir, embedder, gallery_dir, tmp_path
-):
-    """An index a plain folder (as main wrote them) becomes a link by an atomic exchange."""
+def test_a_plain_folder_where_the_link_goes_is_refused_before_anything_moves(tmp_path):
+    """A copy of an index (cp -r follows the link) cannot be swapped for a link in one step."""
     out = tmp_path / "index"
-    shutil.copytree(index_dir, out)
-    build_index(
-        gallery_of(gallery_dir, ["person_00"], tmp_path / "g"), embedder, out, progress=False
-    )
-    assert out.is_symlink() and len(GalleryIndex.open(out)) == 3
-    assert len(list((tmp_path / ".index.versions").iterdir())) == 1
-    assert leftovers(tmp_path) == ["g"]
-
-
-def test_an_index_the_old_two_rename_swap_left_aside_is_restored(index_dir, tmp_path):
-    """main's swap moved the index to .index.old-*/index first: a kill there lost it."""
-    out = tmp_path / "index"
-    aside = tmp_path / ".index.old-abc123"
-    aside.mkdir()
-    shutil.copytree(index_dir, aside / "index")
-    recover(out)
-    assert len(GalleryIndex.open(out)) == 18
-    assert leftovers(tmp_path) == []
+    out.mkdir()
+    (out / MANIFEST).write_text("{}")
+    staging = tmp_path / ".index.building"
+    staging.mkdir()
+    (staging / MANIFEST).write_text("{}")
+    with pytest.raises(IsADirectoryError, match="plain folder"):
+        versions.publish_version(staging, out, "v1", "index")
+    assert (out / MANIFEST).is_file() and (staging / MANIFEST).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".index.building", "index"]
 
 
 WRITE = """

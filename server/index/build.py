@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.common.output import bar_disable
+from lookalike.common.versions import check_publishable
 from lookalike.server.index import ann
 from lookalike.server.index import journal as journals
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
@@ -82,6 +83,7 @@ def build_index(
     """
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_publishable(out)  # before the work, not after it
     recover(out)
     base = GalleryIndex.open(append_to) if append_to else None
     if base:
