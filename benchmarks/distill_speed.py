@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.export.distill import DistillConfig, Distiller
-from lookalike.export.ridge import ridge_head
+from lookalike.export.training.distill import DistillConfig, Distiller
+from lookalike.export.training.ridge import ridge_head
 
 RECIPES = {
     "whole network": None,

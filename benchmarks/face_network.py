@@ -55,7 +55,7 @@ from search_load import free_port, load, serve_command, wait_until_up
 from lookalike.client import SearchClient
 from lookalike.server.index.gallery import list_gallery
 from lookalike.server.vision.embedder import Embedder
-from lookalike.server.vision.imaging import Crop
+from lookalike.server.vision.imaging import ALIGNED
 from lookalike.server.vision.imaging import load as load_image
 from lookalike.server.vision.teacher import CHIP_SIZE, DlibTeacher
 
@@ -150,7 +150,7 @@ def main() -> None:
     paths = chosen_photos(args.gallery, args.split, args.photos)
     photos = [path.read_bytes() for path in paths]
     started = time.perf_counter()
-    chips = np.stack([load_image(data, Crop("align"), CHIP_SIZE).pixels for data in photos])
+    chips = np.stack([load_image(data, ALIGNED, CHIP_SIZE).pixels for data in photos])
     print(
         f"{len(chips)} photos of {args.split}-split people aligned to {CHIP_SIZE} px chips in "
         f"{time.perf_counter() - started:.1f} s (before timing)",

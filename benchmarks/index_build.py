@@ -17,7 +17,7 @@ import numpy as np
 
 from lookalike.server.index.build import build_index
 from lookalike.server.vision.embedder import Embedder
-from lookalike.server.vision.imaging import Crop
+from lookalike.server.vision.imaging import Crop, CropMode
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
             gallery,
             embedder,
             Path(scratch) / "index",
-            Crop("center"),
+            Crop(CropMode.CENTER),
             args.batch_size,
             progress=False,
         )

@@ -1,7 +1,8 @@
 """The lookalike client library: search a lookalike server from Python."""
 
 from lookalike.client.aio import AsyncSearchClient
-from lookalike.client.client import (
+from lookalike.client.client import SearchClient
+from lookalike.client.values import (
     AddResult,
     CropBox,
     GalleryEntry,
@@ -10,7 +11,6 @@ from lookalike.client.client import (
     NewImage,
     RemovedImage,
     RemoveResult,
-    SearchClient,
     SearchResult,
     ServerInfo,
     Timings,

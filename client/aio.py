@@ -7,18 +7,11 @@ from collections.abc import Sequence
 
 import grpc
 
-from lookalike.client.client import (
+from lookalike.client._wire import (
     DEFAULT_READY_TIMEOUT,
-    AddResult,
     ClientBase,
-    GalleryEntry,
     GalleryPages,
-    ImageInput,
-    NewImage,
     Readiness,
-    RemoveResult,
-    SearchResult,
-    ServerInfo,
     add_batches,
     add_request,
     add_results,
@@ -28,6 +21,15 @@ from lookalike.client.client import (
     search_request,
     search_result,
     server_info,
+)
+from lookalike.client.values import (
+    AddResult,
+    GalleryEntry,
+    ImageInput,
+    NewImage,
+    RemoveResult,
+    SearchResult,
+    ServerInfo,
 )
 from lookalike.v1 import search_pb2
 

@@ -16,13 +16,9 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from lookalike.client.client import (
-    LookalikeError,
-    NewImage,
-    SearchClient,
-    SearchResult,
-    limit_note,
-)
+from lookalike.client._wire import limit_note
+from lookalike.client.client import SearchClient
+from lookalike.client.values import LookalikeError, NewImage, SearchResult
 from lookalike.common.logs import configure_logging
 from lookalike.common.output import LOG_LEVELS, emit, lookalike_version
 from lookalike.common.tokens import TokenFileError, read_token

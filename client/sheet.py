@@ -12,7 +12,8 @@ from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from lookalike.client.client import CropBox, Match, SearchResult, limit_note
+from lookalike.client._wire import limit_note
+from lookalike.client.values import CropBox, Match, SearchResult
 
 CELL = 160
 CAPTION = 40

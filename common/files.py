@@ -11,8 +11,6 @@ folder after.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import glob
 import os
 import string
@@ -86,27 +84,3 @@ def atomic_path(
         crash_point(f"{step}-placed")
     finally:
         staging.unlink(missing_ok=True)
-
-
-RENAME_EXCHANGE = 2  # linux/fs.h
-AT_FDCWD = -100
-
-
-def exchange(first: Path, second: Path) -> bool:
-    """Swap two names in one atomic step (Linux renameat2 RENAME_EXCHANGE).
-
-    Returns False where the system cannot (another OS, an old kernel, a file
-    system without it); the caller then falls back to two renames.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    answer = renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
-    if answer == 0:
-        return True
-    error = ctypes.get_errno()
-    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
-        return False
-    raise OSError(error, os.strerror(error), str(first), None, str(second))

@@ -25,7 +25,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from lookalike.common.files import crash_point, exchange, fsync_path, fsync_tree
+from lookalike.common.files import crash_point, fsync_path, fsync_tree
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def publish_version(
 ) -> Path:
     """Serve the finished folder ``staging`` at ``out`` (or its file ``member``); returns
     the version folder. The versions served before are removed."""
+    check_publishable(out)
     fsync_tree(staging)
     crash_point(f"{kind}-staged")
     versions = versions_of(out)
@@ -87,19 +88,23 @@ def publish_version(
     return folder
 
 
+def check_publishable(out: Path) -> None:
+    """IsADirectoryError when ``out`` is a plain folder (a copy of a served folder: ``cp -r``
+    follows the link), which no one rename can swap for a link; a link, a file or nothing
+    is fine. Builds ask before their work, publishes again before anything moves."""
+    if out.is_dir() and not out.is_symlink():
+        raise IsADirectoryError(
+            f"{out} is a plain folder, not a link into {versions_of(out).name}/: "
+            "move it aside (or write to another path), then try again"
+        )
+
+
 def point(out: Path, target: Path, kind: str) -> None:
-    """Make ``out`` a link to ``target`` in one rename (one exchange for a plain folder,
-    which is left under a stray link name for ``_clean``)."""
+    """Make ``out`` (a link, a file or nothing) a link to ``target`` in one rename."""
     link = out.parent / f".{out.name}.link-{uuid.uuid4().hex[:8]}"
     os.symlink(os.path.relpath(target, out.parent), link)
     crash_point(f"{kind}-linked")
-    if out.is_dir() and not out.is_symlink():  # from before versions
-        if not exchange(link, out):
-            log.warning("no atomic exchange on this system; %s is briefly missing", out)
-            os.replace(out, link.with_name(link.name + ".old"))
-            os.replace(link, out)
-    else:
-        os.replace(link, out)
+    os.replace(link, out)
     fsync_path(out.parent)
 
 

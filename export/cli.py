@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from lookalike.common.output import emit
-from lookalike.export.losses import BATCHNORMS, FITS, LOSSES, POOLINGS
+from lookalike.export.training.losses import BATCHNORMS, FITS, LOSSES, POOLINGS
 from lookalike.server.options import (
     add_crop_arguments,
     add_seed_argument,
@@ -195,7 +195,7 @@ def add_quantize_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from lookalike.export.model import ExportError
-    from lookalike.export.train import TrainConfig, TrainingError, train
+    from lookalike.export.training.train import TrainConfig, TrainingError, train
 
     crop = crop_from_args(args)
     given = {"crop": crop} if crop is not None else {}
@@ -206,7 +206,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "(fine-tune it without --teacher)"
             )
         if args.teacher:
-            from lookalike.export.distill import DistillConfig, distill
+            from lookalike.export.training.distill import DistillConfig, distill
 
             written = distill(config_from_args(DistillConfig, args, **given))
         else:

@@ -16,14 +16,16 @@ import tensorflow as tf
 import tf2onnx
 
 from lookalike.common.files import atomic_path
+from lookalike.export.checkpoint import EMBEDDER_LAYER, training_record
 from lookalike.export.model import (
     EMBEDDING_SIZE,
     ExportError,
+    L2Normalize,
     build_embedder,
     build_pixels_embedder,
+    build_student,
     mirrored,
 )
-from lookalike.export.train import L2Normalize
 from lookalike.server.vision.embedder import file_fingerprint
 
 INPUT_NAME = "pixels"
@@ -94,7 +96,6 @@ def embedder_to_export(config: ExportConfig) -> tuple[keras.Model, int, dict[str
         model = build_embedder(size, config.weights or "imagenet", config.seed)
         return model, size, {"lookalike.weights": weights_label(config.weights)}
     import lookalike.export.dlib_resnet  # noqa: F401  (registers its layers for loading)
-    from lookalike.export.train import EMBEDDER_LAYER, training_record
 
     if not config.checkpoint.is_file():
         raise ExportError(f"checkpoint not found: {config.checkpoint}")
@@ -156,14 +157,14 @@ def dlib_embedder(config: ExportConfig) -> tuple[keras.Model, int, dict[str, str
 def face_network_metadata() -> dict[str, str]:
     """What every model made from dlib's face network says, fine-tuned or not."""
     from lookalike.export.dlib_resnet import WEIGHTS_LICENCE
-    from lookalike.server.vision.imaging import Crop
+    from lookalike.server.vision.imaging import ALIGNED
 
     return {
         "lookalike.model_name": "dlib-resnet",
         "lookalike.weights_licence": WEIGHTS_LICENCE,
         "lookalike.preprocessing": "dlib's input_rgb_image: (RGB - (122.782, 117.001, "
         "104.298)) / 256, in graph",
-        "lookalike.crop": json.dumps(Crop("align").to_dict()),
+        "lookalike.crop": json.dumps(ALIGNED.to_dict()),
     }
 
 
@@ -174,8 +175,6 @@ def at_size(embedder: keras.Model, size: int, seed: int) -> keras.Model:
         base = build_embedder(size, "none", seed)
         resized = keras.Model(base.input, L2Normalize(name="l2")(base.output))
     else:
-        from lookalike.export.distill import build_student
-
         resized = build_student(size, embedding_size, "none", seed)
     resized.set_weights(embedder.get_weights())
     return resized

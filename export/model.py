@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import keras
 
+from lookalike.export.checkpoint import EMBEDDER_LAYER
+
 EMBEDDING_SIZE = 2048
 # keras.applications.resnet.preprocess_input ("caffe" mode): BGR order, ImageNet means.
 IMAGENET_BGR_MEANS = (103.939, 116.779, 123.68)
@@ -61,6 +63,45 @@ class CentredPixels(keras.layers.Layer):
         centred = flat - keras.ops.mean(flat, axis=1, keepdims=True)
         norm = keras.ops.sqrt(keras.ops.sum(centred * centred, axis=1, keepdims=True))
         return centred / keras.ops.maximum(norm, 1e-6)
+
+
+@keras.saving.register_keras_serializable(package="lookalike")
+class L2Normalize(keras.layers.Layer):
+    """Each embedding scaled to unit length: the index ranks by Euclidean distance, which
+    on unit vectors ranks by the angle between faces."""
+
+    def call(self, x):
+        return x / keras.ops.maximum(keras.ops.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def build_student(
+    image_size: int,
+    embedding_size: int,
+    weights: str,
+    seed: int = 0,
+    pooling: str = "avg",
+    features_from: str | None = None,
+) -> keras.Model:
+    """pixels -> ResNet101 (preprocessing in graph) up to ``features_from`` (default: all of
+    it) -> ["avg" pool | "flatten"] -> dense head -> L2: the embedder distillation trains,
+    built here so that export can rebuild it at another input size."""
+    whole = features_from is None and pooling == "avg"  # the layout of older checkpoints
+    base = build_embedder(image_size, weights, seed, "avg" if whole else None)
+    features = base.output
+    if features_from is not None:
+        backbone = base.layers[-1]
+        names = [layer.name for layer in backbone.layers]
+        if features_from not in names:
+            raise ExportError(f"--features-from {features_from!r} is not a ResNet101 layer")
+        read = keras.Model(
+            backbone.input, backbone.get_layer(features_from).output, name="resnet101"
+        )
+        features = read(base.get_layer("preprocess").output)
+    if not whole:
+        pool = keras.layers.Flatten if pooling == "flatten" else keras.layers.GlobalAveragePooling2D
+        features = pool(name=pooling)(features)
+    head = keras.layers.Dense(embedding_size, name="head")(features)
+    return keras.Model(base.input, L2Normalize(name="l2")(head), name=EMBEDDER_LAYER)
 
 
 def build_pixels_embedder(image_size: int) -> keras.Model:

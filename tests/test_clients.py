@@ -46,6 +46,23 @@ def test_both_clients_have_the_same_methods():
     )
 
 
+def test_the_public_modules_define_only_the_public_api():
+    """Wire plumbing lives in the private client/_wire.py, not beside the public names."""
+    import lookalike.client
+    from lookalike.client import _wire, aio, client, values
+
+    def defined(module) -> set[str]:
+        return {
+            name
+            for name, value in vars(module).items()
+            if getattr(value, "__module__", None) == module.__name__ and name[0] != "_"
+        }
+
+    public = set(lookalike.client.__all__)
+    assert defined(client) | defined(aio) | defined(values) == public
+    assert not defined(_wire) & public
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_search_info_and_reload_answer_alike(kind, server_target, gallery_dir):
     query = gallery_dir / "person_02" / "person_02_0001.jpg"

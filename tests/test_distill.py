@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from lookalike.export.convert import ExportConfig, export_onnx
-from lookalike.export.distill import DistillConfig, distill
+from lookalike.export.training.distill import DistillConfig, distill
 from lookalike.server.index.gallery import person_split
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.vision.embedder import Embedder
@@ -53,9 +53,10 @@ def test_the_closed_form_head_learns_the_teacher_on_real_faces(lfw_dir, tmp_path
     the exported ONNX model computes what Keras does."""
     import keras
 
-    from lookalike.export.distill import build_student, student_chips, teacher_descriptors
-    from lookalike.export.losses import Whitening
-    from lookalike.export.train import training_people
+    from lookalike.export.model import build_student
+    from lookalike.export.training.distill import student_chips, teacher_descriptors
+    from lookalike.export.training.losses import Whitening
+    from lookalike.export.training.train import training_people
     from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 
     config = small_run(lfw_dir, tmp_path, fit="ridge", steps=None)
@@ -85,7 +86,7 @@ def test_the_closed_form_head_learns_the_teacher_on_real_faces(lfw_dir, tmp_path
 def test_ridge_head_primal_and_dual_agree_and_recover_a_linear_map():
     """Both forms of the solve give one answer; with a small penalty and noiseless targets
     they recover the map (bias included) that made the targets."""
-    from lookalike.export.ridge import ridge_head
+    from lookalike.export.training.ridge import ridge_head
 
     rng = np.random.default_rng(0)
     weights, bias = rng.normal(size=(20, 3)), rng.normal(size=3)
@@ -158,7 +159,8 @@ def test_frozen_layers_run_once_and_only_the_rest_trains(lfw_dir, tmp_path):
     import keras
     import numpy as np
 
-    from lookalike.export.distill import backbone_of, build_student
+    from lookalike.export.model import build_student
+    from lookalike.export.training.distill import backbone_of
 
     config = small_run(
         lfw_dir,
@@ -206,7 +208,7 @@ def test_augmented_rows_are_the_same_faces_the_teacher_described(lfw_dir, tmp_pa
     student's chip is the teacher's chip at the student's size (not another crop)."""
     from PIL import Image
 
-    from lookalike.export.augment import augmented_pairs
+    from lookalike.export.training.augment import augmented_pairs
     from lookalike.server.index.gallery import list_gallery
 
     gallery = small_gallery(lfw_dir, tmp_path / "gallery", people=2, photos=2)

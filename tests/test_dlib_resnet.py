@@ -175,7 +175,7 @@ def test_fine_tuning_starts_from_the_ported_network_and_exports_as_a_face_model(
     are the ported network's, normalised, moved by the training but not lost. (One epoch
     at 1e-4 on 24 faces moved them to cosine 0.86-0.91 of where they were.)"""
     from lookalike.export.convert import ExportConfig, export_onnx
-    from lookalike.export.train import TrainConfig, train
+    from lookalike.export.training.train import TrainConfig, train
     from tests.test_distill import small_gallery
 
     data = small_gallery(lfw_dir, tmp_path / "gallery", people=8, photos=3)

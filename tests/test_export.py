@@ -147,3 +147,14 @@ def test_the_pixels_floor_exports_centred_unit_pixels(tmp_path):
     flat = pixels.reshape(2, -1) - pixels.reshape(2, -1).mean(axis=1, keepdims=True)
     expected = flat / np.linalg.norm(flat, axis=1, keepdims=True)
     np.testing.assert_allclose(embedding, expected, atol=1e-6)
+
+
+def test_saved_layers_keep_their_registered_names():
+    """.keras checkpoints name their layers lookalike>Class; the modules may move, not that."""
+    import keras
+
+    from lookalike.export.checkpoint import CosineHead
+    from lookalike.export.model import L2Normalize
+
+    names = {keras.saving.get_registered_name(layer) for layer in (CosineHead, L2Normalize)}
+    assert names == {"lookalike>CosineHead", "lookalike>L2Normalize"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import zlib
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.server.vision.imaging import Crop, ImageError, decode, load
+from lookalike.server.vision.imaging import ALIGNED, Crop, CropMode, ImageError, decode, load
 from tests.imagegen import encode, noise_image
 
 
@@ -127,6 +128,16 @@ def test_invalid_crop_is_refused():
         Crop("face")
     with pytest.raises(ValueError, match="fraction"):
         Crop("center", 0.0)
+
+
+def test_a_crop_is_recorded_as_the_strings_it_always_was():
+    """Manifests and model metadata hold {"mode": "<--crop value>", "fraction": F}."""
+    assert json.dumps(ALIGNED.to_dict()) == '{"mode": "align", "fraction": 0.5}'
+    assert [mode.value for mode in CropMode] == ["none", "center", "detect", "align"]
+    for mode in CropMode:
+        read = Crop.from_dict(json.loads(json.dumps(Crop(mode, 0.7).to_dict())))
+        assert read == Crop(mode.value, 0.7) and read.mode is mode
+    assert ALIGNED.aligned and not Crop(CropMode.DETECT).aligned
 
 
 def traced_peak(work) -> int:

@@ -15,8 +15,8 @@ import pytest
 from lookalike.common import versions
 from lookalike.common.files import CRASH_AT, CRASH_EXIT_CODE
 from lookalike.server.index.build import build_index
-from lookalike.server.index.publish import STEPS, recover
-from lookalike.server.index.store import GalleryIndex
+from lookalike.server.index.publish import STEPS
+from lookalike.server.index.store import MANIFEST, GalleryIndex
 from tests.serving import engine_over, search_once
 
 
@@ -84,29 +84,18 @@ def test_a_build_killed_at_any_publish_step_leaves_a_whole_index(
     assert len(list((out.parent / ".index.versions").iterdir())) == 1
 
 
-def test_an_index_folder_from_before_versions_is_switched_in_one_step(
-    index_dir, embedder, gallery_dir, tmp_path
-):
-    """An index a plain folder (as main wrote them) becomes a link by an atomic exchange."""
+def test_a_plain_folder_where_the_link_goes_is_refused_before_anything_moves(tmp_path):
+    """A copy of an index (cp -r follows the link) cannot be swapped for a link in one step."""
     out = tmp_path / "index"
-    shutil.copytree(index_dir, out)
-    build_index(
-        gallery_of(gallery_dir, ["person_00"], tmp_path / "g"), embedder, out, progress=False
-    )
-    assert out.is_symlink() and len(GalleryIndex.open(out)) == 3
-    assert len(list((tmp_path / ".index.versions").iterdir())) == 1
-    assert leftovers(tmp_path) == ["g"]
-
-
-def test_an_index_the_old_two_rename_swap_left_aside_is_restored(index_dir, tmp_path):
-    """main's swap moved the index to .index.old-*/index first: a kill there lost it."""
-    out = tmp_path / "index"
-    aside = tmp_path / ".index.old-abc123"
-    aside.mkdir()
-    shutil.copytree(index_dir, aside / "index")
-    recover(out)
-    assert len(GalleryIndex.open(out)) == 18
-    assert leftovers(tmp_path) == []
+    out.mkdir()
+    (out / MANIFEST).write_text("{}")
+    staging = tmp_path / ".index.building"
+    staging.mkdir()
+    (staging / MANIFEST).write_text("{}")
+    with pytest.raises(IsADirectoryError, match="plain folder"):
+        versions.publish_version(staging, out, "v1", "index")
+    assert (out / MANIFEST).is_file() and (staging / MANIFEST).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".index.building", "index"]
 
 
 WRITE = """
@@ -153,7 +142,7 @@ PUBLISH_MODEL = """
 import sys
 from pathlib import Path
 import keras
-from lookalike.export.train import publish_model
+from lookalike.export.training.train import publish_model
 run = sys.argv[2]
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name=f"run{run}")])
 publish_model(model, Path(sys.argv[1]), {"run": run})
@@ -164,7 +153,7 @@ def published_run(out) -> str:
     """The run whose model ``out`` serves, checked to be the run its training record names."""
     import keras
 
-    from lookalike.export.train import training_record
+    from lookalike.export.checkpoint import training_record
 
     record = json.loads(training_record(out).read_text())
     (layer,) = keras.saving.load_model(out).layers

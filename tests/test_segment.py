@@ -10,7 +10,7 @@ import pytest
 from lookalike.server.backends.memmap import MemmapBackend
 from lookalike.server.index.build import build_index
 from lookalike.server.index.gallery import content_id
-from lookalike.server.index.segment import JOURNAL, VECTORS, changes_folder
+from lookalike.server.index.segment import CHANGE_JOURNAL, VECTORS, changes_folder
 from lookalike.server.index.store import GalleryIndex, Item
 from lookalike.server.vision.imaging import WHOLE_FRAME, load
 from tests.imagegen import encode, person_image
@@ -67,7 +67,7 @@ def test_a_journal_line_cut_short_is_dropped_and_the_next_change_kept(live, embe
     backend = MemmapBackend(GalleryIndex.open(index))
     first, _, vector = enrol(embedder, root, 7, 0)
     backend.add(first, vector)
-    journal = changes_folder(index) / JOURNAL
+    journal = changes_folder(index) / CHANGE_JOURNAL
     with journal.open("ab") as stream:  # a crash in the middle of the next line
         stream.write(b'{"op": "add", "id": "abc')
     with (changes_folder(index) / VECTORS).open("ab") as stream:

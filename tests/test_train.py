@@ -20,7 +20,7 @@ def faces(tmp_path_factory):
 
 
 def config_for(faces, out, **changes):
-    from lookalike.export.train import TrainConfig
+    from lookalike.export.training.train import TrainConfig
 
     settings = dict(
         data=faces,
@@ -38,7 +38,7 @@ def config_for(faces, out, **changes):
 @pytest.fixture(scope="module")
 def trained(faces, tmp_path_factory):
     """One epoch, then a second one resumed from the first's checkpoint."""
-    from lookalike.export.train import train
+    from lookalike.export.training.train import train
 
     out = tmp_path_factory.mktemp("trained") / "model.keras"
     train(config_for(faces, out))
@@ -97,7 +97,7 @@ def test_checkpoint_exports_with_its_crop_and_normalisation(trained, tmp_path, f
 def test_training_crop_is_the_index_and_server_crop(faces, tmp_path):
     """Same file, same crop, same pixels (rounded to the uint8 chips training keeps):
     training sees what search will see."""
-    from lookalike.export.train import pixels_of
+    from lookalike.export.training.train import pixels_of
     from lookalike.server.index.gallery import list_gallery
     from lookalike.server.vision.imaging import load
 
@@ -111,7 +111,7 @@ def test_training_crop_is_the_index_and_server_crop(faces, tmp_path):
 
 
 def test_one_identity_is_refused(tmp_path):
-    from lookalike.export.train import TrainingError, train
+    from lookalike.export.training.train import TrainingError, train
 
     data = write_gallery(tmp_path / "one", people=1, photos=4)
     with pytest.raises(TrainingError, match="at least two people"):
@@ -119,7 +119,7 @@ def test_one_identity_is_refused(tmp_path):
 
 
 def test_unreadable_images_are_refused_before_training(tmp_path):
-    from lookalike.export.train import TrainingError, train
+    from lookalike.export.training.train import TrainingError, train
 
     data = write_gallery(tmp_path / "faces", people=3, photos=2)
     (data / "person_01" / "person_01_0009.jpg").write_bytes(b"not a jpeg")

@@ -18,7 +18,7 @@ from lookalike.server.backends.base import Algorithm, Hit, ReadOnlyGallery, exte
 from lookalike.server.backends.knn import row_norms_squared
 from lookalike.server.index.compact import compact, gallery_order
 from lookalike.server.index.publish import recover_gallery
-from lookalike.server.index.segment import JOURNAL, ChangeLog, Changes, changes_folder
+from lookalike.server.index.segment import CHANGE_JOURNAL, ChangeLog, Changes, changes_folder
 from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
 from lookalike.server.index.writer_lock import WriterLock
 from lookalike.server.vision.embedder import ModelInfo
@@ -215,7 +215,7 @@ class MemmapBackend:
         except OSError:
             target = ""
         try:
-            journal = os.stat(self._changes_folder / JOURNAL)
+            journal = os.stat(self._changes_folder / CHANGE_JOURNAL)
         except OSError:
             return target, 0, 0
         return target, journal.st_ino, journal.st_size

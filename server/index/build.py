@@ -2,7 +2,7 @@
 
 A build works in ``.<name>.building`` beside the destination. Every embedded
 batch is flushed to the staged matrix first and then recorded, one JSON line
-per gallery file, in ``journal.jsonl`` there; a killed build resumes
+per gallery file, in its build journal (``journal.jsonl``) there; a killed build resumes
 (``resume=True``) from what the journal records. Only a finished build is
 published (server/index/publish.py): the old index is served until one atomic
 switch serves the new one.
@@ -23,10 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.common.output import bar_disable
+from lookalike.common.versions import check_publishable
 from lookalike.server.index import ann
 from lookalike.server.index import journal as journals
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
-from lookalike.server.index.journal import JOURNAL, Journal
+from lookalike.server.index.journal import BUILD_JOURNAL, Journal
 from lookalike.server.index.publish import publish, recover
 from lookalike.server.index.store import (
     FEATURES,
@@ -82,6 +83,7 @@ def build_index(
     """
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
+    check_publishable(out)  # before the work, not after it
     recover(out)
     base = GalleryIndex.open(append_to) if append_to else None
     if base:
@@ -102,13 +104,13 @@ def build_index(
         "append_to": base.manifest.version if base else None,
     }
     if staging.exists():
-        journal = journals.resume(staging / JOURNAL, header)
+        journal = journals.resume(staging / BUILD_JOURNAL, header)
         todo = [image for image in images if image.path not in journal.done]
         matrix = _reserve(staging / FEATURES, len(journal.rows) + len(todo))
         log.info("resuming: %d files already done, %d to go", len(journal.done), len(todo))
     else:
         staging.mkdir(mode=0o755)
-        journals.start(staging / JOURNAL, header)
+        journals.start(staging / BUILD_JOURNAL, header)
         journal = Journal()
         capacity = len(images) + (len(base) if base else 0)
         matrix = np.lib.format.open_memmap(
@@ -118,10 +120,10 @@ def build_index(
             shape=(capacity, embedder.info.embedding_size),
         )
         if base:
-            _copy_base(base, matrix, staging / JOURNAL, journal)
+            _copy_base(base, matrix, staging / BUILD_JOURNAL, journal)
         todo = [image for image in images if image.path not in journal.done]
     before = len(journal.rows)
-    with (staging / JOURNAL).open("a") as record_file:
+    with (staging / BUILD_JOURNAL).open("a") as record_file:
         _embed(
             gallery_root, todo, embedder, crop, batch_size, matrix, journal, record_file, progress
         )
@@ -251,7 +253,7 @@ def _finish(
     split: Split,
     layout: Layout,
 ) -> None:
-    (staging / JOURNAL).unlink()
+    (staging / BUILD_JOURNAL).unlink()
     info = GalleryInfo(
         version="",
         model_name=embedder.info.name,

@@ -1,4 +1,7 @@
-"""The journal of a staged build: what it has embedded so far, and which build it is.
+"""The build journal: what a staged build has embedded so far, and which build it is.
+
+Not the gallery's change journal (server/index/segment.py), which records adds and
+removes to a served index; both files are named ``journal.jsonl``, in different folders.
 
 Its first line is a header naming what makes two builds the same (model,
 crop, split, gallery root, the index appended to); ``--resume`` continues only
@@ -16,12 +19,13 @@ from typing import IO
 
 from lookalike.server.index.store import InvalidIndexError, Item
 
-JOURNAL = "journal.jsonl"
+# In the build's staging folder (``.<index>.building/``); gone once the build is published.
+BUILD_JOURNAL = "journal.jsonl"
 
 
 @dataclass
 class Journal:
-    """What a build has done so far, rebuilt from its journal after a kill."""
+    """What a build has done so far, rebuilt from its build journal after a kill."""
 
     rows: list[Item] = field(default_factory=list)
     done: set[str] = field(default_factory=set)
@@ -44,13 +48,13 @@ class Journal:
 
 
 def start(path: Path, header: dict[str, object]) -> None:
-    """A new journal holding only its header."""
+    """A new build journal holding only its header."""
     with path.open("w") as stream:
         stream.write(json.dumps({"build": header}) + "\n")
 
 
 def resume(path: Path, header: dict[str, object]) -> Journal:
-    """The journal of the staged build, refused unless it is the build ``header`` describes.
+    """The staged build's journal, refused unless it is the build ``header`` describes.
 
     A torn last line (a kill mid-write) is truncated away, so that what is
     appended next starts on a line of its own.
@@ -94,7 +98,7 @@ def resume(path: Path, header: dict[str, object]) -> Journal:
 
 
 def append(stream: IO[str], journal: Journal, records: list[dict]) -> None:
-    """Record ``records`` (their rows already on disk) in the journal and in memory."""
+    """Record ``records`` (their rows already on disk) in the build journal and in memory."""
     for record in records:
         journal.add(record)
         stream.write(json.dumps(record) + "\n")

@@ -3,20 +3,16 @@
 The served path links into a folder of versions beside it (common/versions.py):
 a build's staged folder becomes a new version, and one rename of the link
 serves it. A kill at any step of ``STEPS`` leaves the old or the new index
-served, whole. ``recover`` tidies what a kill left, and puts back an index
-that the older two-rename swap moved aside to ``.<name>.old-*`` and lost.
+served, whole. ``recover`` tidies what a kill left.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
 from lookalike.common import versions
-from lookalike.common.files import fsync_path
-from lookalike.server.index.store import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +43,5 @@ def recover_gallery(out: Path) -> None:
 
 
 def recover(out: Path) -> None:
-    """Undo what a killed publish left: restore a lost index, drop unserved leftovers."""
-    if not out.exists() and not out.is_symlink():
-        for retired in sorted(out.parent.glob(f".{out.name}.old-*/{out.name}")):
-            if (retired / MANIFEST).is_file():
-                os.replace(retired, out)
-                fsync_path(out.parent)
-                log.warning("restored the index %s left aside by an interrupted swap", out)
-                break
-    if out.exists():
-        for stray in out.parent.glob(f".{out.name}.old-*"):
-            shutil.rmtree(stray, ignore_errors=True)
+    """Undo what a killed publish left: stray links and versions not served."""
     versions.recover(out)

@@ -2,8 +2,8 @@
 
 They live beside the index folder, in ``<index>.changes/``::
 
-    journal.jsonl   one JSON line per change: {"op": "add", "id", "label", "path", "row"}
-                    or {"op": "remove", "ids": [...]}, in the order they were made
+    journal.jsonl   the change journal, one JSON line per change, in the order made:
+                    {"op": "add", "id", "label", "path", "row"} or {"op": "remove", "ids": [...]}
     vectors.f32     the added rows' embeddings, float32, row ``row`` at row * D * 4
 
 Both are fsynced before a change is acknowledged: the vector first, then the
@@ -27,7 +27,9 @@ import numpy as np
 from lookalike.common.files import atomic_path, fsync_path
 from lookalike.server.index.store import InvalidIndexError, Item
 
-JOURNAL = "journal.jsonl"
+# The change journal's file name. Served galleries hold their pending changes under it,
+# so it stays; the build journal (server/index/journal.py) shares it in another folder.
+CHANGE_JOURNAL = "journal.jsonl"
 VECTORS = "vectors.f32"
 
 
@@ -65,7 +67,7 @@ class Changes:
 
 
 class ChangeLog:
-    """The journal and vector file of one index; appends are durable when they return.
+    """The change journal and vector file of one index; appends are durable when they return.
 
     Not thread-safe: the backend serialises its changes.
     """
@@ -78,11 +80,11 @@ class ChangeLog:
         self._journal = None
         self._vectors = None
         self._good_bytes = 0  # the journal up to its last whole line
-        if (folder / JOURNAL).is_file():
+        if (folder / CHANGE_JOURNAL).is_file():
             self._read()
 
     def _read(self) -> None:
-        data = (self.folder / JOURNAL).read_bytes()
+        data = (self.folder / CHANGE_JOURNAL).read_bytes()
         while (end := data.find(b"\n", self._good_bytes)) >= 0:
             try:
                 record = json.loads(data[self._good_bytes : end])
@@ -110,7 +112,7 @@ class ChangeLog:
         if self._journal is not None:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._journal = open(self.folder / JOURNAL, "ab")  # noqa: SIM115 (kept open)
+        self._journal = open(self.folder / CHANGE_JOURNAL, "ab")  # noqa: SIM115 (kept open)
         self._journal.truncate(self._good_bytes)  # a torn last line goes before the next
         self._vectors = os.open(self.folder / VECTORS, os.O_RDWR | os.O_CREAT, 0o644)
         # vectors written before a crash cut their journal line short are dropped
@@ -150,7 +152,7 @@ class ChangeLog:
         step, then the vectors are cut off; opening drops vectors no line points at."""
         self.close()
         if self.folder.is_dir():
-            with atomic_path(self.folder / JOURNAL) as staging:
+            with atomic_path(self.folder / CHANGE_JOURNAL) as staging:
                 staging.write_bytes(b"")
                 fsync_path(staging)
             fsync_path(self.folder)

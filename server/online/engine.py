@@ -117,7 +117,7 @@ class SearchEngine:
         embedder = embedder or Embedder(config.model, config.device, config.threads)
         backend = open_backend(config)
         try:
-            if backend.info.crop.mode == "align":
+            if backend.info.crop.aligned:
                 load_alignment_models()  # missing model files stop the start, not a Search
             batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, telemetry)
             return cls(config, embedder, backend, batcher, telemetry)

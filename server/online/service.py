@@ -56,7 +56,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         each now: dlib's objects are made per thread (vision/align.py), and loading them
         takes about half a second, which the first Search on each thread would pay. Only
         before SERVING: the tasks hold every worker until all have started."""
-        if self.engine.backend.info.crop.mode != "align":
+        if not self.engine.backend.info.crop.aligned:
             return
         from lookalike.server.vision.align import load_models
 

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import asdict, dataclass
-from typing import Literal, get_args
+from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-CropMode = Literal["none", "center", "detect", "align"]
-CROP_MODES: tuple[str, ...] = get_args(CropMode)
+
+class CropMode(StrEnum):
+    """What the model sees of a photo. The values are the ``--crop`` choices and what
+    manifests and model metadata record, so they never change."""
+
+    NONE = "none"  # the whole frame
+    CENTER = "center"  # the centre square, ``fraction`` of the shorter side
+    DETECT = "detect"  # the largest face found, else the centre square
+    ALIGN = "align"  # five landmarks warped onto one template (server/vision/align.py)
+
+
+CROP_MODES: tuple[str, ...] = tuple(mode.value for mode in CropMode)
 # Largest image (width x height) decoded; larger is refused before decoding.
 DEFAULT_MAX_PIXELS = 40_000_000
 # Pixels converted at once when a 16-bit frame is brought to 8 bits (1 MB of float32).
@@ -36,18 +46,24 @@ class ImageError(ValueError):
 class Crop:
     """Which part of the photo the model sees; recorded with every index."""
 
-    mode: CropMode = "none"
+    mode: CropMode = CropMode.NONE  # its value (a string) is accepted too
     fraction: float = DEFAULT_CENTER_FRACTION
 
     def __post_init__(self) -> None:
         if self.mode not in CROP_MODES:
             raise ValueError(f"crop mode must be one of {', '.join(CROP_MODES)}, not {self.mode!r}")
+        object.__setattr__(self, "mode", CropMode(self.mode))
         if not 0.0 < self.fraction <= 1.0:
             raise ValueError(f"crop fraction must be in (0, 1], not {self.fraction}")
 
+    @property
+    def aligned(self) -> bool:
+        """Faces warped by their landmarks (dlib's models needed), not a box cut out."""
+        return self.mode is CropMode.ALIGN
+
     def locate(self, image: Image.Image) -> tuple[tuple[int, int, int, int], str]:
         """The region the model sees, and a note when detection fell back to the centre."""
-        if self.mode == "detect":
+        if self.mode is CropMode.DETECT:
             from lookalike.server.vision.faces import largest_face
 
             face = largest_face(image)
@@ -58,21 +74,23 @@ class Crop:
 
     def box(self, width: int, height: int) -> tuple[int, int, int, int]:
         """(left, top, right, bottom) of the whole frame or its centre square."""
-        if self.mode == "none":
+        if self.mode is CropMode.NONE:
             return (0, 0, width, height)
         side = max(1, round(min(width, height) * self.fraction))
         left, top = (width - side) // 2, (height - side) // 2
         return (left, top, left + side, top + side)
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """What manifests and model metadata hold: {"mode": "align", "fraction": 0.5}."""
+        return {"mode": self.mode.value, "fraction": self.fraction}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Crop:
         return cls(mode=data["mode"], fraction=float(data["fraction"]))  # type: ignore[arg-type]
 
 
-WHOLE_FRAME = Crop("none")
+WHOLE_FRAME = Crop(CropMode.NONE)
+ALIGNED = Crop(CropMode.ALIGN)
 
 
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -169,13 +187,13 @@ class Prepared:
 
 
 def prepare(image: Image.Image, crop: Crop, size: int) -> Prepared:
-    if crop.mode == "align":
+    if crop.aligned:
         from lookalike.server.vision.align import align
 
         aligned = align(image, size)
         return Prepared(aligned.pixels, aligned.box, image.size, aligned.note)
     box, note = crop.locate(image)
-    region = image.crop(box) if crop.mode != "none" else image
+    region = image.crop(box) if crop.mode is not CropMode.NONE else image
     resized = region.resize((size, size), Image.Resampling.BILINEAR)
     return Prepared(np.asarray(resized, dtype=np.float32), box, image.size, note)
 

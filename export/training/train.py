@@ -29,14 +29,14 @@ import keras
 import numpy as np
 
 from lookalike.common import versions
-from lookalike.export.chips import cached_chips
-from lookalike.export.model import build_embedder
+from lookalike.export.checkpoint import EMBEDDER_LAYER, CosineHead, training_record
+from lookalike.export.model import L2Normalize, build_embedder
+from lookalike.export.training.chips import cached_chips
 from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.gallery import GalleryImage, list_gallery
 from lookalike.server.vision.embedder import file_sha256
-from lookalike.server.vision.imaging import Crop, ImageError, decode
+from lookalike.server.vision.imaging import ALIGNED, Crop, CropMode, ImageError, decode
 
-EMBEDDER_LAYER = "embedder"
 # Share of the training people held out to report validation hit@1 each epoch.
 VALIDATION_SHARE = 0.1
 
@@ -53,7 +53,7 @@ DEFAULTS: dict[str, dict[str, object]] = {
         "weights": "imagenet",
         "image_size": 112,
         "trainable_from": "conv4_block1_1_conv",
-        "crop": Crop("center"),
+        "crop": Crop(CropMode.CENTER),
     },
     "dlib-resnet": {"weights": "dlib", "image_size": 150, "trainable_from": "conv1", "crop": None},
 }
@@ -87,11 +87,11 @@ class TrainConfig:
         if self.architecture == "dlib-resnet":
             from lookalike.export.dlib_resnet import INPUT_SIZE
 
-            if self.image_size != INPUT_SIZE or self.crop not in (None, Crop("align")):
+            if self.image_size != INPUT_SIZE or self.crop not in (None, ALIGNED):
                 raise TrainingError(
                     f"dlib-resnet takes {INPUT_SIZE} px aligned chips (--crop align) only"
                 )
-            object.__setattr__(self, "crop", Crop("align"))
+            object.__setattr__(self, "crop", ALIGNED)
 
     @property
     def checkpoints(self) -> Path:
@@ -101,35 +101,6 @@ class TrainConfig:
         body = asdict(self)
         body.update(data=str(self.data), out=str(self.out), crop=self.crop.to_dict())
         return body
-
-
-@keras.saving.register_keras_serializable(package="lookalike")
-class L2Normalize(keras.layers.Layer):
-    def call(self, x):
-        return x / keras.ops.maximum(keras.ops.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-@keras.saving.register_keras_serializable(package="lookalike")
-class CosineHead(keras.layers.Layer):
-    """Scaled cosine similarity to one learned direction per person."""
-
-    def __init__(self, classes: int, scale: float = 16.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.classes, self.scale = classes, scale
-
-    def build(self, input_shape) -> None:
-        self.centres = self.add_weight(
-            shape=(input_shape[-1], self.classes), initializer="glorot_normal", name="centres"
-        )
-
-    def call(self, embedding):
-        centres = self.centres / keras.ops.maximum(
-            keras.ops.norm(self.centres, axis=0, keepdims=True), 1e-12
-        )
-        return self.scale * keras.ops.matmul(embedding, centres)
-
-    def get_config(self) -> dict[str, object]:
-        return {**super().get_config(), "classes": self.classes, "scale": self.scale}
 
 
 def build_base(config: TrainConfig) -> tuple[keras.Model, keras.Model]:
@@ -384,13 +355,6 @@ def publish_model(model: keras.Model, out: Path, record: dict[str, object]) -> P
     folder = versions.publish_version(staging, out, version, "model", member=out.name)
     versions.point(link, training_record(folder / out.name), "record")
     return out
-
-
-def training_record(checkpoint: Path) -> Path:
-    """The JSON that says how a checkpoint was trained (crop, size, weights): beside the
-    file the checkpoint's link resolves to, so that it always belongs to that file."""
-    real = checkpoint.resolve() if checkpoint.is_symlink() else checkpoint
-    return real.with_name(real.name + ".json")
 
 
 def _devices() -> list:

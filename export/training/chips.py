@@ -18,7 +18,7 @@ from tqdm import tqdm
 from lookalike.common.files import atomic_path
 from lookalike.common.output import bar_disable
 from lookalike.server.index.gallery import GalleryImage
-from lookalike.server.vision.imaging import Crop, load
+from lookalike.server.vision.imaging import ALIGNED, Crop, load
 
 
 def cut_chips(data: Path, images: list[GalleryImage], crop: Crop, size: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def cached_chips(
     progress: bool = True,
 ) -> np.ndarray:
     """(n, size, size, 3) uint8 chips (the served pixels, rounded), cached in ``folder``."""
-    name = "" if crop == Crop("align") else f"-{crop.mode}-{crop.fraction:g}"
+    name = "" if crop == ALIGNED else f"-{crop.mode}-{crop.fraction:g}"
     cache = folder / f"chips-{size}{name}.npy"
     listing = cache.with_suffix(".json")
     paths = [image.path for image in images]

@@ -28,10 +28,11 @@ import numpy as np
 from tqdm import tqdm
 
 from lookalike.common.files import atomic_path
-from lookalike.export.augment import TEACHER_SIZE, augmented_pairs
-from lookalike.export.chips import cached_chips
 from lookalike.export.dlib_resnet import PortedTeacher
-from lookalike.export.losses import (
+from lookalike.export.model import build_student
+from lookalike.export.training.augment import TEACHER_SIZE, augmented_pairs
+from lookalike.export.training.chips import cached_chips
+from lookalike.export.training.losses import (
     BATCHNORMS,
     FITS,
     LOSSES,
@@ -44,23 +45,15 @@ from lookalike.export.losses import (
     relational_loss,
     whitened_loss,
 )
-from lookalike.export.model import build_embedder
-from lookalike.export.ridge import ridge_head
-from lookalike.export.train import (
-    EMBEDDER_LAYER,
-    L2Normalize,
-    TrainingError,
-    publish_model,
-    training_people,
-)
+from lookalike.export.training.ridge import ridge_head
+from lookalike.export.training.train import TrainingError, publish_model, training_people
 from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.build import build_index
 from lookalike.server.index.gallery import GalleryImage
 from lookalike.server.index.store import GalleryIndex
-from lookalike.server.vision.imaging import Crop
+from lookalike.server.vision.imaging import ALIGNED, Crop
 from lookalike.server.vision.teacher import TEACHERS
 
-ALIGN = Crop("align")
 # BatchNorm statistics must follow the weights within hundreds of steps, not thousands.
 BATCHNORM_MOMENTUM = 0.9
 
@@ -87,7 +80,7 @@ class DistillConfig:
     features_from: str | None = "conv2_block3_out"
     pooling: Pooling = "flatten"
     # what the student sees; the teacher always describes the aligned face
-    crop: Crop = ALIGN
+    crop: Crop = ALIGNED
     fit: Fit = "ridge"
     # extra jittered copies of each training image, the teacher describing each (ridge fit)
     augment: int = 0
@@ -157,7 +150,7 @@ def teacher_descriptors(config: DistillConfig, images: list[GalleryImage]) -> np
             config.data,
             teacher,
             folder,
-            ALIGN,
+            ALIGNED,
             batch_size=16,
             progress=config.progress,
             split=config.split,  # type: ignore[arg-type]
@@ -190,7 +183,7 @@ def prefix_cache(config: DistillConfig, images: list[GalleryImage]) -> Path | No
     key = [[image.path for image in images], config.weights, config.seed, config.image_size]
     key += [config.pooling] if config.pooling != "avg" else []  # names of older caches hold
     key += [config.features_from] if config.features_from else []
-    key += [config.crop.to_dict()] if config.crop != ALIGN else []
+    key += [config.crop.to_dict()] if config.crop != ALIGNED else []
     digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()[:12]
     return config.checkpoints / f"frozen-{config.trainable_from}-{digest}.npy"
 
@@ -254,36 +247,11 @@ def augmented_rows(
 # --- the student ----------------------------------------------------------------------------
 
 
-def build_student(
-    image_size: int,
-    embedding_size: int,
-    weights: str,
-    seed: int = 0,
-    pooling: Pooling = "avg",
-    features_from: str | None = None,
-) -> keras.Model:
-    """pixels -> ResNet101 (preprocessing in graph) up to ``features_from`` (default: all of
-    it) -> [average pool | flatten] -> dense head -> L2: the served embedder."""
-    whole = features_from is None and pooling == "avg"  # the layout of older checkpoints
-    base = build_embedder(image_size, weights, seed, "avg" if whole else None)
-    backbone = base.layers[-1]
-    for layer in backbone.layers:
+def follow_faster(student: keras.Model) -> None:
+    """BatchNorm statistics that follow the weights within hundreds of steps."""
+    for layer in backbone_of(student).layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = BATCHNORM_MOMENTUM
-    features = base.output
-    if features_from is not None:
-        names = [layer.name for layer in backbone.layers]
-        if features_from not in names:
-            raise TrainingError(f"--features-from {features_from!r} is not a ResNet101 layer")
-        read = keras.Model(
-            backbone.input, backbone.get_layer(features_from).output, name="resnet101"
-        )
-        features = read(base.get_layer("preprocess").output)
-    if not whole:
-        pool = keras.layers.Flatten if pooling == "flatten" else keras.layers.GlobalAveragePooling2D
-        features = pool(name=pooling)(features)
-    head = keras.layers.Dense(embedding_size, name="head")(features)
-    return keras.Model(base.input, L2Normalize(name="l2")(head), name=EMBEDDER_LAYER)
 
 
 def backbone_of(student: keras.Model) -> keras.Model:
@@ -402,6 +370,7 @@ class Distiller:
             config.pooling,
             config.features_from,
         )
+        follow_faster(self.student)
         if config.batchnorm == "frozen":
             freeze_batchnorm(self.student)
         prefix, self.suffix = split_student(self.student, config.trainable_from)
@@ -596,7 +565,7 @@ def distill(config: DistillConfig) -> Path:
         if config.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_float16")
         teacher_chips = cached_chips(
-            config.data, train_images, ALIGN, TEACHER_SIZE, folder, config.progress
+            config.data, train_images, ALIGNED, TEACHER_SIZE, folder, config.progress
         )
         distiller: Distiller = FreshDistiller(
             config,
