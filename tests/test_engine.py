@@ -28,3 +28,21 @@ def test_the_server_builds_one_engine_and_a_reload_shares_its_parts(
     assert len(built) == 2  # the reload's sibling, over the gallery read afresh
     assert second.embedder is first.embedder and second.batcher is first.batcher
     assert second.config is first.config and second.backend is not first.backend
+
+
+def test_each_search_stage_is_timed_and_the_process_cpu_is_exported(
+    embedder, index_dir, gallery_dir
+):
+    photo = next(gallery_dir.glob("*/*.jpg")).read_bytes()
+    with running_server(embedder, index_dir) as server, SearchClient(server.target) as client:
+        timings = client.search(photo, k=3).timings
+        registry = server.telemetry.registry
+        counts = {
+            stage: registry.get_sample_value("lookalike_stage_seconds_count", {"stage": stage})
+            for stage in ("decode", "crop", "embed", "knn", "response")
+        }
+        cpu = registry.get_sample_value("process_cpu_seconds_total")
+    assert counts == dict.fromkeys(counts, 1.0)
+    assert cpu is not None and cpu > 0
+    assert min(timings.decode_ms, timings.embed_ms, timings.search_ms) > 0
+    assert timings.decode_ms + timings.embed_ms + timings.search_ms <= timings.total_ms

@@ -6,7 +6,14 @@ import logging
 from contextvars import ContextVar
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 log = logging.getLogger("lookalike.calls")
 
@@ -19,6 +26,7 @@ class Telemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, open fds
         self.requests = Counter(
             "lookalike_requests", "Calls by RPC and status code", ["rpc", "code"], registry=r
         )
@@ -31,7 +39,8 @@ class Telemetry:
         )
         self.stages = Histogram(
             "lookalike_stage_seconds",
-            "Search stages: decode, embed, knn",
+            "Search stages, on the worker thread: decode, crop (face detection, landmarks "
+            "and warp when aligned), embed, knn, response (matches and thumbnails)",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,
