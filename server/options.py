@@ -14,7 +14,12 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lookalike.server.backends.base import ALGORITHMS, MILVUS_INDEX_TYPES
+from lookalike.server.backends.base import (
+    ALGORITHMS,
+    DEFAULT_ALGORITHM,
+    DEFAULT_MILVUS_TIMEOUT_S,
+    MILVUS_INDEX_TYPES,
+)
 from lookalike.server.index.gallery import SPLITS
 from lookalike.server.index.store import INDEX_TYPES, STORAGES
 from lookalike.server.vision.embedder import DEVICES
@@ -47,7 +52,10 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
 
 def add_knn_algorithm_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--knn-algorithm", choices=ALGORITHMS, default="brute", help=HELP["knn_algorithm"]
+        "--knn-algorithm",
+        choices=ALGORITHMS,
+        default=DEFAULT_ALGORITHM,
+        help=HELP["knn_algorithm"],
     )
 
 
@@ -132,7 +140,10 @@ def add_milvus_arguments(
         "--milvus-token-file", type=Path, default=None, help=HELP["milvus_token_file"]
     )
     parser.add_argument(
-        "--milvus-timeout-s", type=float, default=10.0, help=HELP["milvus_timeout_s"] + " (10)"
+        "--milvus-timeout-s",
+        type=float,
+        default=DEFAULT_MILVUS_TIMEOUT_S,
+        help=f"{HELP['milvus_timeout_s']} ({DEFAULT_MILVUS_TIMEOUT_S:g})",
     )
     if not loading:
         return

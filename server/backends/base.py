@@ -25,6 +25,9 @@ MilvusIndexType = Literal["FLAT", "IVF_FLAT", "HNSW"]
 BACKEND_NAMES: tuple[str, ...] = get_args(BackendName)
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 MILVUS_INDEX_TYPES: tuple[str, ...] = get_args(MilvusIndexType)
+# Defaults every command and the server share, written once.
+DEFAULT_ALGORITHM: Algorithm = "brute"
+DEFAULT_MILVUS_TIMEOUT_S = 10.0
 
 
 class BackendUnavailable(RuntimeError):

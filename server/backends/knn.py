@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from lookalike.server.backends.base import Algorithm
+from lookalike.server.backends.base import DEFAULT_ALGORITHM, Algorithm
 
 
 class KnnSearcher:
@@ -22,7 +22,7 @@ class KnnSearcher:
     argument of its Euclidean reduction, and to faiss' ``knn_L2sqr``.
     """
 
-    def __init__(self, features: np.ndarray, algorithm: Algorithm = "brute") -> None:
+    def __init__(self, features: np.ndarray, algorithm: Algorithm = DEFAULT_ALGORITHM) -> None:
         if features.dtype != np.float32:
             raise TypeError(f"the feature matrix must be float32, not {features.dtype}")
         self.algorithm = algorithm

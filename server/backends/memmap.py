@@ -14,7 +14,13 @@ import numpy as np
 
 from lookalike.common.versions import served_name
 from lookalike.server.backends.approximate import RowSearcher, open_searcher
-from lookalike.server.backends.base import Algorithm, Hit, ReadOnlyGallery, external_id
+from lookalike.server.backends.base import (
+    DEFAULT_ALGORITHM,
+    Algorithm,
+    Hit,
+    ReadOnlyGallery,
+    external_id,
+)
 from lookalike.server.backends.knn import row_norms_squared
 from lookalike.server.index.compact import compact, gallery_order
 from lookalike.server.index.publish import recover_gallery
@@ -101,7 +107,7 @@ class MemmapBackend:
     def __init__(
         self,
         index: GalleryIndex,
-        algorithm: Algorithm = "brute",
+        algorithm: Algorithm = DEFAULT_ALGORITHM,
         writer: WriterLock | None | bool = True,
         *,
         breadth: int = 0,

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from lookalike.common.output import bar_disable
 from lookalike.common.tokens import read_token
 from lookalike.server.backends.base import (
+    DEFAULT_MILVUS_TIMEOUT_S,
     BackendFailed,
     BackendUnavailable,
     Hit,
@@ -60,11 +61,15 @@ class MilvusTarget:
     uri: str
     collection: str
     token: str = ""
-    timeout_s: float = 10.0
+    timeout_s: float = DEFAULT_MILVUS_TIMEOUT_S
 
     @classmethod
     def with_token_file(
-        cls, uri: str, collection: str, token_file: Path | None, timeout_s: float = 10.0
+        cls,
+        uri: str,
+        collection: str,
+        token_file: Path | None,
+        timeout_s: float = DEFAULT_MILVUS_TIMEOUT_S,
     ) -> MilvusTarget:
         """The target with its token read from ``token_file`` (none when unset)."""
         token = read_token(token_file, "Milvus token") if token_file else ""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from lookalike.server.backends.milvus import MilvusTarget
 
 from lookalike.common.files import atomic_path
-from lookalike.server.backends.base import Algorithm, MilvusIndexType
+from lookalike.server.backends.base import DEFAULT_ALGORITHM, Algorithm, MilvusIndexType
 from lookalike.server.backends.knn import KnnSearcher
 from lookalike.server.evaluation.pairs import PairsFormatError, pair_image_path, read_pairs
 from lookalike.server.evaluation.scores import (
@@ -59,7 +59,7 @@ class EvalConfig:
     out: Path | None = None
     crop: Crop | None = None  # None: the model's own crop, else the whole frame
     split: Split = "all"
-    knn_algorithm: Algorithm = "brute"
+    knn_algorithm: Algorithm = DEFAULT_ALGORITHM
     device: Device = "auto"
     batch_size: int = 16
     progress: bool = True

@@ -18,7 +18,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, get_args
 
-from lookalike.server.backends.base import ALGORITHMS, BACKEND_NAMES, Algorithm, BackendName
+from lookalike.server.backends.base import (
+    ALGORITHMS,
+    BACKEND_NAMES,
+    DEFAULT_ALGORITHM,
+    DEFAULT_MILVUS_TIMEOUT_S,
+    Algorithm,
+    BackendName,
+)
 from lookalike.server.options import HELP
 from lookalike.server.vision.embedder import DEVICES, Device
 from lookalike.server.vision.imaging import DEFAULT_MAX_PIXELS
@@ -67,12 +74,12 @@ class ServerConfig:
     milvus_uri: str | None = None
     collection: str | None = None
     milvus_token_file: Path | None = None
-    milvus_timeout_s: float = 10.0
+    milvus_timeout_s: float = DEFAULT_MILVUS_TIMEOUT_S
     host: str = "[::]"
     port: int = 50051
     device: Device = "auto"
     threads: int | None = None
-    knn_algorithm: Algorithm = "brute"
+    knn_algorithm: Algorithm = DEFAULT_ALGORITHM
     search_breadth: int = 0
     max_k: int = 100
     max_distance: float | None = None

@@ -30,17 +30,17 @@ class ReloadBusy(Exception):
 
 
 def allowed_location(
-    requested: str, served: str, index_root: Path | None, folders: bool = True
+    requested: str, served: str, index_root: Path | None, names_folders: bool = True
 ) -> str | None:
     """The location to re-open for ``requested`` ("" or the served one: None, the served
-    location), or ReloadRefused. ``folders`` is False for a Milvus collection."""
+    location), or ReloadRefused. ``names_folders`` is False for a Milvus collection."""
     if not requested or requested == served:
         return None
     if "\0" in requested or not requested.isprintable() or len(requested) > MAX_NAME_CHARS:
         raise ReloadRefused(
             f"index_path must be a printable name of at most {MAX_NAME_CHARS} characters"
         )
-    if not folders:
+    if not names_folders:
         if not COLLECTION_NAME.fullmatch(requested):
             raise ReloadRefused("index_path must be a Milvus collection name on this server")
         return requested

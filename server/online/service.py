@@ -40,8 +40,8 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         self.config = config
         self.telemetry = telemetry or Telemetry()
         # What a reload may open: the location served at start, or names under index_root.
-        self.index_folders = config.backend == "memmap"
-        self.served = str(config.index) if self.index_folders else str(config.collection)
+        self.serves_folders = config.backend == "memmap"  # else a Milvus collection
+        self.served = str(config.index) if self.serves_folders else str(config.collection)
         self._slots = threading.BoundedSemaphore(config.max_in_flight)
         self._workers = ThreadPoolExecutor(config.max_in_flight, thread_name_prefix="search")
         # One reload at a time (more are refused, not queued); and one turn at the
@@ -212,7 +212,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         note(peer=peer)
         try:
             location = allowed_location(
-                request.index_path, self.served, self.config.index_root, self.index_folders
+                request.index_path, self.served, self.config.index_root, self.serves_folders
             )
             self._claim_reload(peer)
         except ReloadRefused as error:
