@@ -255,8 +255,15 @@ def run_size(args: argparse.Namespace, rows: int, real: np.ndarray, model, queri
     configs = [(Layout(), "brute"), (Layout(storage="float16"), "brute")]
     configs += [(Layout(storage="float32", index_type="ivf-flat"), "")]
     configs += [(Layout(storage="float16", index_type="ivf-sq8"), "")]
+    configs += [(Layout(storage="float16", index_type="ivf-pq"), "")]
     if rows <= args.hnsw_max_rows:
         configs += [(Layout(storage="float32", index_type="hnsw"), "")]
+    chosen = set(args.searchers)
+    configs = [
+        (layout, algorithm)
+        for layout, algorithm in configs
+        if f"{layout.index_type}-{layout.storage}" in chosen
+    ]
     for layout, algorithm in configs:
         features = f16 if layout.storage == "float16" else f32
         place = folder / layout.index_type
@@ -277,7 +284,8 @@ def run_size(args: argparse.Namespace, rows: int, real: np.ndarray, model, queri
         )
         breadths = [0]
         if layout.index_type.startswith("ivf"):
-            breadths = sorted({layout.lists // d for d in (64, 32, 16, 8, 4)} | {layout.breadth})
+            shares = (64, 32, 24, 16, 12, 8, 4)  # 1/24 and 1/12: between the powers of two
+            breadths = sorted({layout.lists // d for d in shares} | {layout.breadth})
         elif layout.index_type == "hnsw":
             breadths = sorted({64, 128, layout.breadth, 512})
         single = args.single if layout.approximate else args.exact_single
@@ -305,6 +313,19 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=200, help="single queries timed (200)")
     parser.add_argument("--exact-single", type=int, default=40, help="for exact searchers (40)")
     parser.add_argument("--hnsw-max-rows", type=int, default=2_000_000)
+    parser.add_argument(
+        "--searchers",
+        nargs="+",
+        default=[
+            "flat-float32",
+            "flat-float16",
+            "ivf-flat-float32",
+            "ivf-sq8-float16",
+            "ivf-pq-float16",
+            "hnsw-float32",
+        ],
+        help="which searchers to measure, as INDEX_TYPE-STORAGE (default: all)",
+    )
     parser.add_argument("--rebuild", action="store_true", help="build structures found again")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--open-one", help=argparse.SUPPRESS)  # the child of measure_open

@@ -34,7 +34,7 @@ from tests.serving import in_process_server
 
 pytestmark = pytest.mark.lfw
 
-APPROXIMATE = ("ivf-flat", "ivf-sq8", "hnsw")
+APPROXIMATE = ("ivf-flat", "ivf-sq8", "ivf-pq", "hnsw")
 PEOPLE = 40  # people with at least 4 photos: all but the last in the gallery, that one a query
 
 

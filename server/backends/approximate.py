@@ -1,5 +1,5 @@
 """Searchers of an index folder's rows other than the exact float32 scan (``knn.py``):
-a faiss approximate structure (IVF-Flat, IVF-SQ8, HNSW), and the exact scan of a
+a faiss approximate structure (IVF-Flat, IVF-SQ8, IVF-PQ, HNSW), and the exact scan of a
 float16 matrix.
 
 Each answers like ``KnnSearcher.search``: Euclidean distances and row numbers,
@@ -20,7 +20,9 @@ from lookalike.server.index import ann
 from lookalike.server.index.store import GalleryIndex
 
 MAX_BREADTH_FACTOR = 16  # a request may search up to this many times the server's breadth
-RERANK_FACTOR = 4  # IVF-SQ8: candidates per wanted row, ranked again on the exact matrix
+# Candidates fetched per wanted row from a structure of codes, ranked again on the exact
+# matrix: 8-bit scalar codes are close; 4-bit product codes coarser, and cheap to scan.
+RERANK_FACTORS = {"ivf-sq8": 4, "ivf-pq": 16}
 
 
 class RowSearcher(Protocol):
@@ -36,8 +38,8 @@ class AnnSearcher:
     """An approximate structure over the matrix, searched ``breadth`` wide.
 
     IVF-Flat and HNSW hold the rows themselves, so their distances are exact;
-    IVF-SQ8 holds 8-bit codes, so it fetches ``RERANK_FACTOR`` times the rows
-    wanted and ranks them again by their exact distance in the mapped matrix,
+    IVF-SQ8 and IVF-PQ hold codes, so they fetch ``RERANK_FACTORS`` times the rows
+    wanted and rank them again by their exact distance in the mapped matrix,
     which stays the source of truth (and a few rows of it are all a query reads).
     """
 
@@ -48,7 +50,8 @@ class AnnSearcher:
         self._features = index.features
         self._faiss = ann.faiss_module()
         self._index = ann.load(index.path.resolve(), index.features, layout)
-        if self.index_type == "ivf-sq8":  # a query reads a few scattered rows: no read-ahead
+        self._rerank_factor = RERANK_FACTORS.get(self.index_type, 0)
+        if self._rerank_factor:  # a query reads a few scattered rows: no read-ahead
             advise_random(index.features)
 
     @property
@@ -65,8 +68,8 @@ class AnnSearcher:
         k = min(k, self._index.ntotal)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         breadth = breadth or self.default_breadth
-        rerank = self.index_type == "ivf-sq8"
-        fetch = min(self._index.ntotal, k * RERANK_FACTOR) if rerank else k
+        rerank = bool(self._rerank_factor)
+        fetch = min(self._index.ntotal, k * self._rerank_factor) if rerank else k
         if self.index_type == "hnsw":
             params = self._faiss.SearchParametersHNSW(efSearch=max(breadth, fetch))
         else:

@@ -37,7 +37,7 @@ OPEN_ATTEMPTS = 5
 ANN_FILE = "ann.faiss"
 
 # flat: exact search of the matrix; the others: faiss structures built from it (server/index/ann.py)
-IndexType = Literal["flat", "ivf-flat", "ivf-sq8", "hnsw"]
+IndexType = Literal["flat", "ivf-flat", "ivf-sq8", "ivf-pq", "hnsw"]
 Storage = Literal["float32", "float16"]
 INDEX_TYPES: tuple[str, ...] = get_args(IndexType)
 STORAGES: tuple[str, ...] = get_args(Storage)
