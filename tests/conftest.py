@@ -4,6 +4,7 @@ generated gallery, its index, a live server."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,22 @@ from tests.tiny_model import write_tiny_model
 
 TEST_IMAGE_SIZE = 32  # the smallest a ResNet101 takes: five halvings to one cell
 ROOT = Path(__file__).resolve().parents[1]
+
+
+TESTS = Path(__file__).resolve().parent
+# The layers, one folder each (README, "Layout"): a test is marked with its folder's name.
+LAYERS = ("unit", "server", "models", "e2e")
+
+
+def pytest_itemcollected(item):
+    """Each test marked with its layer, from its folder (before -m selects), the end-to-end
+    ones also "slow"."""
+    layer = item.path.resolve().relative_to(TESTS).parts[0]
+    if layer not in LAYERS:
+        raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{LAYERS}")
+    item.add_marker(layer)
+    if layer == "e2e":
+        item.add_marker("slow")
 
 
 @pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by fixture parameter
@@ -168,3 +185,63 @@ def lfw_dir() -> Path:
     if not (path / "images").is_dir():
         pytest.skip(f"LFW images not found at {path} (set LOOKALIKE_LFW_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """(certificate, key): a self-signed certificate for localhost and 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(folder / "key.pem"),
+            "-out",
+            str(folder / "cert.pem"),
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return folder / "cert.pem", folder / "key.pem"
+
+
+@pytest.fixture
+def live(request, backend, gallery_dir, embedder, tmp_path):
+    """(gallery root, index folder, server settings): a copy of people 0-3 and its own index,
+    on the backend under test, so that tests may change it."""
+    import shutil
+
+    from lookalike.server.index.build import build_index
+    from lookalike.server.index.store import GalleryIndex
+
+    root = tmp_path / "gallery"
+    for person in range(4):
+        shutil.copytree(gallery_dir / f"person_{person:02d}", root / f"person_{person:02d}")
+    index = tmp_path / "index"
+    build_index(root, embedder, index, progress=False)
+    settings: dict[str, object] = {}
+    if backend == "milvus":
+        from lookalike.server.backends.milvus import MilvusTarget, load_index
+
+        uri = str(tmp_path / "milvus.db")
+        load_index(GalleryIndex.open(index), MilvusTarget(uri, "live"), progress=False)
+        settings = {"backend": "milvus", "milvus_uri": uri, "collection": "live"}
+    return root, index, settings
+
+
+@pytest.fixture
+def lite_uri(tmp_path) -> str:
+    """A Milvus Lite database file of the test's own."""
+    return str(tmp_path / "milvus.db")

@@ -1,18 +1,28 @@
-"""Helpers to run a real server process on a free loopback port."""
+"""Helpers to run a real server, in this process or as a process on a free loopback port,
+and to call it: both clients, calls that never send, refusals, metrics."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from lookalike.client import AsyncSearchClient, LookalikeError, SearchClient
+from lookalike.v1 import search_pb2, search_pb2_grpc
 
 
 def free_port() -> int:
@@ -120,3 +130,94 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+SEARCH = "/lookalike.v1.SearchService/Search"
+
+
+@contextmanager
+def never_sending_calls(target: str, calls: int, channels: int = 4) -> Iterator[list]:
+    """``calls`` Search calls, no token, that open their stream and never send the
+    request. Yields once the server has read every one of them."""
+    release = threading.Event()
+
+    def nothing() -> Iterator[search_pb2.SearchRequest]:
+        release.wait()
+        return
+        yield  # a generator that sends no message until released
+
+    opened = [grpc.insecure_channel(target) for _ in range(channels)]
+    pending = []
+    try:
+        for channel in opened:  # connected first, so calls go out in the order made
+            grpc.channel_ready_future(channel).result(timeout=30)
+        for n in range(calls):
+            channel = opened[n % channels]
+            start = channel.stream_unary(
+                SEARCH,
+                request_serializer=search_pb2.SearchRequest.SerializeToString,
+                response_deserializer=search_pb2.SearchResponse.FromString,
+            )
+            pending.append(start.future(nothing()))
+        for channel in opened:
+            # Frames of one connection arrive in order: once this call is answered
+            # (with anything), the server has read the headers of the calls before it.
+            stub = search_pb2_grpc.SearchServiceStub(channel)
+            try:
+                stub.GetInfo(search_pb2.GetInfoRequest(), timeout=30)
+            except grpc.RpcError as error:
+                assert error.code() != grpc.StatusCode.DEADLINE_EXCEEDED
+        yield pending
+    finally:
+        for call in pending:
+            call.cancel()
+        release.set()
+        for channel in opened:
+            channel.close()
+
+
+def non_loopback_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # no packet is sent: only picks the interface
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def refusal(target: str, call, **client) -> grpc.StatusCode:
+    with SearchClient(target, retries=0, **client) as c, pytest.raises(LookalikeError) as raised:
+        call(c)
+    return raised.value.code
+
+
+def sample(server, name: str, **labels: str) -> float:
+    return server.telemetry.registry.get_sample_value(name, labels) or 0.0
+
+
+KINDS = ("sync", "async")
+
+
+def use(kind: str, target: str, action: Callable, **options):
+    """``action(client)`` on a new client of ``kind``; awaited when the client is async."""
+    if kind == "sync":
+        with SearchClient(target, **options) as client:
+            return action(client)
+
+    async def run():
+        async with AsyncSearchClient(target, **options) as client:
+            answer = action(client)
+            return await answer if inspect.isawaitable(answer) else answer
+
+    return asyncio.run(run())
