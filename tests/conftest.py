@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny ONNX embedder, a real exported ResNet101 for the tests about it, a
-generated gallery, its index, a live server."""
+generated gallery, its index, a live server, a TLS certificate; and each test marked with its
+layer (unit, server, models, e2e) from its folder."""
 
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ from tests.tiny_model import write_tiny_model
 
 TEST_IMAGE_SIZE = 32  # the smallest a ResNet101 takes: five halvings to one cell
 ROOT = Path(__file__).resolve().parents[1]
-
-
-TESTS = Path(__file__).resolve().parent
+TESTS = ROOT / "tests"
 # The layers, one folder each (README, "Layout"): a test is marked with its folder's name.
 LAYERS = ("unit", "server", "models", "e2e")
 
@@ -28,7 +27,8 @@ def pytest_itemcollected(item):
     ones also "slow"."""
     layer = item.path.resolve().relative_to(TESTS).parts[0]
     if layer not in LAYERS:
-        raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{LAYERS}")
+        folders = ", ".join(f"tests/{name}/" for name in LAYERS)
+        raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of {folders}")
     item.add_marker(layer)
     if layer == "e2e":
         item.add_marker("slow")
