@@ -1,5 +1,6 @@
 """Enrolment and erasure on a live server, on both backends: AddImages, RemoveImages,
-ListImages, CompactIndex through the client, with real processes and kill -9."""
+ListImages, CompactIndex through both clients and the command line (a server killed with
+kill -9 after a change: tests/e2e/test_crashes.py)."""
 
 from __future__ import annotations
 
