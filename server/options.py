@@ -161,9 +161,9 @@ def add_milvus_arguments(
         choices=INDEX_TYPES + MILVUS_INDEX_TYPES,
         default=None,
         help="how the index folder is searched: flat (default): exact; ivf-flat, ivf-sq8 "
-        "(8-bit codes, re-ranked on the exact rows), ivf-pq (4-bit product codes scanned "
-        "with SIMD, 1 byte per 2 dimensions, re-ranked on the exact rows: the fastest at "
-        "millions of rows), hnsw: approximate, a faiss structure "
+        "(8-bit codes, re-ranked on the exact rows), ivf-pq (product codes of 4 bits per 2 "
+        "dimensions scanned with SIMD, re-ranked on the exact rows: the fastest at millions "
+        "of rows), hnsw: approximate, a faiss structure "
         "built from the exact rows, which stay the source of truth (the faiss extra; "
         "`lookalike serve --search-breadth` sets how wide it searches). With --backend "
         f"milvus, the collection's index: {milvus_help}. With --append: the index's own",

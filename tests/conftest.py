@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 # The layers, one folder each (README, "Layout"): a test is marked with its folder's name.
 LAYERS = ("unit", "server", "models", "e2e")
+RUN_ORDER = ("unit", "server", "e2e", "models")  # lightest first (pytest_collection_modifyitems)
 
 
 def pytest_itemcollected(item):
@@ -36,9 +37,15 @@ def pytest_itemcollected(item):
 
 @pytest.hookimpl(trylast=True)  # after pytest has grouped the tests by fixture parameter
 def pytest_collection_modifyitems(config, items):
-    """Tests that need no exported ResNet first, in their own order, then the rest in theirs:
-    the ResNet is exported in the background while the first ones run (see model_export)."""
-    items[:] = sorted(items, key=lambda item: "resnet_model" in getattr(item, "fixturenames", ()))
+    """The light layers first (unit, server), while the ResNet is exported in the background
+    (see model_export); then the end-to-end and model tests; the tests that need the ResNet
+    last. Within each, the collection's own order."""
+
+    def place(item: pytest.Item) -> tuple[bool, int]:
+        needs_resnet = "resnet_model" in getattr(item, "fixturenames", ())
+        return needs_resnet, RUN_ORDER.index(item.path.resolve().relative_to(TESTS).parts[0])
+
+    items[:] = sorted(items, key=place)
 
 
 def reused_model() -> Path | None:

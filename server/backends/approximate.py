@@ -22,7 +22,7 @@ from lookalike.server.index.store import GalleryIndex
 MAX_BREADTH_FACTOR = 16  # a request may search up to this many times the server's breadth
 # Candidates fetched per wanted row from a structure of codes, ranked again on the exact
 # matrix: 8-bit scalar codes are close; 4-bit product codes coarser, and cheap to scan.
-RERANK_FACTORS = {"ivf-sq8": 4, "ivf-pq": 16}
+RERANK_FACTORS = {"ivf-sq8": 4, "ivf-pq": 32}
 
 
 class RowSearcher(Protocol):

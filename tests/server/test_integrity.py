@@ -155,8 +155,9 @@ def test_add_images_is_capped_and_stops_at_the_deadline_with_what_it_did_durable
     after the caller's deadline, for nobody, under the change lock."""
     _, index = gallery
     # More images than any disk adds in the time given (each add syncs five files and
-    # folders): the deadline, not the work, must end the call.
-    count = 200
+    # folders; 400 took 1.7 s with the tiny model here): the deadline, not the work, must
+    # end the call. 2 s: a chunk that stalls under load (a busy disk) stays in the margin.
+    count = 1500
     images = [NewImage(photo(100 + n), f"new{n}") for n in range(count)]
     settings = {"max_images_per_add": count, "max_batch": 2}
     with running_server(embedder, index, **settings) as server:
@@ -174,8 +175,8 @@ def test_add_images_is_capped_and_stops_at_the_deadline_with_what_it_did_durable
                 images=[search_pb2.NewImage(image=i.image, label=i.label) for i in images]
             )
             began = time.monotonic()
-            response = stub.AddImages(request, timeout=0.6)  # answered before the deadline
-            assert time.monotonic() - began < 0.6
+            response = stub.AddImages(request, timeout=2.0)  # answered before the deadline
+            assert time.monotonic() - began < 2.0
         results = response.results
         added = [r.id for r in results if r.result == search_pb2.ADDED]
         stopped = [r for r in results if r.result == search_pb2.FAILED]

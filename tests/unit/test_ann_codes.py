@@ -10,8 +10,8 @@ from lookalike.server.index.store import InvalidIndexError, Layout
 
 
 def test_ivf_pq_codes_one_per_four_dimensions_and_refuses_others():
-    assert ann._pq_codes(128) == 32 and ann._pq_codes(2048) == 512
-    for dim in (130, 132):  # not a multiple of 4; an odd number of codes
+    assert ann._pq_codes(128) == 64 and ann._pq_codes(2048) == 1024
+    for dim in (129, 130):  # not a multiple of 2; an odd number of codes
         with pytest.raises(InvalidIndexError, match="ivf-sq8"):
             ann.build(np.zeros((64, dim), np.float32), Layout(index_type="ivf-pq", lists=1))
 
