@@ -4,8 +4,11 @@ from lookalike.client.aio import AsyncSearchClient
 from lookalike.client.client import SearchClient
 from lookalike.client.values import (
     AddResult,
+    Box,
     CropBox,
+    FaceResult,
     GalleryEntry,
+    GalleryFace,
     LookalikeError,
     Match,
     NewImage,
@@ -19,7 +22,10 @@ from lookalike.client.values import (
 __all__ = [
     "AddResult",
     "AsyncSearchClient",
+    "Box",
     "CropBox",
+    "FaceResult",
+    "GalleryFace",
     "GalleryEntry",
     "LookalikeError",
     "Match",

@@ -19,8 +19,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from lookalike.client.values import (
     AddResult,
+    Box,
     CropBox,
+    FaceResult,
+    Faces,
     GalleryEntry,
+    GalleryFace,
     ImageInput,
     LookalikeError,
     Match,
@@ -91,23 +95,80 @@ def search_request(
     thumbnails: bool,
     max_distance: float | None,
     search_breadth: int = 0,
+    faces: Faces = "largest",
+    max_faces: int = 0,
+    faces_only: bool = False,
 ) -> search_pb2.SearchRequest:
-    return search_pb2.SearchRequest(
+    """The request; ``faces`` left at "largest" sends no face selection, as clients did
+    before faces could be chosen."""
+    request = search_pb2.SearchRequest(
         image=image_bytes(image),
         k=k,
         thumbnails=thumbnails,
         max_distance=max_distance or 0.0,
         search_breadth=search_breadth,
+        faces_only=faces_only,
+    )
+    if faces != "largest" or max_faces:
+        request.faces.CopyFrom(face_selection(faces, max_faces))
+    return request
+
+
+def face_selection(faces: Faces, max_faces: int) -> search_pb2.FaceSelection:
+    """SearchRequest.faces for the clients' ``faces`` argument."""
+    if faces == "largest":
+        return search_pb2.FaceSelection(mode=search_pb2.FACE_MODE_LARGEST, limit=max_faces)
+    if faces == "all":
+        return search_pb2.FaceSelection(mode=search_pb2.FACE_MODE_ALL, limit=max_faces)
+    if isinstance(faces, Box):
+        box = search_pb2.Box(left=faces.left, top=faces.top, right=faces.right, bottom=faces.bottom)
+        return search_pb2.FaceSelection(mode=search_pb2.FACE_MODE_BOX, box=box)
+    if isinstance(faces, tuple) and len(faces) == 2:
+        point = search_pb2.Point(x=int(faces[0]), y=int(faces[1]))
+        return search_pb2.FaceSelection(mode=search_pb2.FACE_MODE_POINT, point=point)
+    raise ValueError(f'faces is "largest", "all", a Box or a point (x, y), not {faces!r}')
+
+
+def _box(box: search_pb2.Box) -> Box:
+    return Box(box.left, box.top, box.right, box.bottom)
+
+
+def _crop(crop: search_pb2.CropBox) -> CropBox:
+    return CropBox(
+        crop.left, crop.top, crop.right, crop.bottom, crop.image_width, crop.image_height
     )
 
 
+def _matches(found: Sequence[search_pb2.Match]) -> list[Match]:
+    return [
+        Match(
+            m.rank,
+            m.id,
+            m.label,
+            m.path,
+            m.distance,
+            m.thumbnail_jpeg or None,
+            m.note,
+            _box(m.face_box) if m.HasField("face_box") else None,
+        )
+        for m in found
+    ]
+
+
 def search_result(response: search_pb2.SearchResponse) -> SearchResult:
-    crop = response.query_crop
+    faces = [
+        FaceResult(
+            face.number,
+            _box(face.box),
+            face.score,
+            _matches(face.matches),
+            _crop(face.query_crop) if face.HasField("query_crop") else None,
+            face.crop_note,
+        )
+        for face in response.faces
+    ]
     return SearchResult(
-        matches=[
-            Match(m.rank, m.id, m.label, m.path, m.distance, m.thumbnail_jpeg or None, m.note)
-            for m in response.matches
-        ],
+        matches=_matches(response.matches),
         model_fingerprint=response.model_fingerprint,
         index_version=response.index_version,
         timings=Timings(
@@ -116,13 +177,10 @@ def search_result(response: search_pb2.SearchResponse) -> SearchResult:
             response.timings.search_ms,
             response.timings.total_ms,
         ),
-        query_crop=CropBox(
-            crop.left, crop.top, crop.right, crop.bottom, crop.image_width, crop.image_height
-        )
-        if response.HasField("query_crop")
-        else None,
+        query_crop=_crop(response.query_crop) if response.HasField("query_crop") else None,
         crop_note=response.crop_note,
         max_distance=response.max_distance or None,
+        faces=faces,
     )
 
 
@@ -145,6 +203,7 @@ def server_info(r: search_pb2.GetInfoResponse) -> ServerInfo:
         max_distance=r.max_distance or None,
         intra_op_threads=r.intra_op_threads,
         server_version=r.server_version,
+        gallery_faces=r.gallery_faces or "largest",
     )
 
 
@@ -176,7 +235,15 @@ def add_request(images: Sequence[NewImage]) -> search_pb2.AddImagesRequest:
 def add_results(response: search_pb2.AddImagesResponse, offset: int = 0) -> list[AddResult]:
     """The results of one call whose first image is ``offset`` in the caller's list."""
     return [
-        AddResult(offset + r.position, _result_name(r.result), r.id, r.label, r.path, r.error)
+        AddResult(
+            offset + r.position,
+            _result_name(r.result),
+            r.id,
+            r.label,
+            r.path,
+            r.error,
+            [GalleryFace(face.id, _box(face.box)) for face in r.faces],
+        )
         for r in response.results
     ]
 
@@ -223,7 +290,15 @@ class GalleryPages:
 
     def add(self, response: search_pb2.ListImagesResponse) -> None:
         self.found += [
-            GalleryEntry(e.id, e.label, e.path, list(e.also), e.pending) for e in response.images
+            GalleryEntry(
+                e.id,
+                e.label,
+                e.path,
+                list(e.also),
+                e.pending,
+                _box(e.face_box) if e.HasField("face_box") else None,
+            )
+            for e in response.images
         ]
         self.token = response.next_page_token
 

@@ -24,6 +24,7 @@ from lookalike.client._wire import (
 )
 from lookalike.client.values import (
     AddResult,
+    Faces,
     GalleryEntry,
     ImageInput,
     NewImage,
@@ -81,12 +82,15 @@ class AsyncSearchClient(ClientBase):
         thumbnails: bool = False,
         max_distance: float | None = None,
         search_breadth: int = 0,
+        faces: Faces = "largest",
+        max_faces: int = 0,
+        faces_only: bool = False,
     ) -> SearchResult:
-        """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each;
-        ``max_distance`` drops matches farther than it (None: the server's default);
-        ``search_breadth`` is an approximate index's nprobe or efSearch for this call
-        (0: the server's; more recall for more time, up to the server's limit)."""
-        request = search_request(image, k, thumbnails, max_distance, search_breadth)
+        """As ``SearchClient.search``: the k nearest gallery images, one result per face
+        searched in ``result.faces``."""
+        request = search_request(
+            image, k, thumbnails, max_distance, search_breadth, faces, max_faces, faces_only
+        )
         return search_result(await self._call(self._stub.Search, request))
 
     async def reload_index(self, index_path: str = "") -> tuple[str, int]:

@@ -13,12 +13,12 @@ import importlib
 import json
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from lookalike.client._wire import limit_note
 from lookalike.client.client import SearchClient
-from lookalike.client.values import LookalikeError, NewImage, SearchResult
+from lookalike.client.values import Box, Faces, LookalikeError, NewImage, SearchResult
 from lookalike.common.logs import configure_logging
 from lookalike.common.output import LOG_LEVELS, emit, lookalike_version
 from lookalike.common.tokens import TokenFileError, read_token
@@ -181,6 +181,30 @@ def _register_client_commands(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--label", default=None, help="the query's person: the sheet marks matches of that person"
     )
+    faces = search.add_argument_group("faces", "which faces of the photo to search")
+    chosen = faces.add_mutually_exclusive_group()
+    chosen.add_argument(
+        "--faces",
+        choices=("largest", "all"),
+        default="largest",
+        help="the largest face (default), or every face: one table (and sheet row) per face",
+    )
+    chosen.add_argument("--point", type=_numbers(2), metavar="X,Y", help="the face at this point")
+    chosen.add_argument(
+        "--box", type=_numbers(4), metavar="L,T,R,B", help="the face that overlaps this box most"
+    )
+    faces.add_argument(
+        "--max-faces",
+        type=int,
+        default=0,
+        help="with --faces all: at most this many (default: the server's most)",
+    )
+    faces.add_argument(
+        "--faces-only",
+        action="store_true",
+        help="fail (NOT_FOUND) when the photo has no such face, instead of searching the "
+        "crop's fallback region",
+    )
     add_connection_arguments(search)
     search.set_defaults(func=run_search, extra="client")
 
@@ -274,6 +298,46 @@ def connect(args: argparse.Namespace) -> SearchClient:
     return SearchClient(args.server, timeout=args.timeout, token=token, tls=args.tls, ca=args.ca)
 
 
+def _numbers(count: int):  # noqa: ANN202 (an argparse type)
+    """An argparse type: ``count`` whole numbers separated by commas."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count:
+            raise argparse.ArgumentTypeError(
+                f"expected {count} whole numbers like 1,2, got {text!r}"
+            )
+        return values
+
+    return parse
+
+
+def faces_of(args: argparse.Namespace) -> Faces:
+    """The search's ``faces`` argument from --faces, --point or --box."""
+    if args.point:
+        return args.point
+    if args.box:
+        return Box(*args.box)
+    return args.faces
+
+
+def format_faces(result: SearchResult) -> str:
+    """One table per face of the query, each headed by where the face is."""
+    parts = []
+    for face in result.faces:
+        box = face.box
+        head = (
+            f"face {face.number} at ({box.left}, {box.top}, {box.right}, {box.bottom}), "
+            f"detector score {face.score:.2f}"
+        )
+        table = format_table(replace(result, matches=face.matches, crop_note=face.crop_note))
+        parts.append(f"{head}\n{table}")
+    return "\n\n".join(parts)
+
+
 def format_table(result: SearchResult) -> str:
     if not result.matches:
         return limit_note(result) or "no match"
@@ -302,29 +366,46 @@ def run_search(args: argparse.Namespace) -> int:
         print(f"error: no such image file: {args.image}", file=sys.stderr)
         return 2
     query = args.image.read_bytes()
+    faces = faces_of(args)
     with connect(args) as client:
         result = client.search(
-            query, k=args.k, thumbnails=args.sheet is not None, max_distance=args.max_distance
+            query,
+            k=args.k,
+            thumbnails=args.sheet is not None,
+            max_distance=args.max_distance,
+            faces=faces,
+            max_faces=args.max_faces,
+            faces_only=args.faces_only,
         )
+    by_face = faces == "all" or len(result.faces) > 1
     if args.sheet:
-        write_sheet(args, query, result)
-    print(json.dumps(result_to_json(result), indent=2) if args.json else format_table(result))
+        write_sheet(args, query, result, by_face)
+    if args.json:
+        print(json.dumps(result_to_json(result), indent=2))
+    else:
+        print(format_faces(result) if by_face else format_table(result))
     return 0
 
 
 def result_to_json(result: SearchResult) -> dict[str, object]:
     """The result as JSON; thumbnails become their size in bytes."""
     body = asdict(result)
-    for match in body["matches"]:
+    for match in [*body["matches"], *(m for face in body["faces"] for m in face["matches"])]:
         match["thumbnail"] = len(match["thumbnail"]) if match["thumbnail"] else None
     return body
 
 
-def write_sheet(args: argparse.Namespace, query: bytes, result: SearchResult) -> None:
-    from lookalike.client.sheet import render_sheet
+def write_sheet(
+    args: argparse.Namespace, query: bytes, result: SearchResult, by_face: bool = False
+) -> None:
+    from lookalike.client.sheet import render_faces_sheet, render_sheet
     from lookalike.common.files import atomic_path
 
-    sheet = render_sheet(query, result, args.label, title=f"query {args.image.name}")
+    title = f"query {args.image.name}"
+    if by_face:
+        sheet = render_faces_sheet(query, result, args.label, title=title)
+    else:
+        sheet = render_sheet(query, result, args.label, title=title)
     with atomic_path(args.sheet) as staging:
         sheet.save(staging, format="PNG")
     print(f"wrote {args.sheet} ({sheet.width}x{sheet.height})", file=sys.stderr)

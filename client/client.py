@@ -24,6 +24,7 @@ from lookalike.client._wire import (
 )
 from lookalike.client.values import (
     AddResult,
+    Faces,
     GalleryEntry,
     ImageInput,
     NewImage,
@@ -81,12 +82,21 @@ class SearchClient(ClientBase):
         thumbnails: bool = False,
         max_distance: float | None = None,
         search_breadth: int = 0,
+        faces: Faces = "largest",
+        max_faces: int = 0,
+        faces_only: bool = False,
     ) -> SearchResult:
         """The k nearest gallery images; ``thumbnails`` also fetches a small JPEG of each;
         ``max_distance`` drops matches farther than it (None: the server's default);
         ``search_breadth`` is an approximate index's nprobe or efSearch for this call
-        (0: the server's; more recall for more time, up to the server's limit)."""
-        request = search_request(image, k, thumbnails, max_distance, search_breadth)
+        (0: the server's; more recall for more time, up to the server's limit).
+        ``faces``: which faces of the photo to search, "largest", "all" (at most
+        ``max_faces``, 0: the server's most), the face at a ``Box``, or at a point (x, y);
+        ``result.faces`` has one result per face. ``faces_only``: NOT_FOUND when the photo
+        has no such face, instead of searching the crop's fallback region."""
+        request = search_request(
+            image, k, thumbnails, max_distance, search_breadth, faces, max_faces, faces_only
+        )
         return search_result(self._call(self._stub.Search, request))
 
     def reload_index(self, index_path: str = "") -> tuple[str, int]:

@@ -1,4 +1,5 @@
-"""A contact sheet of one search: the query, then its matches in rank order.
+"""A contact sheet of one search: the query, then its matches in rank order; for a search
+of several faces, the query with its faces numbered, then a row per face.
 
 Pillow only, so the thin client can draw it.
 """
@@ -7,13 +8,13 @@ from __future__ import annotations
 
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from lookalike.client._wire import limit_note
-from lookalike.client.values import CropBox, Match, SearchResult
+from lookalike.client.values import CropBox, FaceResult, Match, SearchResult
 
 CELL = 160
 CAPTION = 40
@@ -199,3 +200,96 @@ def _draw_no_match(draw: ImageDraw.ImageDraw, note: str, at: tuple[int, int]) ->
         anchor="mm",
         align="center",
     )
+
+
+# One colour per face number on a group photo's sheet (then round again).
+FACE_COLOURS = ((255, 40, 200), (30, 144, 255), (255, 140, 0), (50, 205, 50), (220, 20, 60))
+FACE_ROW_MATCHES = 10  # matches shown on a face's row at most
+
+
+def _face_colour(number: int) -> tuple[int, int, int]:
+    return FACE_COLOURS[number % len(FACE_COLOURS)]
+
+
+def render_faces_sheet(
+    query: bytes, result: SearchResult, label: str | None = None, title: str = ""
+) -> Image.Image:
+    """A search of several faces: the query with each face's box drawn and numbered, then
+    one row per face: the face, cut from the query, and its matches in rank order."""
+    faces = result.faces
+    shown = min(FACE_ROW_MATCHES, max((len(face.matches) for face in faces), default=0))
+    columns = 1 + max(shown, 1)
+    width = PAD + columns * (CELL + PAD)
+    photo_height = 2 * CELL + PAD
+    rows_top = TITLE + PAD + photo_height + PAD
+    height = rows_top + len(faces) * (CELL + CAPTION + PAD)
+    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    headline = (title or "lookalike search") + f"  ·  {len(faces)} faces"
+    if label is not None:
+        found = sum(any(m.label == label for m in face.matches[:1]) for face in faces)
+        headline += f"  ·  {found} find {label} first"
+    draw.text((PAD, 8), headline, fill=INK, font=_font(18))
+    limit = "" if result.max_distance is None else f" within {result.max_distance:g}"
+    draw.text(
+        (PAD, 32),
+        f"k = {shown}{limit} per face, model {result.model_fingerprint}, "
+        f"index {result.index_version}",
+        fill=MUTED,
+        font=_font(13),
+    )
+    image = ImageOps.exif_transpose(Image.open(io.BytesIO(query))).convert("RGB")
+    scale = min((width - 2 * PAD) / image.width, photo_height / image.height)
+    fitted = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    left = (width - fitted.width) // 2
+    sheet.paste(fitted, (left, TITLE + PAD))
+    for face in faces:
+        box = face.box
+        corners = [
+            left + box.left * scale,
+            TITLE + PAD + box.top * scale,
+            left + box.right * scale - 1,
+            TITLE + PAD + box.bottom * scale - 1,
+        ]
+        draw.rectangle(corners, outline=_face_colour(face.number), width=3)
+        draw.text(
+            (corners[0] + 4, corners[1] + 2),
+            str(face.number),
+            fill=_face_colour(face.number),
+            font=_font(20),
+            stroke_width=2,
+            stroke_fill=(0, 0, 0),
+        )
+    for row, face in enumerate(faces):
+        y = rows_top + row * (CELL + CAPTION + PAD)
+        _draw_face(sheet, image, face, (PAD, y))
+        for n, match in enumerate(face.matches[:shown], start=1):
+            _draw_match(sheet, match, label, (PAD + n * (CELL + PAD), y))
+        if not face.matches:
+            note = limit_note(replace(result, matches=[])) or "no match"
+            _draw_no_match(draw, note, (PAD + CELL + PAD, y))
+    return sheet
+
+
+def _draw_face(
+    sheet: Image.Image, image: Image.Image, face: FaceResult, at: tuple[int, int]
+) -> None:
+    """The face's own box of the query, a little grown, framed in its colour."""
+    draw = ImageDraw.Draw(sheet)
+    box = face.box
+    margin = (box.right - box.left) // 4
+    region = image.crop(
+        (
+            max(0, box.left - margin),
+            max(0, box.top - margin),
+            min(image.width, box.right + margin),
+            min(image.height, box.bottom + margin),
+        )
+    )
+    fitted, _, (dx, dy) = _fit(region)
+    x, y = at
+    sheet.paste(fitted, (x + dx, y + dy))
+    colour = _face_colour(face.number)
+    draw.rectangle([x - 3, y - 3, x + CELL + 2, y + CELL + 2], outline=colour, width=4)
+    detail = face.crop_note or f"detector score {face.score:.2f}"
+    _caption(draw, x, y, [(f"FACE {face.number}", INK), (detail, MUTED)])

@@ -5,9 +5,9 @@ Public: ``lookalike.client`` re-exports every name here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from os import PathLike
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Literal, Union
 
 import grpc
 
@@ -27,14 +27,30 @@ class LookalikeError(Exception):
 
 
 @dataclass(frozen=True)
+class Box:
+    """A rectangle of a photo, in its pixels: left and top inclusive, right and bottom not."""
+
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+
+# Which faces of the query photo to search: "largest" (the default), "all", the face
+# at a Box, or the face at a point (x, y).
+Faces = Literal["largest", "all"] | Box | tuple[int, int]
+
+
+@dataclass(frozen=True)
 class Match:
     rank: int
-    id: str
+    id: str  # the photo's content id; a face's "<content id>#<n>" in a gallery indexed by face
     label: str
     path: str
     distance: float
     thumbnail: bytes | None = None  # JPEG, when asked for and readable
     note: str = ""  # why a thumbnail asked for is missing
+    face_box: Box | None = None  # the face matched in its photo (gallery indexed by face)
 
 
 @dataclass(frozen=True)
@@ -58,7 +74,22 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class FaceResult:
+    """One face of the query photo and its own matches."""
+
+    number: int  # among the faces found in the photo, 0 the largest
+    box: Box  # the face as the detector found it
+    score: float  # the detector's confidence; 0 for a fallback region
+    matches: list[Match]
+    query_crop: CropBox | None = None  # what the model saw of the photo for this face
+    crop_note: str = ""  # set when no face was found and a fallback region was searched
+
+
+@dataclass(frozen=True)
 class SearchResult:
+    """The answer to a search: ``matches``, ``query_crop`` and ``crop_note`` are the first
+    face's; ``faces`` has one result per face searched (one, unless several were asked)."""
+
     matches: list[Match]
     model_fingerprint: str
     index_version: str
@@ -68,6 +99,7 @@ class SearchResult:
     # The distance past which matches were dropped (asked for, or the server's
     # default); None when there was none.
     max_distance: float | None = None
+    faces: list[FaceResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -89,6 +121,7 @@ class ServerInfo:
     max_distance: float | None = None  # the server's default for Search, None: no limit
     intra_op_threads: int = 0  # onnxruntime's intra-op pool
     server_version: str = ""  # the lookalike version the server runs
+    gallery_faces: str = "largest"  # "all": a row per face, matches carry face_box
 
 
 @dataclass(frozen=True)
@@ -101,6 +134,14 @@ class NewImage:
 
 
 @dataclass(frozen=True)
+class GalleryFace:
+    """A face row of a gallery indexed by face: its id ("<content id>#<n>") and box."""
+
+    id: str
+    box: Box
+
+
+@dataclass(frozen=True)
 class AddResult:
     position: int
     result: str  # "added", "already_present" or "failed"
@@ -108,6 +149,7 @@ class AddResult:
     label: str
     path: str
     error: str = ""
+    faces: list[GalleryFace] = field(default_factory=list)  # a gallery indexed by face
 
 
 @dataclass(frozen=True)
@@ -134,3 +176,4 @@ class GalleryEntry:
     path: str
     also: list[str]
     pending: bool  # added since the last compaction
+    face_box: Box | None = None  # the row's face in its photo (gallery indexed by face)

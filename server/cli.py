@@ -18,9 +18,11 @@ from lookalike.server.options import (
     add_batch_size_argument,
     add_crop_arguments,
     add_device_argument,
+    add_faces_arguments,
     add_milvus_arguments,
     add_split_argument,
     crop_from_args,
+    faces_from_args,
     milvus_target_from_args,
 )
 
@@ -67,6 +69,7 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:
         help="fail when more than this share of files cannot be read (0.05)",
     )
     add_crop_arguments(index)
+    add_faces_arguments(index)
     add_split_argument(index)
     add_device_argument(index)
     add_batch_size_argument(index, 16)
@@ -180,20 +183,30 @@ def run_index(args: argparse.Namespace) -> int:
             append_to=args.into,
             max_failure_share=args.max_failure_share,
             layout=layout_from_args(args),
+            faces=faces_from_args(args),
         )
-    except (ModelError, InvalidIndexError, OSError) as error:
+    except (ModelError, InvalidIndexError, OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     lines = [
-        f"indexed {report.rows} images into {report.path}: {report.embedded} embedded in "
-        f"{report.seconds:.1f} s ({report.images_per_second:.1f} images/s), "
+        f"indexed {report.rows} {report.row_kind} into {report.path}: {report.embedded} "
+        f"embedded in {report.seconds:.1f} s ({report.images_per_second:.1f} {report.row_kind}/s), "
         f"{report.duplicates} duplicates, {len(report.skipped)} skipped"
     ]
+    if report.faces != "largest":
+        lines.append(
+            f"  {report.files} photos read ({report.files_per_second:.1f} photos/s), "
+            f"{report.rows_per_file:.2f} faces a photo; faces a photo: {report.faces_per_file}"
+        )
     lines += [f"  skipped {skipped['path']}: {skipped['error']}" for skipped in report.skipped]
     emit(
         args.json,
         "\n".join(lines),
-        {**as_json(report), "images_per_second": report.images_per_second},
+        {
+            **as_json(report),
+            "images_per_second": report.images_per_second,
+            "files_per_second": report.files_per_second,
+        },
     )
     if not args.milvus_uri:
         return 0

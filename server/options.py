@@ -24,6 +24,12 @@ from lookalike.server.index.gallery import SPLITS
 from lookalike.server.index.store import INDEX_TYPES, STORAGES
 from lookalike.server.vision.embedder import DEVICES
 from lookalike.server.vision.imaging import CROP_MODES, Crop
+from lookalike.server.vision.selection import (
+    DEFAULT_MAX_FACES,
+    DEFAULT_MIN_FACE,
+    FACE_MODES,
+    FaceSelection,
+)
 from lookalike.server.vision.teacher import TEACHERS
 
 if TYPE_CHECKING:
@@ -117,6 +123,38 @@ def crop_from_args(args: argparse.Namespace) -> Crop | None:
     if args.crop is None:
         return None
     return Crop(args.crop) if args.crop_fraction is None else Crop(args.crop, args.crop_fraction)
+
+
+def add_faces_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which faces of each gallery photo get a row (the manifest records it)."""
+    parser.add_argument(
+        "--faces",
+        choices=FACE_MODES,
+        default=None,
+        help="largest: one row per photo, its largest face (the default); all: one row per "
+        "face the detector finds (crop align or detect), so that a person is found in group "
+        "photos too; an appended index keeps its own",
+    )
+    parser.add_argument(
+        "--max-faces",
+        type=int,
+        default=DEFAULT_MAX_FACES,
+        help=f"with --faces all: faces of one photo at most, largest first ({DEFAULT_MAX_FACES})",
+    )
+    parser.add_argument(
+        "--min-face",
+        type=int,
+        default=DEFAULT_MIN_FACE,
+        help="with --faces all: faces whose shorter side has fewer pixels are left out, "
+        f"except a photo's largest ({DEFAULT_MIN_FACE})",
+    )
+
+
+def faces_from_args(args: argparse.Namespace) -> FaceSelection | None:
+    """None when --faces is not given: the appended index's, else the largest face."""
+    if args.faces is None:
+        return None
+    return FaceSelection(args.faces, args.max_faces, args.min_face)
 
 
 def add_milvus_arguments(

@@ -141,7 +141,8 @@ class MemmapBackend:
         self._index = index
         self._knn = open_searcher(index, self.algorithm, self.breadth)
         self._rows = {item.id: row for row, item in enumerate(index.manifest.items)}
-        self._named: dict[str, set[str]] = {}  # external id (file name) -> content ids
+        # external id (file name), and a photo's content id in an every-face gallery -> row ids
+        self._named: dict[str, set[str]] = {}
         for item in index.manifest.items:
             self._name(item)
         self._changes = Changes.replay(self._log.records, self._rows.__contains__)
@@ -157,6 +158,8 @@ class MemmapBackend:
     def _name(self, item: Item) -> None:
         for path in (item.path, *item.also):
             self._named.setdefault(external_id(Item(item.id, item.label, path)), set()).add(item.id)
+        if item.file_id != item.id:  # a face: found by its photo's id too
+            self._named.setdefault(item.file_id, set()).add(item.id)
 
     def _publish(self) -> None:
         added = self._changes.added.values()
@@ -258,15 +261,16 @@ class MemmapBackend:
             found = [(item, False) for item in self._index.manifest.items if item.id not in removed]
             found += [(item, True) for item, _ in added.values()]
         found = [pair for pair in found if label is None or pair[0].label == label]
-        return sorted(found, key=lambda pair: gallery_order(pair[0].path))
+        return sorted(found, key=lambda pair: (gallery_order(pair[0].path), pair[0].face))
 
     def find(self, image_id: str) -> list[Item]:
-        """The images of content id ``image_id``, or else of that external id."""
+        """The row of id ``image_id`` (a photo's, or one face's); or else every face of the
+        photo of that content id, or the rows of that external id."""
         with self._lock:
             if there := self._live(image_id):
                 return [there]
-            named = (self._live(content) for content in sorted(self._named.get(image_id, ())))
-            return [item for item in named if item is not None]
+            named = (self._live(row_id) for row_id in self._named.get(image_id, ()))
+            return sorted((item for item in named if item is not None), key=_file_then_face)
 
     def _live(self, image_id: str) -> Item | None:
         """The item of this content id if the gallery holds it now."""
@@ -334,3 +338,7 @@ class MemmapBackend:
             self._log.clear()
             self._rebase(fresh)
             return old.manifest.version, fresh.manifest.version, folded
+
+
+def _file_then_face(item: Item) -> tuple[str, int]:
+    return item.file_id, item.face

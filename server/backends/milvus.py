@@ -1,7 +1,8 @@
 """The gallery in a Milvus collection: loading an index there, and searching it.
 
-A collection holds one row per index row: the content id as primary key, the
-vector, the label, the path and the paths of identical files. Its properties
+A collection holds one row per index row: the content id as primary key (in an
+every-face gallery a face's ``<content id>#<n>``), the vector, the label, the path
+and the paths of identical files (with a face's box: ``also_json``). Its properties
 hold the GalleryInfo of the index it was loaded from (model fingerprint, crop,
 version), so a server refuses a collection embedded by another model, as it
 refuses such an index folder. The URI is a Milvus Lite folder whose name ends
@@ -35,7 +36,13 @@ from lookalike.server.backends.base import (
     MilvusIndexType,
     external_id,
 )
-from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
+from lookalike.server.index.store import (
+    FACE_MARK,
+    GalleryIndex,
+    GalleryInfo,
+    InvalidIndexError,
+    Item,
+)
 from lookalike.server.vision.embedder import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -176,7 +183,7 @@ def _schema(dim: int):  # noqa: ANN202 (pymilvus CollectionSchema)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     schema.add_field("label", DataType.VARCHAR, max_length=MAX_PATH)
     schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
-    schema.add_field("also", DataType.VARCHAR, max_length=MAX_ALSO)  # JSON list of paths
+    schema.add_field("also", DataType.VARCHAR, max_length=MAX_ALSO)  # JSON: also_json
     return schema
 
 
@@ -273,7 +280,7 @@ def _upsert(
                     "vector": vector,
                     "label": item.label,
                     "path": item.path,
-                    "also": json.dumps(item.also),
+                    "also": also_json(item),
                 }
                 for item, vector in zip(items[start : start + batch], vectors, strict=True)
             ]
@@ -285,14 +292,16 @@ def _check_compatible(
     client: MilvusClient, target: MilvusTarget, info: GalleryInfo, index_type: str
 ) -> None:
     held, _, held_type = read_properties(client, target)
-    if (held.model_fingerprint, held.crop, held.embedding_size) != (
+    if (held.model_fingerprint, held.crop, held.embedding_size, held.faces) != (
         info.model_fingerprint,
         info.crop,
         info.embedding_size,
+        info.faces,
     ):
         raise InvalidIndexError(
             f"collection {target.collection!r} holds vectors of model {held.model_fingerprint} "
-            f"(crop {held.crop.mode}), not {info.model_fingerprint} (crop {info.crop.mode}); "
+            f"(crop {held.crop.mode}, {held.faces.mode} faces), not {info.model_fingerprint} "
+            f"(crop {info.crop.mode}, {info.faces.mode} faces); "
             "load into another collection, or pass --replace to drop it first"
         )
     if held_type != index_type:
@@ -459,9 +468,17 @@ class MilvusBackend:
     def find(self, image_id: str) -> list[Item]:
         if there := self._get([image_id]):
             return there
+        by_face = self.info.faces.mode == "all" and FACE_MARK not in image_id
+        if by_face and (faces := self._faces_of(image_id)):  # a scan: only where faces are
+            return faces
         # an external id: the file name; "like" narrows it down, the stem decides
         suffixed = json.dumps(f"%/{image_id}.%")
         return [i for i in self._query(f"path like {suffixed}") if external_id(i) == image_id]
+
+    def _faces_of(self, file_id: str) -> list[Item]:
+        """Every face row of the photo of content id ``file_id`` (an every-face gallery)."""
+        prefix = json.dumps(f"{file_id}{FACE_MARK}%")
+        return sorted(self._query(f"id like {prefix}"), key=lambda item: item.face)
 
     def add(self, item: Item, vector: np.ndarray) -> Item | None:
         if there := self._get([item.id]):
@@ -471,7 +488,7 @@ class MilvusBackend:
             "vector": np.asarray(vector, np.float32),
             "label": item.label,
             "path": item.path,
-            "also": json.dumps(item.also),
+            "also": also_json(item),
         }
         with unavailable_on_failure(self.target, f"adding to Milvus at {self.target.uri} failed"):
             self.client.upsert(self.target.collection, [row], timeout=self.target.timeout_s)
@@ -504,8 +521,21 @@ class MilvusBackend:
         return self.info.version, self.info.version, 0
 
 
+def also_json(item: Item) -> str:
+    """The "also" column: the identical files' paths as a JSON list, or for a face of an
+    every-face gallery {"also": [...], "box": [left, top, right, bottom]}. A column of the
+    schema every collection has, so collections loaded before faces had boxes still open."""
+    if item.box is None:
+        return json.dumps(item.also)
+    return json.dumps({"also": item.also, "box": item.box})
+
+
 def _item(row: dict) -> Item:
-    return Item(row["id"], row["label"], row["path"], tuple(json.loads(row["also"])))
+    also = json.loads(row["also"])
+    if isinstance(also, dict):
+        box = tuple(int(v) for v in also["box"])
+        return Item(row["id"], row["label"], row["path"], tuple(also["also"]), box)  # type: ignore[arg-type]
+    return Item(row["id"], row["label"], row["path"], tuple(also))
 
 
 def _hit(found: dict) -> Hit:

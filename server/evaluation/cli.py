@@ -11,12 +11,14 @@ from lookalike.server.options import (
     add_batch_size_argument,
     add_crop_arguments,
     add_device_argument,
+    add_faces_arguments,
     add_knn_algorithm_argument,
     add_milvus_arguments,
     add_split_argument,
     add_teacher_argument,
     config_from_args,
     crop_from_args,
+    faces_from_args,
     milvus_target_from_args,
 )
 
@@ -48,6 +50,7 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
         help="write report.json, hit_at_k.png and roc.png here",
     )
     add_crop_arguments(parser)
+    add_faces_arguments(parser)
     add_split_argument(parser)
     add_knn_algorithm_argument(parser)
     add_device_argument(parser)
@@ -73,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
             EvalConfig,
             args,
             crop=crop_from_args(args),
+            faces=faces_from_args(args),
             milvus=milvus_target_from_args(args) if args.milvus_uri else None,
             milvus_index_type=args.index_type,
         )
@@ -107,6 +111,11 @@ def format_report(report: dict[str, object]) -> str:
         f"hit@20 {report['hit_at_20']:.4f}  mAP {report['map']:.4f}  "
         f"same in top 20 {report['mean_same_in_top20']:.3f}",
     ]
+    if faces := report.get("faces"):
+        lines.append(
+            f"{faces['mode']} faces: {report['rows']} rows; faces per image "
+            + ", ".join(f"{n}: {count}" for n, count in report["faces_per_image"].items())
+        )
     if report["verification_accuracy"] is not None:
         v = report["verification"]
         lines.append(

@@ -4,7 +4,10 @@ The gallery is indexed by the same build_index the server's indexes come from,
 and searched by the same exact k-NN (KnnSearcher) as the server's memory-mapped
 backend; a query is the index row of a gallery image (the vector the server
 would compute from that file), searched against the whole gallery with itself
-left out.
+left out. In an every-face index (``--faces all``) a query is a photo's largest
+face (its one-face row), and the gallery is ranked by photo, each at the
+distance of its nearest face: a photo where the person is the second face counts
+as that person's photo, as a user searching for them would count it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from lookalike.server.index.gallery import Split
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.vision.embedder import Device, Embedder
 from lookalike.server.vision.imaging import Crop
+from lookalike.server.vision.selection import FaceSelection
 from lookalike.server.vision.teacher import open_teacher
 
 QUERY_CHUNK = 256
@@ -66,6 +70,7 @@ class EvalConfig:
     milvus: MilvusTarget | None = None  # also load into this collection and measure its recall
     milvus_index_type: MilvusIndexType = "FLAT"
     teacher: str | None = None  # score this pretrained face model instead (the ceiling)
+    faces: FaceSelection | None = None  # None: the index's, else the largest face
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.teacher is None):
@@ -84,6 +89,7 @@ def open_or_build_index(config: EvalConfig, embedder: Embedder, scratch: Path) -
             config.batch_size,
             progress=config.progress,
             split=config.split,
+            faces=config.faces,
         )
     return GalleryIndex.open(path)
 
@@ -114,13 +120,61 @@ def rank_gallery(
     return ranked
 
 
+@dataclass(frozen=True)
+class Photos:
+    """The gallery's photos and their rows: one row each, or one per face."""
+
+    of_row: np.ndarray  # the photo of each row, numbered in gallery order
+    first_rows: np.ndarray  # each photo's first row: its largest face
+    labels: np.ndarray  # each photo's label
+
+    @classmethod
+    def of(cls, index: GalleryIndex) -> Photos:
+        numbers: dict[str, int] = {}
+        of_row = np.array(
+            [numbers.setdefault(item.file_id, len(numbers)) for item in index.manifest.items],
+            dtype=np.int64,
+        )
+        _, first_rows = np.unique(of_row, return_index=True)
+        labels = np.array([index.manifest.items[row].label for row in first_rows])
+        return cls(of_row, first_rows, labels)
+
+    @property
+    def faces_per_photo(self) -> dict[int, int]:
+        """How many photos have 1, 2, ... rows (faces)."""
+        return dict(sorted(Counter(np.bincount(self.of_row).tolist()).items()))
+
+
+def rank_photos(
+    index: GalleryIndex, knn: KnnSearcher, photos: Photos, queries: np.ndarray, progress: bool
+) -> np.ndarray:
+    """For each query photo (by its first row), every other photo, nearest first, each at
+    the distance of its nearest row (face)."""
+    size, count = len(index), len(photos.labels)
+    ranked = np.empty((len(queries), count - 1), dtype=np.int64)
+    for start in tqdm(
+        range(0, len(queries), QUERY_CHUNK),
+        desc="searching",
+        unit="chunk",
+        disable=bar_disable(progress),
+    ):
+        chunk = queries[start : start + QUERY_CHUNK]
+        _, neighbours = knn.search(index.features[photos.first_rows[chunk]], size)
+        for n, (photo, rows) in enumerate(zip(chunk, neighbours, strict=True)):
+            order = photos.of_row[rows]
+            _, first = np.unique(order, return_index=True)
+            nearest_first = order[np.sort(first)]
+            ranked[start + n] = nearest_first[nearest_first != photo]
+    return ranked
+
+
 def pair_distances(index: GalleryIndex, pairs_file: Path) -> tuple[np.ndarray, np.ndarray, int]:
     """Distances and same-person flags of the pairs whose people are all in the gallery.
 
     Pairs naming someone outside the gallery (another split) are skipped and
     counted; a pair whose person is here but whose image is not is an error.
     """
-    rows = {item.path: row for row, item in enumerate(index.manifest.items)}
+    rows = {item.path: row for row, item in enumerate(index.manifest.items) if item.face == 0}
     people = {item.label for item in index.manifest.items}
     distances, same, skipped = [], [], 0
     for pair in read_pairs(pairs_file):
@@ -227,12 +281,22 @@ def evaluate(config: EvalConfig) -> EvalReport:
         index.check_model(embedder.info)
         indexed = time.perf_counter()
         knn = KnnSearcher(index.features, config.knn_algorithm)
-        labels = np.array([item.label for item in index.manifest.items])
+        photos = Photos.of(index)
+        by_face = len(photos.labels) != len(index)
+        if by_face and config.milvus:
+            raise ValueError(
+                "--milvus-uri measures recall row by row; this index has a row per face: "
+                "measure Milvus on a one-face index"
+            )
+        labels = photos.labels
         counts = Counter(labels.tolist())
         rows = np.flatnonzero([counts[label] >= 2 for label in labels])
         if len(rows) == 0:
             raise ValueError(f"no person in {config.gallery} has two or more images to query")
-        ranked = rank_gallery(index, knn, rows, config.progress)
+        if by_face:
+            ranked = rank_photos(index, knn, photos, rows, config.progress)
+        else:
+            ranked = rank_gallery(index, knn, rows, config.progress)
         searched = time.perf_counter()
         same = same_label_matrix(labels[rows], labels[ranked])
         n_relevant = np.array([counts[label] - 1 for label in labels[rows]])
@@ -252,7 +316,10 @@ def evaluate(config: EvalConfig) -> EvalReport:
         "crop": manifest.crop.to_dict(),
         "split": manifest.split,
         "gallery": str(config.gallery),
-        "gallery_size": len(index),
+        "gallery_size": len(labels),
+        "rows": len(index),
+        "faces": manifest.faces.to_dict(),
+        "faces_per_image": photos.faces_per_photo,
         "people": len(counts),
         "queries": int(len(rows)),
         "pairs_file": str(config.pairs) if config.pairs else None,

@@ -14,9 +14,10 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,11 @@ from lookalike.server.index.store import (
     Layout,
     Manifest,
     check_crop,
+    face_id,
 )
 from lookalike.server.vision.embedder import Embedder, file_sha256
-from lookalike.server.vision.imaging import WHOLE_FRAME, Crop, ImageError, load
+from lookalike.server.vision.imaging import WHOLE_FRAME, Crop, ImageError, decode
+from lookalike.server.vision.selection import LARGEST, FaceSelection, prepare_faces
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +57,27 @@ class BuildReport:
     duplicates: int
     skipped: list[dict[str, str]]
     seconds: float
+    faces: str = "largest"  # FaceSelection.mode: which faces of a photo have rows
+    files: int = 0  # gallery files read by this run
+    faces_per_file: dict[int, int] = field(default_factory=dict)  # faces -> files, this run
+
+    @property
+    def row_kind(self) -> str:
+        return "images" if self.faces == "largest" else "faces"
 
     @property
     def images_per_second(self) -> float:
+        """Rows embedded a second (faces, in an every-face index)."""
         return self.embedded / self.seconds if self.seconds else 0.0
+
+    @property
+    def files_per_second(self) -> float:
+        return self.files / self.seconds if self.seconds else 0.0
+
+    @property
+    def rows_per_file(self) -> float:
+        files = sum(self.faces_per_file.values())
+        return sum(n * c for n, c in self.faces_per_file.items()) / files if files else 0.0
 
 
 def build_index(
@@ -72,6 +92,7 @@ def build_index(
     append_to: Path | None = None,
     max_failure_share: float = 0.05,
     layout: Layout | None = None,
+    faces: FaceSelection | None = None,
 ) -> BuildReport:
     """Embed the gallery into a new index at ``out``, replacing any old one whole.
 
@@ -79,7 +100,9 @@ def build_index(
     frame. ``append_to``: start from that index's rows and embed only files whose
     content it does not hold yet. Identical files are embedded once; the
     manifest keeps every path. ``layout``: the storage and index type (default:
-    the appended index's, else float32 and exact).
+    the appended index's, else float32 and exact). ``faces``: one row per photo (its
+    largest face, the default) or one per detected face (``FaceSelection("all")``, rows
+    ``<content id>#<n>`` with their boxes); an append keeps the appended index's.
     """
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -90,8 +113,19 @@ def build_index(
         base.check_model(embedder.info)
         crop = crop or base.manifest.crop
         layout = layout or base.manifest.layout.afresh()
+        if faces is not None and faces != base.manifest.faces:
+            raise InvalidIndexError(
+                f"{append_to} has {base.manifest.faces.mode} faces of each photo, not "
+                f"{faces.mode}: append with its setting, or build a new index"
+            )
+        faces = base.manifest.faces
     crop = crop or embedder.info.crop or WHOLE_FRAME
+    faces = faces or LARGEST
     check_crop(embedder.info, crop)
+    try:
+        faces.check_crop(crop)
+    except ValueError as error:
+        raise InvalidIndexError(str(error)) from None
     images = list_gallery(gallery_root, split)
     staging = out.parent / f".{out.name}.building"
     if staging.exists() and not resume:
@@ -102,11 +136,12 @@ def build_index(
         "split": split,
         "gallery_root": str(gallery_root.resolve()),
         "append_to": base.manifest.version if base else None,
+        **({"faces": faces.to_dict()} if faces != LARGEST else {}),
     }
     if staging.exists():
         journal = journals.resume(staging / BUILD_JOURNAL, header)
         todo = [image for image in images if image.path not in journal.done]
-        matrix = _reserve(staging / FEATURES, len(journal.rows) + len(todo))
+        matrix = _reserve(staging / FEATURES, len(journal.rows) + len(todo))  # grown as needed
         log.info("resuming: %d files already done, %d to go", len(journal.done), len(todo))
     else:
         staging.mkdir(mode=0o755)
@@ -124,11 +159,21 @@ def build_index(
         todo = [image for image in images if image.path not in journal.done]
     before = len(journal.rows)
     with (staging / BUILD_JOURNAL).open("a") as record_file:
-        _embed(
-            gallery_root, todo, embedder, crop, batch_size, matrix, journal, record_file, progress
+        staged = StagedMatrix(staging / FEATURES, matrix)
+        del matrix
+        per_file = _embed(
+            gallery_root,
+            todo,
+            embedder,
+            crop,
+            faces,
+            batch_size,
+            staged,
+            journal,
+            record_file,
+            progress,
         )
-    matrix.flush()
-    del matrix
+    staged.close()
     failures = len(journal.skipped)
     if not journal.rows:
         shutil.rmtree(staging)
@@ -139,7 +184,7 @@ def build_index(
             f"{max_failure_share:.0%} allowed; first: {journal.skipped[0]}; the partial build "
             f"is kept in {staging}: fix or remove those files, then --resume"
         )
-    _finish(staging, out, journal, embedder, crop, gallery_root, split, layout or Layout())
+    _finish(staging, out, journal, embedder, crop, faces, gallery_root, split, layout or Layout())
     return BuildReport(
         out,
         len(journal.rows),
@@ -147,7 +192,33 @@ def build_index(
         journal.duplicates,
         journal.skipped,
         time.perf_counter() - started,
+        faces.mode,
+        len(todo),
+        dict(sorted(per_file.items())),
     )
+
+
+class StagedMatrix:
+    """The staged feature matrix, doubled when a batch does not fit: an every-face
+    build cannot know before it detects how many rows its photos give."""
+
+    def __init__(self, file: Path, matrix: np.memmap) -> None:
+        self.file = file
+        self.matrix = matrix
+
+    def write(self, row: int, vectors: np.ndarray) -> None:
+        """Put ``vectors`` at ``row`` and flush them (on disk before the journal says so)."""
+        if row + len(vectors) > self.matrix.shape[0]:
+            self.matrix.flush()
+            rows = max(2 * self.matrix.shape[0], row + len(vectors))
+            self.matrix = None  # type: ignore[assignment] (unmapped before it is replaced)
+            self.matrix = _reserve(self.file, rows)
+        self.matrix[row : row + len(vectors)] = vectors
+        self.matrix.flush()
+
+    def close(self) -> None:
+        self.matrix.flush()
+        self.matrix = None  # type: ignore[assignment]
 
 
 def _reserve(features: Path, rows: int) -> np.memmap:
@@ -175,7 +246,7 @@ def _copy_base(
     matrix[: len(base)] = base.features
     matrix.flush()
     records = [
-        {"path": path, "id": item.id, "label": item.label}
+        journals.record_of(item, path)
         for item in base.manifest.items
         for path in (item.path, *item.also)
     ]
@@ -183,23 +254,36 @@ def _copy_base(
         journals.append(stream, journal, records)
 
 
-def _read(root: Path, image: GalleryImage, crop: Crop, size: int) -> dict:
+def _read(root: Path, image: GalleryImage, crop: Crop, faces: FaceSelection, size: int) -> list:
+    """The records of one gallery file: one per face with its pixels, or its error."""
     try:
         data = (root / image.path).read_bytes()
-        return {
+        file_id = content_id(data)
+        found = prepare_faces(decode(data), crop, size, faces)
+    except (OSError, ImageError) as error:
+        return [{"path": image.path, "label": image.label, "error": str(error)}]
+    if faces == LARGEST:  # one row per file, under the file's own id, as ever
+        return [
+            {"path": image.path, "label": image.label, "id": file_id, "pixels": found[0].pixels}
+        ]
+    return [
+        {
             "path": image.path,
             "label": image.label,
-            "id": content_id(data),
-            "pixels": load(data, crop, size).pixels,
+            "id": face_id(file_id, number),
+            "box": list(face.face),
+            "pixels": face.pixels,
         }
-    except (OSError, ImageError) as error:
-        return {"path": image.path, "label": image.label, "error": str(error)}
+        for number, face in enumerate(found)
+    ]
 
 
-def _decoded(root: Path, images: list[GalleryImage], crop: Crop, size: int) -> Iterator[dict]:
+def _decoded(
+    root: Path, images: list[GalleryImage], crop: Crop, faces: FaceSelection, size: int
+) -> Iterator[list[dict]]:
     """Decode on a thread pool, in gallery order, while the caller embeds."""
     with ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 2) // 2)) as pool:
-        yield from pool.map(lambda image: _read(root, image, crop, size), images)
+        yield from pool.map(lambda image: _read(root, image, crop, faces, size), images)
 
 
 def _embed(
@@ -207,21 +291,22 @@ def _embed(
     images: list[GalleryImage],
     embedder: Embedder,
     crop: Crop,
+    faces: FaceSelection,
     batch_size: int,
-    matrix: np.ndarray,
+    matrix: StagedMatrix,
     journal: Journal,
     record_file,  # noqa: ANN001
     progress: bool,
-) -> None:
+) -> Counter[int]:
+    """Embed ``images`` in batches of whole files; returns how many files had n faces."""
     pending: list[dict] = []  # records of one batch, in order; at most one embedding per id
     fresh: dict[str, int] = {}  # ids of this batch -> position among its embeddings
+    per_file: Counter[int] = Counter()
 
     def flush() -> None:
         batch = [r for r in pending if "pixels" in r]
         if batch:
-            row = len(journal.rows)
-            matrix[row : row + len(batch)] = embedder.embed(np.stack([r["pixels"] for r in batch]))
-            matrix.flush()  # rows on disk before the journal says they are
+            matrix.write(len(journal.rows), embedder.embed(np.stack([r["pixels"] for r in batch])))
         for record in pending:
             record.pop("pixels", None)
         journals.append(record_file, journal, pending)
@@ -229,18 +314,21 @@ def _embed(
         fresh.clear()
 
     with tqdm(total=len(images), unit="img", desc="indexing", disable=bar_disable(progress)) as bar:
-        for record in _decoded(root, images, crop, embedder.info.input_size):
-            if "error" in record:
-                log.warning("skipped %s: %s", record["path"], record["error"])
-            elif record["id"] in journal.ids or record["id"] in fresh:
-                record.pop("pixels")  # a duplicate: recorded, not embedded
-            else:
-                fresh[record["id"]] = len(fresh)
-            pending.append(record)
-            if len(fresh) == batch_size:
+        for records in _decoded(root, images, crop, faces, embedder.info.input_size):
+            per_file[0 if "error" in records[0] else len(records)] += 1
+            for record in records:
+                if "error" in record:
+                    log.warning("skipped %s: %s", record["path"], record["error"])
+                elif record["id"] in journal.ids or record["id"] in fresh:
+                    record.pop("pixels")  # a duplicate: recorded, not embedded
+                else:
+                    fresh[record["id"]] = len(fresh)
+                pending.append(record)
+            if len(fresh) >= batch_size:  # whole files only: a resume skips done files
                 flush()
             bar.update()
         flush()
+    return per_file
 
 
 def _finish(
@@ -249,6 +337,7 @@ def _finish(
     journal: Journal,
     embedder: Embedder,
     crop: Crop,
+    faces: FaceSelection,
     gallery_root: Path,
     split: Split,
     layout: Layout,
@@ -263,6 +352,7 @@ def _finish(
         crop=crop,
         gallery_root=str(gallery_root.resolve()),
         split=split,
+        faces=faces,
     )
     publish_staged(staging, out, info, journal.rows, journal.skipped, layout)
 
@@ -293,7 +383,7 @@ def publish_staged(
         layout = ann.resolved(layout, rows)
         ann.write(ann.build(np.load(staging / FEATURES, mmap_mode="r"), layout), staging)
     manifest = Manifest(
-        **{**asdict(info), "crop": info.crop},
+        **{**asdict(info), "crop": info.crop, "faces": info.faces},
         rows=rows,
         features_sha256=checksum,
         items=items,

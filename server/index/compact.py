@@ -14,10 +14,10 @@ import shutil
 import numpy as np
 
 from lookalike.server.index.build import publish_staged
-from lookalike.server.index.journal import Journal
+from lookalike.server.index.journal import Journal, record_of
 from lookalike.server.index.publish import compaction_staging
 from lookalike.server.index.segment import Changes
-from lookalike.server.index.store import FEATURES, GalleryIndex, Item, Manifest
+from lookalike.server.index.store import FACE_MARK, FEATURES, GalleryIndex, Item, Manifest
 
 
 def gallery_order(path: str) -> tuple[str, ...]:
@@ -29,18 +29,24 @@ def folded_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], list[
     """The items of the compacted index, and where each one's vector is:
     (True, base row) or (False, segment row)."""
     sources: dict[str, tuple[bool, int]] = {}
-    files: list[dict[str, str]] = []
+    files: list[dict] = []
     for row, item in enumerate(base.manifest.items):
         if item.id not in changes.removed:
             sources[item.id] = (True, row)
-            files += [{"path": p, "id": item.id, "label": p.split("/")[0]} for p in _paths(item)]
+            files += [{**record_of(item, p), "label": p.split("/")[0]} for p in _paths(item)]
     for item, row in changes.added.values():
         sources[item.id] = (False, row)
-        files.append({"path": item.path, "id": item.id, "label": item.label})
+        files.append(record_of(item, item.path))
     journal = Journal()
-    for record in sorted(files, key=lambda record: gallery_order(record["path"])):
+    for record in sorted(files, key=_file_then_face):
         journal.add(record)
     return journal.rows, [sources[item.id] for item in journal.rows]
+
+
+def _file_then_face(record: dict) -> tuple:
+    """Gallery order, and within a photo its faces by number (largest first)."""
+    _, mark, number = record["id"].partition(FACE_MARK)
+    return gallery_order(record["path"]), int(number) if mark else 0
 
 
 def _paths(item: Item) -> tuple[str, ...]:

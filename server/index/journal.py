@@ -13,7 +13,7 @@ short; that line is cut off before anything is appended.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
@@ -40,11 +40,20 @@ class Journal:
         elif record["id"] in self.ids:
             row = self.ids[record["id"]]
             item = self.rows[row]
-            self.rows[row] = Item(item.id, item.label, item.path, (*item.also, record["path"]))
-            self.duplicates += 1
+            self.rows[row] = replace(item, also=(*item.also, record["path"]))
+            self.duplicates += item.face == 0  # files, not faces
         else:
             self.ids[record["id"]] = len(self.rows)
-            self.rows.append(Item(record["id"], record["label"], record["path"]))
+            box = tuple(record["box"]) if record.get("box") else None
+            self.rows.append(Item(record["id"], record["label"], record["path"], box=box))  # type: ignore[arg-type]
+
+
+def record_of(item: Item, path: str) -> dict:
+    """The record of ``item``'s row found at ``path`` (its own or an identical file's)."""
+    record: dict = {"path": path, "id": item.id, "label": item.label}
+    if item.box:
+        record["box"] = list(item.box)
+    return record
 
 
 def start(path: Path, header: dict[str, object]) -> None:
@@ -74,10 +83,11 @@ def resume(path: Path, header: dict[str, object]) -> Journal:
             "the staged build has no journal header (an older or damaged build); "
             "start over without --resume"
         )
-    different = {
-        name: (records[0]["build"].get(name), value)
-        for name, value in header.items()
-        if records[0]["build"].get(name) != value
+    built = records[0]["build"]
+    different = {  # a setting only one header names (faces: only when not the largest) counts
+        name: (built.get(name), header.get(name))
+        for name in {**built, **header}
+        if built.get(name) != header.get(name)
     }
     if different:
         was = "; ".join(

@@ -3,7 +3,8 @@
 They live beside the index folder, in ``<index>.changes/``::
 
     journal.jsonl   the change journal, one JSON line per change, in the order made:
-                    {"op": "add", "id", "label", "path", "row"} or {"op": "remove", "ids": [...]}
+                    {"op": "add", "id", "label", "path", "row"} (and "box": a face of an
+                    every-face gallery) or {"op": "remove", "ids": [...]}
     vectors.f32     the added rows' embeddings, float32, row ``row`` at row * D * 4
 
 Both are fsynced before a change is acknowledged: the vector first, then the
@@ -55,7 +56,8 @@ class Changes:
         changes = cls()
         for record in records:
             if record["op"] == "add":
-                item = Item(record["id"], record["label"], record["path"])
+                box = tuple(record["box"]) if record.get("box") else None
+                item = Item(record["id"], record["label"], record["path"], box=box)  # type: ignore[arg-type]
                 if not in_base(item.id) or item.id in changes.removed:
                     changes.added[item.id] = (item, record["row"])
             else:
@@ -130,6 +132,8 @@ class ChangeLog:
         os.pwrite(self._vectors, data, row * self.dim * 4)
         os.fsync(self._vectors)
         record = {"op": "add", "id": item.id, "label": item.label, "path": item.path, "row": row}
+        if item.box:
+            record["box"] = list(item.box)
         self._append(record)
         self.rows += 1
         return row

@@ -4,7 +4,8 @@ Layout of an index folder::
 
     features.npy    N x D float32 (or float16: ``--storage``), opened with
                     numpy.load(mmap_mode="r"): the source of truth for every search
-    manifest.json   model fingerprint, crop, shape, checksum, and one item per row
+    manifest.json   model fingerprint, crop, which faces ("faces"; absent: the largest),
+                    shape, checksum, and one item per row (per face in an every-face index)
     ann.faiss       only for an approximate ``--index-type``: the faiss structure built
                     from features.npy (server/index/ann.py), rebuilt at open if missing
 
@@ -24,6 +25,7 @@ import numpy as np
 from lookalike.server.index.gallery import Split
 from lookalike.server.vision.embedder import ModelInfo, file_sha256
 from lookalike.server.vision.imaging import Crop
+from lookalike.server.vision.selection import LARGEST, FaceSelection
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,50 @@ class InvalidIndexError(RuntimeError):
     """The index is missing, damaged, or does not belong to the model."""
 
 
+FACE_MARK = "#"  # a face row's id: its file's content id, the mark, the face's number
+
+
 @dataclass(frozen=True)
 class Item:
+    """One row of the gallery: a photo, or in an every-face index one face of a photo."""
+
     id: str
     label: str
     path: str
     also: tuple[str, ...] = ()  # paths of identical files, indexed once
+    box: tuple[int, int, int, int] | None = None  # the face in the photo; None: one-face row
+
+    @property
+    def file_id(self) -> str:
+        """The content id of the photo this row comes from."""
+        return self.id.split(FACE_MARK, 1)[0]
+
+    @property
+    def face(self) -> int:
+        """The face's number in its photo, 0 the largest (a one-face row: 0)."""
+        _, mark, number = self.id.partition(FACE_MARK)
+        return int(number) if mark else 0
+
+    def to_row(self) -> list[object]:
+        """The manifest's list for this item: id, label, path, then the identical files'
+        paths when there are any or a box follows, then the box."""
+        row: list[object] = [self.id, self.label, self.path]
+        if self.also or self.box:
+            row.append(list(self.also))
+        if self.box:
+            row.append(list(self.box))
+        return row
+
+    @classmethod
+    def from_row(cls, row: list) -> Item:
+        also = tuple(row[3]) if len(row) > 3 else ()
+        box = tuple(int(v) for v in row[4]) if len(row) > 4 and row[4] else None
+        return cls(row[0], row[1], row[2], also, box)  # type: ignore[arg-type]
+
+
+def face_id(file_id: str, number: int) -> str:
+    """The id of face ``number`` of the photo of content id ``file_id``."""
+    return f"{file_id}{FACE_MARK}{number}"
 
 
 @dataclass(frozen=True)
@@ -67,14 +107,19 @@ class GalleryInfo:
     crop: Crop
     gallery_root: str
     split: Split
+    faces: FaceSelection = LARGEST  # which faces of each photo have rows
 
     def to_json(self) -> str:
-        return json.dumps({**asdict(self), "crop": self.crop.to_dict()})
+        return json.dumps(
+            {**asdict(self), "crop": self.crop.to_dict(), "faces": self.faces.to_dict()}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> GalleryInfo:
+        """Info written before every-face indexing has no "faces": the largest face."""
         body = json.loads(text)
-        return cls(**{**body, "crop": Crop.from_dict(body["crop"])})
+        faces = FaceSelection.from_dict(body.get("faces"))
+        return cls(**{**body, "crop": Crop.from_dict(body["crop"]), "faces": faces})
 
     def check_model(self, model: ModelInfo, where: str) -> None:
         """Refuse to search with a model other than the one that embedded the gallery.
@@ -152,7 +197,7 @@ class Layout:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Manifest(GalleryInfo):
     """manifest.json: the GalleryInfo of an index folder, and what each row is."""
 
@@ -178,6 +223,7 @@ class Manifest(GalleryInfo):
                 "embedding_size": self.embedding_size,
             },
             "crop": self.crop.to_dict(),
+            "faces": self.faces.to_dict(),
             "gallery_root": self.gallery_root,
             "split": self.split,
             "features": {
@@ -188,10 +234,7 @@ class Manifest(GalleryInfo):
             },
             "search": self.layout.to_dict(),
             "skipped": self.skipped,
-            "items": [
-                [item.id, item.label, item.path, *([list(item.also)] if item.also else [])]
-                for item in self.items
-            ],
+            "items": [item.to_row() for item in self.items],
         }
         return json.dumps(body, indent=1)
 
@@ -209,11 +252,12 @@ class Manifest(GalleryInfo):
             input_size=body["model"]["input_size"],
             embedding_size=body["model"]["embedding_size"],
             crop=Crop.from_dict(body["crop"]),
+            faces=FaceSelection.from_dict(body.get("faces")),  # none: an older, one-face index
             gallery_root=body["gallery_root"],
             split=body["split"],
             rows=shape[0],
             features_sha256=body["features"]["sha256"],
-            items=[Item(*row[:3], tuple(row[3]) if len(row) > 3 else ()) for row in body["items"]],
+            items=[Item.from_row(row) for row in body["items"]],
             skipped=body.get("skipped", []),
             layout=layout,
         )

@@ -39,6 +39,7 @@ class ConfigError(ValueError):
 
 POSITIVE = (
     "max_k",
+    "max_query_faces",
     "max_message_bytes",
     "max_pixels",
     "max_in_flight",
@@ -82,6 +83,7 @@ class ServerConfig:
     knn_algorithm: Algorithm = DEFAULT_ALGORITHM
     search_breadth: int = 0
     max_k: int = 100
+    max_query_faces: int = 10
     max_distance: float | None = None
     max_message_bytes: int = 8 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -182,6 +184,11 @@ SETTINGS: dict[str, Setting] = {
         "indexes ignore it",
     ),
     "max_k": Setting(int, "largest k a Search may ask for"),
+    "max_query_faces": Setting(
+        int,
+        "most faces of one query photo a Search searches (SearchRequest.faces, mode all); "
+        "each face is embedded and searched within the call's deadline and worker slot",
+    ),
     "max_distance": Setting(
         float,
         "drop matches farther than this unless a Search asks for its own limit "

@@ -3,7 +3,11 @@
 A Search passes each stage once, on one worker thread: decode and crop
 (vision), embed and k-NN in a batch shared with concurrent searches (the
 batcher runs ``Nearest``), matches within the distance limit, thumbnails, the
-response. The engine is built once per server (``SearchEngine.open``); a
+response. A Search of several faces of its photo (SearchRequest.faces,
+``query_faces.py``) sends each face to the batcher as its own image, all
+within the call's deadline and worker slot, and answers one FaceResult per
+face; the top-level fields repeat the first face's, which is all an old client
+reads. The engine is built once per server (``SearchEngine.open``); a
 reload makes a sibling over the new gallery (``with_backend``) that shares the
 model, the batcher and the settings, while calls already running finish on the
 engine they started with.
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from lookalike.server.backends.base import Hit, SearchBackend
 from lookalike.server.backends.memmap import MemmapBackend
@@ -24,11 +29,13 @@ from lookalike.server.index.store import GalleryIndex
 from lookalike.server.online.batcher import DeadlinePassed, MicroBatcher
 from lookalike.server.online.calls import CallLimits
 from lookalike.server.online.config import ServerConfig
+from lookalike.server.online.query_faces import QueryFace, query_faces, wire_box
 from lookalike.server.online.telemetry import Telemetry
 from lookalike.server.online.thumbnails import thumbnail_or_note
 from lookalike.server.vision.align import load_models as load_alignment_models
 from lookalike.server.vision.embedder import Embedder
-from lookalike.server.vision.imaging import Prepared, load
+from lookalike.server.vision.imaging import Prepared, decode, load
+from lookalike.server.vision.selection import prepare_faces
 from lookalike.v1 import search_pb2
 
 
@@ -144,6 +151,13 @@ class SearchEngine:
         info = self.backend.info
         return load(data, info.crop, info.input_size, self.config.max_pixels)
 
+    def gallery_faces(self, data: bytes) -> list[Prepared]:
+        """The rows a gallery photo gets, the way the gallery was indexed: its largest face,
+        or each face (raises ImageError)."""
+        info = self.backend.info
+        image = decode(data, self.config.max_pixels)
+        return prepare_faces(image, info.crop, info.input_size, info.faces)
+
     def warm_up(self, runs: int, batch_sizes: tuple[int, ...] = (1,)) -> float:
         """First runs are slow (allocation, kernel choice); pay for them before SERVING."""
         started = time.perf_counter()
@@ -165,74 +179,100 @@ class SearchEngine:
         """The call's own limit, else the server's (None: no limit)."""
         return request.max_distance or self.config.max_distance
 
+    def query_faces(self, image: Image.Image, request: search_pb2.SearchRequest) -> list[QueryFace]:
+        """The faces of the decoded photo ``request`` asks for, cropped the way the gallery
+        was embedded (raises Refused for a choice of faces that cannot be served)."""
+        info = self.backend.info
+        most = self.config.max_query_faces
+        return query_faces(image, info.crop, info.input_size, request, most)
+
     def search(
         self, request: search_pb2.SearchRequest, limits: CallLimits
     ) -> search_pb2.SearchResponse:
         """The whole answer to an admitted SearchRequest. ``limits`` is checked between
         stages: a call past its deadline, or whose caller left, stops there."""
         limits.check()
-        prepared = self.prepare(request.image)
+        started = time.perf_counter()
+        image = decode(request.image, self.config.max_pixels)
+        decoded = time.perf_counter()
+        faces = self.query_faces(image, request)
+        cropped = time.perf_counter()
         limits.check()
-        hits, embed_ms, knn_ms = self._nearest_hits(prepared.pixels, request, limits)
+        found, embed_ms, knn_ms = self._nearest_hits(
+            [face.prepared.pixels for face in faces], request, limits
+        )
         answered = time.perf_counter()
         limit = self.distance_limit(request)
-        hits = [hit for hit in hits if limit is None or hit.distance <= limit]
-        matches = [
-            search_pb2.Match(
-                rank=rank,
-                id=hit.item.id,
-                label=hit.item.label,
-                path=hit.item.path,
-                distance=hit.distance,
-            )
-            for rank, hit in enumerate(hits, start=1)
-        ]
-        if request.thumbnails:
-            self._add_thumbnails(matches, hits, limits)
+        results = []
+        thumbnails: dict[str, tuple[bytes, str]] = {}  # a photo matched by several faces
+        for face, hits in zip(faces, found, strict=True):
+            hits = [hit for hit in hits if limit is None or hit.distance <= limit]
+            matches = [_match(rank, hit) for rank, hit in enumerate(hits, start=1)]
+            if request.thumbnails:
+                self._add_thumbnails(matches, hits, limits, thumbnails)
+            results.append(_face_result(face, matches))
         stages = Stages(
-            decode_ms=prepared.decode_ms,
-            crop_ms=prepared.crop_ms,
+            decode_ms=(decoded - started) * 1e3,
+            crop_ms=(cropped - decoded) * 1e3,
             embed_ms=embed_ms,
             knn_ms=knn_ms,
             response_ms=(time.perf_counter() - answered) * 1e3,
         )
-        self._observe(stages)
-        return self._response(prepared, matches, limit, stages, limits)
+        self._observe(stages, len(faces))
+        return self._response(results, limit, stages, limits)
 
     def _nearest_hits(
-        self, pixels: np.ndarray, request: search_pb2.SearchRequest, limits: CallLimits
-    ) -> tuple[list[Hit], float, float]:
-        """This image's hits, through the batcher when there is one."""
+        self, pixels: list[np.ndarray], request: search_pb2.SearchRequest, limits: CallLimits
+    ) -> tuple[list[list[Hit]], float, float]:
+        """Each face's hits, through the batcher when there is one (a face a job, so the
+        faces of one photo share runs as concurrent searches do); the embed and k-NN ms
+        are the longest any face waited for."""
         step = self.nearest(request.search_breadth)
         if self.batcher is None:
-            (hits,), embed_ms, knn_ms = step(pixels[np.newaxis], request.k)
-            return hits, embed_ms, knn_ms
+            return step(np.stack(pixels), request.k)
         deadline = limits.deadline
-        future = self.batcher.submit(step, pixels, request.k, deadline)
+        futures = [self.batcher.submit(step, face, request.k, deadline) for face in pixels]
+        answers = []
         try:
-            answer = future.result(
-                timeout=None if deadline is None else max(0.0, deadline - time.monotonic())
-            )
+            for future in futures:
+                answers.append(
+                    future.result(
+                        timeout=None if deadline is None else max(0.0, deadline - time.monotonic())
+                    )
+                )
         except (FutureTimeout, DeadlinePassed):
-            future.cancel()
+            for future in futures:
+                future.cancel()
             limits.check()  # the deadline passed: the check ends the call
             raise
-        return answer.hits, answer.embed_ms, answer.knn_ms
+        return (
+            [answer.hits for answer in answers],
+            max(answer.embed_ms for answer in answers),
+            max(answer.knn_ms for answer in answers),
+        )
 
     def _add_thumbnails(
-        self, matches: list[search_pb2.Match], hits: list[Hit], limits: CallLimits
+        self,
+        matches: list[search_pb2.Match],
+        hits: list[Hit],
+        limits: CallLimits,
+        made: dict[str, tuple[bytes, str]],
     ) -> None:
-        """Each match's thumbnail; none is begun once the deadline has passed."""
+        """Each match's thumbnail (``made``: those of this call so far, by row id); none is
+        begun once the deadline has passed."""
         root = gallery_folder(self.config, self.backend)
         for match, hit in zip(matches, hits, strict=True):
-            limits.check()
-            match.thumbnail_jpeg, match.note = thumbnail_or_note(
-                root, hit.item, self.config.thumbnail_size, self.config.max_pixels
-            )
+            if hit.item.id not in made:
+                limits.check()
+                made[hit.item.id] = thumbnail_or_note(
+                    root, hit.item, self.config.thumbnail_size, self.config.max_pixels
+                )
+            match.thumbnail_jpeg, match.note = made[hit.item.id]
 
-    def _observe(self, stages: Stages) -> None:
+    def _observe(self, stages: Stages, faces: int = 1) -> None:
         if self.telemetry is None:
             return
+        self.telemetry.faces.observe(faces)
         for stage, ms in (
             ("decode", stages.decode_ms),
             ("crop", stages.crop_ms),
@@ -244,25 +284,17 @@ class SearchEngine:
 
     def _response(
         self,
-        prepared: Prepared,
-        matches: list[search_pb2.Match],
+        faces: list[search_pb2.FaceResult],
         limit: float | None,
         stages: Stages,
         limits: CallLimits,
     ) -> search_pb2.SearchResponse:
-        left, top, right, bottom = prepared.box
-        width, height = prepared.original_size
+        first = faces[0]
         return search_pb2.SearchResponse(
-            matches=matches,
-            query_crop=search_pb2.CropBox(
-                left=left,
-                top=top,
-                right=right,
-                bottom=bottom,
-                image_width=width,
-                image_height=height,
-            ),
-            crop_note=prepared.note,
+            matches=first.matches,
+            query_crop=first.query_crop,
+            crop_note=first.crop_note,
+            faces=faces,
             max_distance=limit or 0.0,
             model_fingerprint=self.embedder.info.fingerprint,
             index_version=self.backend.info.version,
@@ -273,3 +305,32 @@ class SearchEngine:
                 total_ms=(time.perf_counter() - limits.started) * 1e3,
             ),
         )
+
+
+def _match(rank: int, hit: Hit) -> search_pb2.Match:
+    """A match; in a gallery indexed by face, with the face's box in its photo."""
+    return search_pb2.Match(
+        rank=rank,
+        id=hit.item.id,
+        label=hit.item.label,
+        path=hit.item.path,
+        distance=hit.distance,
+        face_box=wire_box(hit.item.box),
+    )
+
+
+def _face_result(face: QueryFace, matches: list[search_pb2.Match]) -> search_pb2.FaceResult:
+    """One searched face of the query photo: where it is, what the model saw, its matches."""
+    prepared = face.prepared
+    left, top, right, bottom = prepared.box
+    width, height = prepared.original_size
+    return search_pb2.FaceResult(
+        number=face.number,
+        box=wire_box(prepared.face),
+        score=prepared.score,
+        query_crop=search_pb2.CropBox(
+            left=left, top=top, right=right, bottom=bottom, image_width=width, image_height=height
+        ),
+        crop_note=prepared.note,
+        matches=matches,
+    )

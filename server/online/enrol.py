@@ -30,7 +30,7 @@ import numpy as np
 from lookalike.server.backends.base import ReadOnlyGallery, SearchBackend
 from lookalike.server.index.compact import gallery_order
 from lookalike.server.index.gallery import content_id
-from lookalike.server.index.store import InvalidIndexError, Item
+from lookalike.server.index.store import InvalidIndexError, Item, face_id
 from lookalike.server.online.calls import CallLimits, deadline_of
 from lookalike.server.online.engine import gallery_folder
 from lookalike.server.online.errors import Refused
@@ -43,6 +43,7 @@ from lookalike.server.online.gallery_files import (
     suffix_of,
     write_image,
 )
+from lookalike.server.online.query_faces import wire_box
 from lookalike.server.online.service import SearchService
 from lookalike.server.online.telemetry import note
 from lookalike.server.vision.imaging import ImageError
@@ -60,12 +61,18 @@ T = TypeVar("T")
 
 @dataclass
 class Pending:
-    """One image of an AddImages call between checking and adding."""
+    """One image of an AddImages call between checking and adding: its row, or in a
+    gallery indexed by face one row per face, each with its pixels."""
 
     position: int
-    item: Item
+    rows: list[Item]
     data: bytes
-    pixels: np.ndarray
+    pixels: list[np.ndarray]
+
+    @property
+    def item(self) -> Item:
+        """The photo's first row (its largest face)."""
+        return self.rows[0]
 
 
 class GalleryService(SearchService):
@@ -116,12 +123,32 @@ class GalleryService(SearchService):
                 f"at most {most} images per AddImages call, got {len(request.images)}; "
                 "send them in several calls",
             )
+        self._check_faces(request.faces)
         response = await self._run(context, self._add_images, request)
         note(
             images=len(response.results),
             added=sum(r.result == Change.ADDED for r in response.results),
         )
         return response
+
+    def _check_faces(self, mode: int) -> None:
+        """AddImagesRequest.faces: unset, or the gallery's own way of indexing."""
+        if mode == search_pb2.FACE_MODE_UNSPECIFIED:
+            return
+        wanted = {search_pb2.FACE_MODE_LARGEST: "largest", search_pb2.FACE_MODE_ALL: "all"}
+        if mode not in wanted:
+            raise Refused(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "AddImagesRequest.faces is the largest face or every face (FACE_MODE_LARGEST "
+                f"or FACE_MODE_ALL), not mode {mode}",
+            )
+        held = self.engine.backend.info.faces.mode
+        if wanted[mode] != held:
+            raise Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this gallery is indexed by {'every face' if held == 'all' else 'largest face'}"
+                ", and images are added to it the same way; leave faces unset",
+            )
 
     def _add_images(
         self, request: search_pb2.AddImagesRequest, limits: CallLimits
@@ -178,10 +205,14 @@ class GalleryService(SearchService):
             else:
                 results[position] = checked
         if pending:
-            vectors = self.engine.embedder.embed(np.stack([p.pixels for p in pending]))
+            pixels = [face for image in pending for face in image.pixels]
+            vectors = self.engine.embedder.embed(np.stack(pixels))
             root = gallery_folder(self.config, backend)
-            for image, vector in zip(pending, vectors, strict=True):
-                results[image.position] = self._add(backend, root, image, vector)
+            first = 0
+            for image in pending:
+                rows = vectors[first : first + len(image.rows)]
+                first += len(image.rows)
+                results[image.position] = self._add(backend, root, image, rows)
         return [results[position] for position in sorted(results)]
 
     def _check_new(
@@ -195,10 +226,10 @@ class GalleryService(SearchService):
         Any failure fails this image alone."""
         try:
             label, wanted = check_label(new.label), check_external_id(new.external_id)
-            prepared = self.engine.prepare(new.image)
+            faces = self.engine.gallery_faces(new.image)
             image_id = content_id(new.image)
             if there := _of_content(backend, image_id):
-                return _result(position, Change.ALREADY_PRESENT, there[0])
+                return _result(position, Change.ALREADY_PRESENT, there)
             if wanted and wanted in claimed:
                 raise InvalidName(f"the external id {wanted!r} is given to another image here")
             if wanted and backend.find(wanted):
@@ -211,13 +242,21 @@ class GalleryService(SearchService):
             return _failed(position, "the image could not be read (the server's log says why)")
         if wanted:
             claimed.add(wanted)
-        return Pending(position, Item(image_id, label, path), new.image, prepared.pixels)
+        if backend.info.faces.mode == "largest":
+            rows = [Item(image_id, label, path)]
+        else:
+            rows = [
+                Item(face_id(image_id, n), label, path, box=face.face)
+                for n, face in enumerate(faces)
+            ]
+        return Pending(position, rows, new.image, [face.pixels for face in faces])
 
     def _add(
-        self, backend: SearchBackend, root: Path, image: Pending, vector: np.ndarray
+        self, backend: SearchBackend, root: Path, image: Pending, vectors: np.ndarray
     ) -> search_pb2.AddResult:
-        if there := _of_content(backend, image.item.id):  # an earlier copy in this call
-            return _result(image.position, Change.ALREADY_PRESENT, there[0])
+        """Write the photo into the gallery, then add its row, or each of its faces' rows."""
+        if there := _of_content(backend, image.item.file_id):  # an earlier copy in this call
+            return _result(image.position, Change.ALREADY_PRESENT, there)
         try:
             if not root.is_dir():  # never make a gallery where the index does not say one is
                 raise GalleryFileError("the gallery folder is missing on the server")
@@ -227,11 +266,15 @@ class GalleryService(SearchService):
         except OSError as error:
             log.error("cannot write an enrolled image into the gallery: %s", error)
             return _failed(image.position, "not added: the gallery is not writable")
-        there = backend.add(image.item, vector)
-        if there is not None:
-            return _result(image.position, Change.ALREADY_PRESENT, there)
-        log.info("added image %s", image.item.id)
-        return _result(image.position, Change.ADDED, image.item)
+        added = [
+            row
+            for row, vector in zip(image.rows, vectors, strict=True)
+            if not backend.add(row, vector)
+        ]
+        if not added:
+            return _result(image.position, Change.ALREADY_PRESENT, image.rows)
+        log.info("added image %s (%d rows)", image.item.file_id, len(added))
+        return _result(image.position, Change.ADDED, image.rows)
 
     # RemoveImages
 
@@ -292,7 +335,11 @@ class GalleryService(SearchService):
             # Files first: a kill between the two leaves the face in the index, where
             # the caller's retry finds and erases it; the other order would leave its
             # file behind for good, with nothing left to find it by.
-            erased = [self._erased(root, item, request.delete_files) for item in items]
+            keep = _photos_kept(backend, items)
+            erased = [
+                self._erased(root, item, request.delete_files and item.file_id not in keep)
+                for item in items
+            ]
             gone = {item.id for item in backend.remove([item.id for item in items])}
             results.append(
                 search_pb2.RemoveResult(
@@ -350,7 +397,12 @@ class GalleryService(SearchService):
         return search_pb2.ListImagesResponse(
             images=[
                 search_pb2.GalleryEntry(
-                    id=item.id, label=item.label, path=item.path, also=item.also, pending=pending
+                    id=item.id,
+                    label=item.label,
+                    path=item.path,
+                    also=item.also,
+                    pending=pending,
+                    face_box=wire_box(item.box),
                 )
                 for item, pending in page
             ],
@@ -438,9 +490,17 @@ def _selected(backend: SearchBackend, kind: str, key: str) -> list[Item]:
     return _of_content(backend, key)
 
 
-def _result(position: int, result: int, item: Item) -> search_pb2.AddResult:
+def _result(position: int, result: int, rows: list[Item]) -> search_pb2.AddResult:
+    """The result of one image: its content id, label and path, and in a gallery indexed
+    by face each face's row id and box."""
+    first = rows[0]
     return search_pb2.AddResult(
-        position=position, result=result, id=item.id, label=item.label, path=item.path
+        position=position,
+        result=result,
+        id=first.file_id,
+        label=first.label,
+        path=first.path,
+        faces=[search_pb2.GalleryFace(id=row.id, box=wire_box(row.box)) for row in rows if row.box],
     )
 
 
@@ -449,13 +509,26 @@ def _failed(position: int, error: str) -> search_pb2.AddResult:
 
 
 def _of_content(backend: SearchBackend, image_id: str) -> list[Item]:
-    """The image of exactly this content id (find also matches external ids)."""
-    return [item for item in backend.find(image_id) if item.id == image_id]
+    """The rows of the photo of exactly this content id: the photo, or each of its faces
+    (find also matches external ids)."""
+    return [item for item in backend.find(image_id) if item.file_id == image_id]
+
+
+def _photos_kept(backend: SearchBackend, removing: list[Item]) -> set[str]:
+    """Content ids of the photos that keep a face after ``removing``: their files stay."""
+    leaving = {item.id for item in removing}
+    faces = {item.file_id for item in removing if item.id != item.file_id}
+    return {
+        photo
+        for photo in faces
+        if any(item.id not in leaving for item in _of_content(backend, photo))
+    }
 
 
 def _page_key(item: Item) -> tuple:
-    """The order of ListImages (the gallery's), ties broken by content id."""
-    return (*gallery_order(item.path), "\0", item.id)
+    """The order of ListImages (the gallery's), ties broken by content id, then by face
+    number (as a number: face 10 after face 9)."""
+    return (*gallery_order(item.path), "\0", item.file_id, item.face)
 
 
 def page_token(last: Item) -> str:

@@ -254,4 +254,5 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             max_distance=self.config.max_distance or 0.0,
             intra_op_threads=embedder.threads,
             server_version=lookalike_version(),
+            gallery_faces=backend.info.faces.mode,
         )

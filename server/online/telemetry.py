@@ -51,6 +51,12 @@ class Telemetry:
             buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
+        self.faces = Histogram(
+            "lookalike_search_faces",
+            "Faces of the query photo searched per Search request",
+            buckets=(1, 2, 3, 4, 6, 8, 10, 16, 32),
+            registry=r,
+        )
         self.in_flight = Gauge(
             "lookalike_searches_in_flight", "Searches being worked on", registry=r
         )

@@ -5,7 +5,9 @@ path from the manifest must stay inside the gallery root once resolved (no
 absolute paths, no ``..``, no links leading out), name a regular file within a
 size cap, and hash to the item's id. A file swapped since indexing would
 otherwise show another person's face under the matched label. A client sees
-only ``UNAVAILABLE`` as the note; the reason is logged, with the paths.
+only ``UNAVAILABLE`` as the note; the reason is logged, with the paths. A face
+of a gallery indexed by face is shown as its whole photo with the face's box
+drawn on it, so that a match in a group photo says which of its people matched.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import os
 import stat
 from pathlib import Path, PurePosixPath
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from lookalike.server.index.gallery import content_id
 from lookalike.server.index.store import Item
@@ -25,6 +27,7 @@ from lookalike.server.vision.imaging import ImageError, decode
 log = logging.getLogger(__name__)
 
 JPEG_QUALITY = 85
+BOX_COLOUR = (255, 0, 255)  # magenta, as the contact sheet marks the query's crop
 UNAVAILABLE = "thumbnail unavailable"
 # Largest gallery file read for a thumbnail; a 40-megapixel JPEG is about 20 MB.
 MAX_GALLERY_FILE_BYTES = 64 * 1024 * 1024
@@ -72,10 +75,19 @@ def read_gallery_file(path: Path, item_id: str, cap: int) -> bytes:
     return data
 
 
-def thumbnail_jpeg(data: bytes, size: int, max_pixels: int) -> bytes:
-    """The image ``data`` shrunk to at most ``size`` on its longer side (raises ImageError)."""
+def thumbnail_jpeg(
+    data: bytes, size: int, max_pixels: int, box: tuple[int, int, int, int] | None = None
+) -> bytes:
+    """The image ``data`` shrunk to at most ``size`` on its longer side (raises ImageError),
+    with ``box`` (photo pixels) drawn on it when given."""
     image = decode(data, max_pixels)
+    scale = min(1.0, size / max(image.size))
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    if box is not None:
+        width = max(2, round(min(image.size) / 50))
+        shown = [round(value * scale) for value in box]
+        shown[2], shown[3] = max(shown[0] + 1, shown[2] - 1), max(shown[1] + 1, shown[3] - 1)
+        ImageDraw.Draw(image).rectangle(shown, outline=BOX_COLOUR, width=width)
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
     return buffer.getvalue()
@@ -89,8 +101,10 @@ def thumbnail_or_note(root: Path, item: Item, size: int, max_pixels: int) -> tup
     problems = []
     for relative in (item.path, *item.also):
         try:
-            data = read_gallery_file(gallery_file(root, relative), item.id, MAX_GALLERY_FILE_BYTES)
-            return thumbnail_jpeg(data, size, max_pixels), ""
+            data = read_gallery_file(
+                gallery_file(root, relative), item.file_id, MAX_GALLERY_FILE_BYTES
+            )
+            return thumbnail_jpeg(data, size, max_pixels, item.box), ""
         except (GalleryFileError, ImageError, OSError) as error:
             problems.append(str(error))
     log.warning("no thumbnail for item %s: %s", item.id, "; ".join(problems))

@@ -145,6 +145,19 @@ def _haar_box(image: Image.Image) -> tuple[float, float, float, float] | None:
     return centre_x - half, centre_y - half, centre_x + half, centre_y + half
 
 
+@dataclass(frozen=True)
+class Detection:
+    """One face a detector found: its box in the photo's pixels and how sure it was."""
+
+    box: tuple[float, float, float, float]  # left, top, right, bottom
+    score: float  # dlib's detection score (SVM margin); 0 for a fallback box
+    note: str  # empty when dlib found it
+
+    @property
+    def side(self) -> float:
+        return min(self.box[2] - self.box[0], self.box[3] - self.box[1])
+
+
 def find_face(image: Image.Image) -> tuple[tuple[float, float, float, float], str]:
     """The largest face box dlib finds (upsampling once if it finds none), else the
     Haar cascade's, else the centre box; and a note unless dlib found it.
@@ -152,25 +165,84 @@ def find_face(image: Image.Image) -> tuple[tuple[float, float, float, float], st
     Detection runs on ``faces.detection_copy`` (at most 800 pixels long); the box
     is scaled back to the photo.
     """
+    largest = detect_faces(image, limit=1)[0]
+    return largest.box, largest.note
+
+
+def detect_faces(image: Image.Image, limit: int = 1, min_size: float = 0) -> list[Detection]:
+    """The faces of ``image``, at most ``limit``, the first always ``find_face``'s.
+
+    The first is the largest face dlib finds without upsampling (upsampling once
+    if it finds none), else the Haar cascade's or the centre box: exactly the
+    face a one-face index embeds, so an every-face index's first row of a photo
+    is its one-face row. The others, largest first, are the faces dlib finds in
+    the photo upsampled once (faces down to about 40 px) that do not overlap one
+    already taken and are at least ``min_size`` pixels on their shorter side.
+    """
     from lookalike.server.vision.faces import detection_copy
 
     small, scale = detection_copy(image)
     rgb = np.ascontiguousarray(np.asarray(small.convert("RGB")))
     detector, _ = _dlib_models()
-    box, note = None, ""
+    found: list[Detection] = []
     for upsample in (0, 1):
-        faces = detector(rgb, upsample)
-        if len(faces):
-            face = max(faces, key=lambda rect: rect.width() * rect.height())
-            box = (face.left(), face.top(), face.right(), face.bottom())
+        boxes, scores, _ = detector.run(rgb, upsample, 0.0)
+        found = sorted(
+            (
+                Detection((r.left(), r.top(), r.right(), r.bottom()), float(score), "")
+                for r, score in zip(boxes, scores, strict=True)
+            ),
+            key=lambda face: -_dlib_area(face.box),
+        )
+        if found:
             break
-    if box is None:
+    if not found:
         box, note = _haar_box(small), NO_DLIB_FACE_NOTE
-    if box is None:
-        left, top, right, bottom = CENTRE_BOX
-        box = (left * small.width, top * small.height, right * small.width, bottom * small.height)
-        note = NO_FACE_NOTE
-    return tuple(value / scale for value in box), note
+        if box is None:
+            left, top, right, bottom = CENTRE_BOX
+            box = (
+                left * small.width,
+                top * small.height,
+                right * small.width,
+                bottom * small.height,
+            )
+            note = NO_FACE_NOTE
+        return [Detection(_scaled(box, scale), 0.0, note)]
+    faces = [found[0]]
+    if limit > 1 and upsample == 0:
+        boxes, scores, _ = detector.run(rgb, 1, 0.0)
+        found = [
+            Detection((r.left(), r.top(), r.right(), r.bottom()), float(score), "")
+            for r, score in zip(boxes, scores, strict=True)
+        ]
+    for face in sorted(found, key=lambda face: -_dlib_area(face.box)):
+        if len(faces) >= limit:
+            break
+        if face.side / scale >= min_size and all(_overlap(face.box, f.box) < 0.3 for f in faces):
+            faces.append(face)
+    return [Detection(_scaled(face.box, scale), face.score, face.note) for face in faces]
+
+
+def _scaled(box: tuple[float, ...], scale: float) -> tuple[float, float, float, float]:
+    left, top, right, bottom = (value / scale for value in box)
+    return left, top, right, bottom
+
+
+def _dlib_area(box: tuple[float, ...]) -> float:
+    """Area as dlib's rectangle counts it (inclusive corners): the order find_face kept."""
+    return (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+
+
+def _area(box: tuple[float, ...]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over the smaller box: one face found twice (at two upsamplings,
+    or nested) overlaps near 1; two neighbours in a group photo hardly at all."""
+    inner = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+    smaller = min(_area(a), _area(b))
+    return _area(inner) / smaller if smaller > 0 else 0.0
 
 
 def landmarks_in(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -191,18 +263,23 @@ def _plausible(transform: np.ndarray, fallback: np.ndarray) -> bool:
 
 def align(image: Image.Image, size: int) -> Alignment:
     """The face of ``image`` (RGB) warped so its landmarks sit on ``TEMPLATE`` * size."""
-    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
     box, note = find_face(image)
-    landmarks = landmarks_in(rgb, box)
+    return align_detection(image, Detection(box, 0.0, note), size)
+
+
+def align_detection(image: Image.Image, face: Detection, size: int) -> Alignment:
+    """The face ``face`` of ``image`` warped so its landmarks sit on ``TEMPLATE`` * size."""
+    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    landmarks = landmarks_in(rgb, face.box)
     transform = similarity_transform(landmarks, TEMPLATE * size)
-    if note:  # landmarks in a box dlib did not find may be noise
-        fallback = box_transform(box, size)
+    if face.note:  # landmarks in a box dlib did not find may be noise
+        fallback = box_transform(face.box, size)
         if not _plausible(transform, fallback):
             transform = fallback
     return Alignment(
         pixels=warp(rgb, transform, size),
         box=_source_box(transform, size, image.size),
-        note=note,
+        note=face.note,
         landmarks=landmarks,
         transform=transform,
     )

@@ -44,12 +44,21 @@ def detection_copy(image: Image.Image) -> tuple[Image.Image, float]:
 
 def cascade_faces(image: Image.Image) -> list[tuple[int, int, int, int]]:
     """(x, y, width, height) of every face the cascade finds."""
+    return [box for box, _ in scored_cascade_faces(image)]
+
+
+def scored_cascade_faces(image: Image.Image) -> list[tuple[tuple[int, int, int, int], float]]:
+    """(x, y, width, height) of every face the cascade finds, with its score: how many
+    neighbouring windows agreed on it (detectMultiScale2, the same faces as detectMultiScale)."""
     gray = np.ascontiguousarray(np.asarray(image.convert("L")))
     side = min(image.size)
-    found = _detector().detectMultiScale(
+    found, neighbours = _detector().detectMultiScale2(
         gray, scaleFactor=1.1, minNeighbors=5, minSize=(max(24, side // 10),) * 2
     )
-    return [tuple(int(v) for v in box) for box in found]
+    return [
+        (tuple(int(v) for v in box), float(count))
+        for box, count in zip(found, neighbours, strict=True)
+    ]
 
 
 def largest_face(image: Image.Image) -> tuple[int, int, int, int] | None:
@@ -57,13 +66,31 @@ def largest_face(image: Image.Image) -> tuple[int, int, int, int] | None:
 
     Detected on ``detection_copy``; the box is scaled back to ``image``.
     """
+    faces = every_face(image, limit=1)
+    return faces[0][0] if faces else None
+
+
+def every_face(
+    image: Image.Image, limit: int, min_size: float = 0
+) -> list[tuple[tuple[int, int, int, int], float]]:
+    """Boxes (grown by FACE_SCALE, clipped) and scores of up to ``limit`` faces, largest
+    first; the first is ``largest_face``'s, the others at least ``min_size`` pixels wide."""
     small, scale = detection_copy(image)
-    found = cascade_faces(small)
-    if not found:
-        return None
-    x, y, w, h = (value / scale for value in max(found, key=lambda box: box[2] * box[3]))
+    found = sorted(scored_cascade_faces(small), key=lambda face: -face[0][2] * face[0][3])
+    faces = []
+    for number, ((x, y, w, h), score) in enumerate(found):
+        if len(faces) >= limit:
+            break
+        if number and min(w, h) / scale < min_size:
+            continue
+        faces.append((_grown((x / scale, y / scale, w / scale, h / scale), image.size), score))
+    return faces
+
+
+def _grown(face: tuple[float, float, float, float], frame: tuple[int, int]) -> tuple[int, ...]:
+    x, y, w, h = face
     half = min(w, h) * FACE_SCALE / 2
     cx, cy = x + w / 2, y + h / 2
     left, top = max(0, round(cx - half)), max(0, round(cy - half))
-    right, bottom = min(image.width, round(cx + half)), min(image.height, round(cy + half))
+    right, bottom = min(frame[0], round(cx + half)), min(frame[1], round(cy + half))
     return left, top, right, bottom

@@ -187,6 +187,13 @@ class Prepared:
     note: str = ""  # e.g. that face detection fell back to the centre crop
     decode_ms: float = 0.0  # set by load: the time to decode, then to crop and resize
     crop_ms: float = 0.0
+    face_box: tuple[int, int, int, int] | None = None  # the detector's box; None: ``box``
+    score: float = 0.0  # the detector's score for that face; 0 without one
+
+    @property
+    def face(self) -> tuple[int, int, int, int]:
+        """The face's own box (an aligned chip shows more of the photo around it)."""
+        return self.face_box or self.box
 
 
 def prepare(image: Image.Image, crop: Crop, size: int) -> Prepared:
@@ -196,9 +203,22 @@ def prepare(image: Image.Image, crop: Crop, size: int) -> Prepared:
         aligned = align(image, size)
         return Prepared(aligned.pixels, aligned.box, image.size, aligned.note)
     box, note = crop.locate(image)
-    region = image.crop(box) if crop.mode is not CropMode.NONE else image
+    return cut(image, box, size, note, whole=crop.mode is CropMode.NONE)
+
+
+def cut(
+    image: Image.Image,
+    box: tuple[int, int, int, int],
+    size: int,
+    note: str = "",
+    score: float = 0.0,
+    whole: bool = False,
+) -> Prepared:
+    """``box`` of ``image`` resized to the model's input (``whole``: the frame as it is)."""
+    region = image if whole else image.crop(box)
     resized = region.resize((size, size), Image.Resampling.BILINEAR)
-    return Prepared(np.asarray(resized, dtype=np.float32), box, image.size, note)
+    pixels = np.asarray(resized, dtype=np.float32)
+    return Prepared(pixels, box, image.size, note, face_box=box, score=score)
 
 
 def load(data: bytes, crop: Crop, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:

@@ -7,6 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class FaceMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FACE_MODE_UNSPECIFIED: _ClassVar[FaceMode]
+    FACE_MODE_LARGEST: _ClassVar[FaceMode]
+    FACE_MODE_BOX: _ClassVar[FaceMode]
+    FACE_MODE_POINT: _ClassVar[FaceMode]
+    FACE_MODE_ALL: _ClassVar[FaceMode]
+
 class ChangeResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CHANGE_RESULT_UNSPECIFIED: _ClassVar[ChangeResult]
@@ -15,6 +23,11 @@ class ChangeResult(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REMOVED: _ClassVar[ChangeResult]
     NOT_FOUND: _ClassVar[ChangeResult]
     FAILED: _ClassVar[ChangeResult]
+FACE_MODE_UNSPECIFIED: FaceMode
+FACE_MODE_LARGEST: FaceMode
+FACE_MODE_BOX: FaceMode
+FACE_MODE_POINT: FaceMode
+FACE_MODE_ALL: FaceMode
 CHANGE_RESULT_UNSPECIFIED: ChangeResult
 ADDED: ChangeResult
 ALREADY_PRESENT: ChangeResult
@@ -23,21 +36,57 @@ NOT_FOUND: ChangeResult
 FAILED: ChangeResult
 
 class SearchRequest(_message.Message):
-    __slots__ = ("image", "k", "thumbnails", "max_distance", "search_breadth")
+    __slots__ = ("image", "k", "thumbnails", "max_distance", "search_breadth", "faces", "faces_only")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     THUMBNAILS_FIELD_NUMBER: _ClassVar[int]
     MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     SEARCH_BREADTH_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
+    FACES_ONLY_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     k: int
     thumbnails: bool
     max_distance: float
     search_breadth: int
-    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., thumbnails: _Optional[bool] = ..., max_distance: _Optional[float] = ..., search_breadth: _Optional[int] = ...) -> None: ...
+    faces: FaceSelection
+    faces_only: bool
+    def __init__(self, image: _Optional[bytes] = ..., k: _Optional[int] = ..., thumbnails: _Optional[bool] = ..., max_distance: _Optional[float] = ..., search_breadth: _Optional[int] = ..., faces: _Optional[_Union[FaceSelection, _Mapping]] = ..., faces_only: _Optional[bool] = ...) -> None: ...
+
+class FaceSelection(_message.Message):
+    __slots__ = ("mode", "box", "point", "limit")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    POINT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    mode: FaceMode
+    box: Box
+    point: Point
+    limit: int
+    def __init__(self, mode: _Optional[_Union[FaceMode, str]] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., point: _Optional[_Union[Point, _Mapping]] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class Box(_message.Message):
+    __slots__ = ("left", "top", "right", "bottom")
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    BOTTOM_FIELD_NUMBER: _ClassVar[int]
+    left: int
+    top: int
+    right: int
+    bottom: int
+    def __init__(self, left: _Optional[int] = ..., top: _Optional[int] = ..., right: _Optional[int] = ..., bottom: _Optional[int] = ...) -> None: ...
+
+class Point(_message.Message):
+    __slots__ = ("x", "y")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("rank", "id", "label", "path", "distance", "thumbnail_jpeg", "note")
+    __slots__ = ("rank", "id", "label", "path", "distance", "thumbnail_jpeg", "note", "face_box")
     RANK_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +94,7 @@ class Match(_message.Message):
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
     THUMBNAIL_JPEG_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
+    FACE_BOX_FIELD_NUMBER: _ClassVar[int]
     rank: int
     id: str
     label: str
@@ -52,7 +102,8 @@ class Match(_message.Message):
     distance: float
     thumbnail_jpeg: bytes
     note: str
-    def __init__(self, rank: _Optional[int] = ..., id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., distance: _Optional[float] = ..., thumbnail_jpeg: _Optional[bytes] = ..., note: _Optional[str] = ...) -> None: ...
+    face_box: Box
+    def __init__(self, rank: _Optional[int] = ..., id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., distance: _Optional[float] = ..., thumbnail_jpeg: _Optional[bytes] = ..., note: _Optional[str] = ..., face_box: _Optional[_Union[Box, _Mapping]] = ...) -> None: ...
 
 class CropBox(_message.Message):
     __slots__ = ("left", "top", "right", "bottom", "image_width", "image_height")
@@ -83,7 +134,7 @@ class Timings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., embed_ms: _Optional[float] = ..., search_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
-    __slots__ = ("matches", "model_fingerprint", "index_version", "timings", "query_crop", "crop_note", "max_distance")
+    __slots__ = ("matches", "model_fingerprint", "index_version", "timings", "query_crop", "crop_note", "max_distance", "faces")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +142,7 @@ class SearchResponse(_message.Message):
     QUERY_CROP_FIELD_NUMBER: _ClassVar[int]
     CROP_NOTE_FIELD_NUMBER: _ClassVar[int]
     MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
     model_fingerprint: str
     index_version: str
@@ -98,14 +150,31 @@ class SearchResponse(_message.Message):
     query_crop: CropBox
     crop_note: str
     max_distance: float
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ..., index_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., query_crop: _Optional[_Union[CropBox, _Mapping]] = ..., crop_note: _Optional[str] = ..., max_distance: _Optional[float] = ...) -> None: ...
+    faces: _containers.RepeatedCompositeFieldContainer[FaceResult]
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., model_fingerprint: _Optional[str] = ..., index_version: _Optional[str] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., query_crop: _Optional[_Union[CropBox, _Mapping]] = ..., crop_note: _Optional[str] = ..., max_distance: _Optional[float] = ..., faces: _Optional[_Iterable[_Union[FaceResult, _Mapping]]] = ...) -> None: ...
+
+class FaceResult(_message.Message):
+    __slots__ = ("number", "box", "score", "query_crop", "crop_note", "matches")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    QUERY_CROP_FIELD_NUMBER: _ClassVar[int]
+    CROP_NOTE_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    box: Box
+    score: float
+    query_crop: CropBox
+    crop_note: str
+    matches: _containers.RepeatedCompositeFieldContainer[Match]
+    def __init__(self, number: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., score: _Optional[float] = ..., query_crop: _Optional[_Union[CropBox, _Mapping]] = ..., crop_note: _Optional[str] = ..., matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ...) -> None: ...
 
 class GetInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size", "startup_seconds", "warmup_seconds", "max_distance", "intra_op_threads", "server_version")
+    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size", "startup_seconds", "warmup_seconds", "max_distance", "intra_op_threads", "server_version", "gallery_faces")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -123,6 +192,7 @@ class GetInfoResponse(_message.Message):
     MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
     INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GALLERY_FACES_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_fingerprint: str
     embedding_size: int
@@ -140,7 +210,8 @@ class GetInfoResponse(_message.Message):
     max_distance: float
     intra_op_threads: int
     server_version: str
-    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ..., startup_seconds: _Optional[float] = ..., warmup_seconds: _Optional[float] = ..., max_distance: _Optional[float] = ..., intra_op_threads: _Optional[int] = ..., server_version: _Optional[str] = ...) -> None: ...
+    gallery_faces: str
+    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ..., startup_seconds: _Optional[float] = ..., warmup_seconds: _Optional[float] = ..., max_distance: _Optional[float] = ..., intra_op_threads: _Optional[int] = ..., server_version: _Optional[str] = ..., gallery_faces: _Optional[str] = ...) -> None: ...
 
 class ReloadIndexRequest(_message.Message):
     __slots__ = ("index_path",)
@@ -169,26 +240,38 @@ class NewImage(_message.Message):
     def __init__(self, image: _Optional[bytes] = ..., label: _Optional[str] = ..., external_id: _Optional[str] = ...) -> None: ...
 
 class AddImagesRequest(_message.Message):
-    __slots__ = ("images",)
+    __slots__ = ("images", "faces")
     IMAGES_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
     images: _containers.RepeatedCompositeFieldContainer[NewImage]
-    def __init__(self, images: _Optional[_Iterable[_Union[NewImage, _Mapping]]] = ...) -> None: ...
+    faces: FaceMode
+    def __init__(self, images: _Optional[_Iterable[_Union[NewImage, _Mapping]]] = ..., faces: _Optional[_Union[FaceMode, str]] = ...) -> None: ...
 
 class AddResult(_message.Message):
-    __slots__ = ("position", "result", "id", "label", "path", "error")
+    __slots__ = ("position", "result", "id", "label", "path", "error", "faces")
     POSITION_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    FACES_FIELD_NUMBER: _ClassVar[int]
     position: int
     result: ChangeResult
     id: str
     label: str
     path: str
     error: str
-    def __init__(self, position: _Optional[int] = ..., result: _Optional[_Union[ChangeResult, str]] = ..., id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    faces: _containers.RepeatedCompositeFieldContainer[GalleryFace]
+    def __init__(self, position: _Optional[int] = ..., result: _Optional[_Union[ChangeResult, str]] = ..., id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., error: _Optional[str] = ..., faces: _Optional[_Iterable[_Union[GalleryFace, _Mapping]]] = ...) -> None: ...
+
+class GalleryFace(_message.Message):
+    __slots__ = ("id", "box")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    box: Box
+    def __init__(self, id: _Optional[str] = ..., box: _Optional[_Union[Box, _Mapping]] = ...) -> None: ...
 
 class AddImagesResponse(_message.Message):
     __slots__ = ("results", "gallery_size", "pending_rows")
@@ -259,18 +342,20 @@ class ListImagesRequest(_message.Message):
     def __init__(self, label: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GalleryEntry(_message.Message):
-    __slots__ = ("id", "label", "path", "also", "pending")
+    __slots__ = ("id", "label", "path", "also", "pending", "face_box")
     ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     ALSO_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
+    FACE_BOX_FIELD_NUMBER: _ClassVar[int]
     id: str
     label: str
     path: str
     also: _containers.RepeatedScalarFieldContainer[str]
     pending: bool
-    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., also: _Optional[_Iterable[str]] = ..., pending: _Optional[bool] = ...) -> None: ...
+    face_box: Box
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., path: _Optional[str] = ..., also: _Optional[_Iterable[str]] = ..., pending: _Optional[bool] = ..., face_box: _Optional[_Union[Box, _Mapping]] = ...) -> None: ...
 
 class ListImagesResponse(_message.Message):
     __slots__ = ("images", "next_page_token", "gallery_size")
