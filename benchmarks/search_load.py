@@ -211,19 +211,24 @@ def serve_command(model: Path, index: Path, port: int, metrics_port: int, *extra
     ]
 
 
-def wait_until_up(target: str, seconds: float = 180) -> None:
-    from lookalike.client import LookalikeError, SearchClient
+def wait_until_up(target: str, seconds: float = 300) -> None:
+    """Until the server's health says SERVING (warm-up over, metrics served)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + seconds
-    with SearchClient(target, timeout=2, retries=0) as client:
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
-                client.info()
-                return
-            except LookalikeError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+                answer = health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{target} not SERVING after {seconds} s")
+            time.sleep(0.5)
 
 
 def report(levels: list[int], measure, rate: float | None) -> None:
