@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -35,14 +35,19 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @contextmanager
-def tf2onnx_turn(folder: Path) -> Iterator[None]:
-    """Held while one tf2onnx export runs, across the workers of the run."""
-    with open(folder / "tf2onnx.lock", "w") as lock:
+def held(lock_file: Path) -> Iterator[None]:
+    """An exclusive lock on ``lock_file``, across the workers of the run."""
+    with open(lock_file, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def tf2onnx_turn(folder: Path) -> AbstractContextManager[None]:
+    """Held while one tf2onnx export runs, across the workers of the run."""
+    return held(folder / "tf2onnx.lock")
 
 
 class BackgroundExport:

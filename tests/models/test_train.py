@@ -10,6 +10,7 @@ import pytest
 
 from lookalike.server.vision.imaging import Crop
 from tests.imagegen import write_gallery
+from tests.sharing import held, run_folder
 
 SIZE = 32
 
@@ -37,12 +38,17 @@ def config_for(faces, out, **changes):
 
 @pytest.fixture(scope="module")
 def trained(faces, tmp_path_factory):
-    """One epoch, then a second one resumed from the first's checkpoint."""
+    """One epoch, then a second one resumed from the first's checkpoint: trained once per
+    test run (about 40 s) by the first pytest-xdist worker that needs it; another waits
+    for it and reads the same files."""
     from lookalike.export.training.train import train
 
-    out = tmp_path_factory.mktemp("trained") / "model.keras"
-    train(config_for(faces, out))
-    train(config_for(faces, out, epochs=2, resume=True))
+    out = run_folder(tmp_path_factory) / "trained" / "model.keras"
+    out.parent.mkdir(exist_ok=True)
+    with held(out.parent / "training.lock"):
+        if not out.is_file():
+            train(config_for(faces, out))
+            train(config_for(faces, out, epochs=2, resume=True))
     return out
 
 
