@@ -66,6 +66,11 @@ def photo(size: tuple[int, int] = (120, 90)) -> Image.Image:
 GOOD = encode(photo(), "JPEG")
 
 
+def person_jpeg(person: int, shot: int = 0) -> bytes:
+    """A JPEG of ``person``'s photo ``shot``, as a client would send it."""
+    return encode(person_image(person, shot), "JPEG", quality=92)
+
+
 def gallery_of(source, people, into):
     """A copy of the ``people`` folders of the gallery ``source`` in ``into``."""
     for person in people:

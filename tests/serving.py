@@ -24,6 +24,22 @@ from prometheus_client.parser import text_string_to_metric_families
 from lookalike.client import AsyncSearchClient, LookalikeError, SearchClient
 from lookalike.v1 import search_pb2, search_pb2_grpc
 
+# The `lookalike` command, run by this interpreter.
+LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """`lookalike ARGS` to its end, output captured as text; ``env`` adds to os.environ."""
+    return subprocess.run(
+        [*LOOKALIKE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -200,6 +216,14 @@ def refusal(target: str, call, **client) -> grpc.StatusCode:
     with SearchClient(target, retries=0, **client) as c, pytest.raises(LookalikeError) as raised:
         call(c)
     return raised.value.code
+
+
+def ids_listed(client: SearchClient) -> set[str]:
+    return {entry.id for entry in client.list_images()}
+
+
+def ids_found(client: SearchClient, query: bytes) -> set[str]:
+    return {match.id for match in client.search(query, k=100).matches}
 
 
 def sample(server, name: str, **labels: str) -> float:

@@ -16,6 +16,7 @@ import json
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -101,18 +102,23 @@ def leave_one_out_hit_at_1(features: np.ndarray, labels: np.ndarray) -> float:
     return hit_at_k(same_label_matrix(labels, labels[neighbours[:, 1:]]), 1)
 
 
+def _query_chunks(queries: int, progress: bool) -> Iterable[int]:
+    """The first query of each chunk searched at once, with a progress bar when asked."""
+    return tqdm(
+        range(0, queries, QUERY_CHUNK),
+        desc="searching",
+        unit="chunk",
+        disable=bar_disable(progress),
+    )
+
+
 def rank_gallery(
     index: GalleryIndex, knn: KnnSearcher, rows: np.ndarray, progress: bool
 ) -> np.ndarray:
     """For each query row, every other gallery row, nearest first."""
     size = len(index)
     ranked = np.empty((len(rows), size - 1), dtype=np.int64)
-    for start in tqdm(
-        range(0, len(rows), QUERY_CHUNK),
-        desc="searching",
-        unit="chunk",
-        disable=bar_disable(progress),
-    ):
+    for start in _query_chunks(len(rows), progress):
         chunk = rows[start : start + QUERY_CHUNK]
         _, neighbours = knn.search(index.features[chunk], size)
         others = neighbours != chunk[:, np.newaxis]
@@ -152,12 +158,7 @@ def rank_photos(
     the distance of its nearest row (face)."""
     size, count = len(index), len(photos.labels)
     ranked = np.empty((len(queries), count - 1), dtype=np.int64)
-    for start in tqdm(
-        range(0, len(queries), QUERY_CHUNK),
-        desc="searching",
-        unit="chunk",
-        disable=bar_disable(progress),
-    ):
+    for start in _query_chunks(len(queries), progress):
         chunk = queries[start : start + QUERY_CHUNK]
         _, neighbours = knn.search(index.features[photos.first_rows[chunk]], size)
         for n, (photo, rows) in enumerate(zip(chunk, neighbours, strict=True)):

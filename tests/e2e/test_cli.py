@@ -5,22 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 
 from lookalike.server.index.store import GalleryIndex
-from tests.serving import free_port, start_server_process, wait_until_serving
-
-LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]
-
-
-def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*LOOKALIKE, *args], capture_output=True, text=True, timeout=timeout)
+from tests.serving import free_port, run_cli, start_server_process, wait_until_serving
 
 
 def test_index_serve_search_and_sigterm(onnx_model, gallery_dir, tmp_path):
     index = tmp_path / "index"
-    built = run(
+    built = run_cli(
         "index",
         str(gallery_dir),
         "--model",
@@ -41,7 +33,7 @@ def test_index_serve_search_and_sigterm(onnx_model, gallery_dir, tmp_path):
     try:
         wait_until_serving(f"127.0.0.1:{port}", server)
         query = gallery_dir / "person_05" / "person_05_0003.jpg"
-        table = run("search", str(query), "--server", f"127.0.0.1:{port}", "-k", "4")
+        table = run_cli("search", str(query), "--server", f"127.0.0.1:{port}", "-k", "4")
         assert table.returncode == 0, table.stderr
         first_row = table.stdout.splitlines()[1].split()
         assert first_row[0] == "1" and first_row[2:] == [
@@ -49,19 +41,21 @@ def test_index_serve_search_and_sigterm(onnx_model, gallery_dir, tmp_path):
             "person_05/person_05_0003.jpg",
         ]
 
-        as_json = run("search", str(query), "--server", f"127.0.0.1:{port}", "-k", "4", "--json")
+        as_json = run_cli(
+            "search", str(query), "--server", f"127.0.0.1:{port}", "-k", "4", "--json"
+        )
         matches = json.loads(as_json.stdout)["matches"]
         assert [m["rank"] for m in matches] == [1, 2, 3, 4]
         assert matches[0]["distance"] < 1e-3
 
-        info = json.loads(run("info", "--server", f"127.0.0.1:{port}", "--json").stdout)
+        info = json.loads(run_cli("info", "--server", f"127.0.0.1:{port}", "--json").stdout)
         assert info["gallery_size"] == 18 and info["execution_provider"] == "CPUExecutionProvider"
 
-        bad = run("search", str(gallery_dir), "--server", f"127.0.0.1:{port}")
+        bad = run_cli("search", str(gallery_dir), "--server", f"127.0.0.1:{port}")
         assert bad.returncode == 2 and "no such image file" in bad.stderr
         junk = tmp_path / "junk.jpg"
         junk.write_bytes(b"junk")
-        refused = run("search", str(junk), "--server", f"127.0.0.1:{port}")
+        refused = run_cli("search", str(junk), "--server", f"127.0.0.1:{port}")
         assert refused.returncode == 1 and "INVALID_ARGUMENT" in refused.stderr
     finally:
         server.send_signal(signal.SIGTERM)
@@ -72,17 +66,19 @@ def test_index_serve_search_and_sigterm(onnx_model, gallery_dir, tmp_path):
 
 def test_search_with_no_server_is_unavailable(tmp_path, gallery_dir):
     query = gallery_dir / "person_00" / "person_00_0001.jpg"
-    result = run("search", str(query), "--server", f"127.0.0.1:{free_port()}", "--timeout", "3")
+    result = run_cli("search", str(query), "--server", f"127.0.0.1:{free_port()}", "--timeout", "3")
     assert result.returncode == 1
     assert "UNAVAILABLE" in result.stderr or "DEADLINE_EXCEEDED" in result.stderr
 
 
 def test_json_results_and_no_progress_bar_off_a_terminal(onnx_model, gallery_dir, tmp_path):
-    sample = run("sample-gallery", str(tmp_path / "s"), "--people", "2", "--photos", "1", "--json")
+    sample = run_cli(
+        "sample-gallery", str(tmp_path / "s"), "--people", "2", "--photos", "1", "--json"
+    )
     assert json.loads(sample.stdout)["images"] == 2
 
     index = tmp_path / "index"
-    built = run(
+    built = run_cli(
         "index", str(gallery_dir), "--model", str(onnx_model), "--out", str(index),
         "--device", "cpu", "--json",
     )  # fmt: skip
@@ -92,7 +88,7 @@ def test_json_results_and_no_progress_bar_off_a_terminal(onnx_model, gallery_dir
     # stderr is a pipe here, not a terminal: no tqdm bar (it redraws with carriage returns).
     assert "\r" not in built.stderr and "img/s" not in built.stderr
 
-    loaded = run(
+    loaded = run_cli(
         "to-milvus", str(index), "--milvus-uri", str(tmp_path / "m.db"), "--collection", "c",
         "--json",
     )  # fmt: skip

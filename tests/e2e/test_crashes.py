@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 
 import pytest
 
 from lookalike.client import LookalikeError, NewImage, SearchClient
 from lookalike.common.files import CRASH_AT
-from tests.imagegen import encode, person_image
+from tests.imagegen import person_jpeg
 from tests.serving import (
+    LOOKALIKE,
     free_port,
+    ids_found,
+    ids_listed,
     start_server_process,
     wait_until_serving,
 )
-
-CLI = [sys.executable, "-m", "lookalike.client.cli"]
-
-
-def photo(person: int, shot: int = 0) -> bytes:
-    return encode(person_image(person, shot), "JPEG", quality=92)
 
 
 def labels_found(client: SearchClient, query: bytes) -> set[str]:
@@ -36,7 +32,7 @@ def test_kill_9_right_after_an_acknowledged_change_keeps_it(live, onnx_model, ch
     if settings:  # Milvus Lite allows one process a folder: load it from another one
         uri = str(tmp_path / "own.db")
         subprocess.run(
-            [*CLI, "to-milvus", str(index), "--milvus-uri", uri, "--collection", "live"],
+            [*LOOKALIKE, "to-milvus", str(index), "--milvus-uri", uri, "--collection", "live"],
             check=True,
             capture_output=True,
             timeout=300,
@@ -51,14 +47,14 @@ def test_kill_9_right_after_an_acknowledged_change_keeps_it(live, onnx_model, ch
             wait_until_serving(target, process)
             with SearchClient(target) as client:
                 if attempt == 0 and change == "add":
-                    (added,) = client.add_images([NewImage(photo(9), "new_9", "ext-9")])
+                    (added,) = client.add_images([NewImage(person_jpeg(9), "new_9", "ext-9")])
                     assert added.result == "added"
                 elif attempt == 0:
                     (gone,) = client.remove_images(ids=["person_02_0002"])
                     assert gone.result == "removed"
                 else:
                     pending = {e.path: e.pending for e in client.list_images()}
-                    found = labels_found(client, photo(9))
+                    found = labels_found(client, person_jpeg(9))
                     if change == "add":
                         assert "new_9/ext-9.jpg" in pending and "new_9" in found
                     else:
@@ -72,25 +68,12 @@ def test_kill_9_right_after_an_acknowledged_change_keeps_it(live, onnx_model, ch
         assert process.returncode == (-signal.SIGKILL if attempt == 0 else 0)
 
 
-@pytest.fixture
-def gallery(own_gallery):
-    return own_gallery
-
-
-def ids_listed(client: SearchClient) -> set[str]:
-    return {entry.id for entry in client.list_images()}
-
-
-def ids_found(client: SearchClient, query: bytes) -> set[str]:
-    return {match.id for match in client.search(query, k=100).matches}
-
-
 def test_a_compaction_killed_after_its_switch_is_cleaned_up_at_the_next_start(
-    onnx_model, gallery, tmp_path
+    onnx_model, own_gallery, tmp_path
 ):
     """Failed before: the version holding the erased rows stayed on disk, a second
     CompactIndex folded 0 rows and left it, and the server never cleaned it up."""
-    root, index = gallery
+    root, index = own_gallery
     erased = (root / "person_01" / "person_01_0001.jpg").read_bytes()
     port = free_port()
     target = f"127.0.0.1:{port}"

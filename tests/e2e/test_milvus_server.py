@@ -1,5 +1,5 @@
 """Milvus as processes apart: `lookalike serve` refusing a missing collection or an unreachable
-Milvus, the CLI indexing into Milvus Lite and serving from it, a milvus-lite server process
+Milvus, the LOOKALIKE indexing into Milvus Lite and serving from it, a milvus-lite server process
 lost while serving, and an idle Milvus Lite connection that earns no ping strikes."""
 
 from __future__ import annotations
@@ -21,14 +21,12 @@ from lookalike.server.backends.milvus import (
     load_index,
 )
 from lookalike.server.index.store import GalleryIndex
-from tests.serving import free_port, in_process_server, wait_until_serving
-
-CLI = [sys.executable, "-m", "lookalike.client.cli"]
+from tests.serving import LOOKALIKE, free_port, in_process_server, wait_until_serving
 
 
 def test_a_missing_collection_is_refused_with_the_command_that_makes_it(onnx_model, lite_uri):
     serve = subprocess.run(
-        [*CLI, "serve", "--model", str(onnx_model), "--backend", "milvus"]
+        [*LOOKALIKE, "serve", "--model", str(onnx_model), "--backend", "milvus"]
         + ["--milvus-uri", lite_uri, "--collection", "nobody", "--device", "cpu"],
         capture_output=True,
         text=True,
@@ -40,9 +38,9 @@ def test_a_missing_collection_is_refused_with_the_command_that_makes_it(onnx_mod
 
 
 def test_index_into_milvus_then_serve_from_it(onnx_model, gallery_dir, lite_uri, tmp_path):
-    """The CLI end to end, in subprocesses: embed, load, serve, search."""
+    """The LOOKALIKE end to end, in subprocesses: embed, load, serve, search."""
     index = subprocess.run(
-        [*CLI, "index", str(gallery_dir), "--model", str(onnx_model)]
+        [*LOOKALIKE, "index", str(gallery_dir), "--model", str(onnx_model)]
         + ["--out", str(tmp_path / "index"), "--device", "cpu", "--backend", "milvus"]
         + ["--milvus-uri", lite_uri, "--collection", "faces"],
         capture_output=True,
@@ -53,7 +51,7 @@ def test_index_into_milvus_then_serve_from_it(onnx_model, gallery_dir, lite_uri,
     assert "loaded 18 rows into collection faces" in index.stdout
     port = free_port()
     server = subprocess.Popen(  # no --index; the collection named by the environment
-        [*CLI, "serve", "--model", str(onnx_model), "--backend", "milvus"]
+        [*LOOKALIKE, "serve", "--model", str(onnx_model), "--backend", "milvus"]
         + ["--milvus-uri", lite_uri, "--host", "127.0.0.1", "--port", str(port)]
         + ["--device", "cpu", "--warmup-runs", "1"],
         env={**os.environ, "LOOKALIKE_COLLECTION": "faces"},
@@ -75,7 +73,7 @@ def test_index_into_milvus_then_serve_from_it(onnx_model, gallery_dir, lite_uri,
 
 def test_milvus_unreachable_at_start_fails_fast(onnx_model):
     serve = subprocess.run(
-        [*CLI, "serve", "--model", str(onnx_model), "--backend", "milvus", "--device", "cpu"]
+        [*LOOKALIKE, "serve", "--model", str(onnx_model), "--backend", "milvus", "--device", "cpu"]
         + ["--milvus-uri", f"http://127.0.0.1:{free_port()}", "--collection", "faces"]
         + ["--milvus-timeout-s", "2"],
         capture_output=True,

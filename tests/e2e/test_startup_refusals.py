@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from lookalike.server.vision.embedder import Embedder
 from tests.serving import (
     free_port,
+    run_cli,
     start_server_process,
     wait_until_serving,
 )
@@ -90,25 +89,18 @@ def test_serve_logs_its_threads_and_refuses_zero(onnx_model, index_dir):
     assert "--threads must be at least 1" in err
 
 
-LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]
-
-
-def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*LOOKALIKE, *args], capture_output=True, text=True, timeout=timeout)
-
-
 def test_serve_refuses_an_index_of_another_model(onnx_model, index_dir, tmp_path):
     copy = tmp_path / "index"
     shutil.copytree(index_dir, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["model"]["fingerprint"] = "feedfacefeedface"
     (copy / "manifest.json").write_text(json.dumps(manifest))
-    result = run("serve", "--model", str(onnx_model), "--index", str(copy), "--port", "0")
+    result = run_cli("serve", "--model", str(onnx_model), "--index", str(copy), "--port", "0")
     assert result.returncode == 2
     assert "built by model feedfacefeedface" in result.stderr
 
 
 def test_serve_with_missing_model_says_so(index_dir, tmp_path):
-    result = run("serve", "--model", str(tmp_path / "nope.onnx"), "--index", str(index_dir))
+    result = run_cli("serve", "--model", str(tmp_path / "nope.onnx"), "--index", str(index_dir))
     assert result.returncode == 2
     assert "model file not found" in result.stderr

@@ -4,29 +4,14 @@ reload --json, exit status 1 for a failed call."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from lookalike.client import SearchClient
 from lookalike.common.output import lookalike_version
-from tests.serving import in_process_server
-
-LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*LOOKALIKE, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+from tests.serving import in_process_server, run_cli
 
 
 def test_version_on_the_command_line_and_in_get_info(embedder, index_dir):
-    shown = run("--version")
+    shown = run_cli("--version")
     assert shown.returncode == 0
     assert shown.stdout.strip() == f"lookalike {lookalike_version()}"
     assert lookalike_version() not in ("", "unknown")
@@ -35,12 +20,12 @@ def test_version_on_the_command_line_and_in_get_info(embedder, index_dir):
 
 
 def test_reload_json(server_target):
-    reloaded = run("reload", "--server", server_target, "--json")
+    reloaded = run_cli("reload", "--server", server_target, "--json")
     assert reloaded.returncode == 0, reloaded.stderr
     assert json.loads(reloaded.stdout)["gallery_size"] == 18
 
 
 def test_exit_one_is_a_failed_call(server_target, gallery_dir):
     query = gallery_dir / "person_00" / "person_00_0001.jpg"
-    failed = run("search", str(query), "--server", server_target, "-k", "0")
+    failed = run_cli("search", str(query), "--server", server_target, "-k", "0")
     assert failed.returncode == 1 and "INVALID_ARGUMENT" in failed.stderr

@@ -9,7 +9,6 @@ import json
 import logging
 import shutil
 import subprocess
-import sys
 import threading
 import time
 
@@ -22,17 +21,12 @@ from lookalike.server.index.build import build_index
 from lookalike.server.index.store import GalleryIndex
 from lookalike.server.vision.imaging import WHOLE_FRAME, load
 from lookalike.v1 import search_pb2, search_pb2_grpc
-from tests.imagegen import encode, person_image
+from tests.imagegen import person_image, person_jpeg
 from tests.serving import (
+    LOOKALIKE,
     in_process_server,
     running_server,
 )
-
-CLI = [sys.executable, "-m", "lookalike.client.cli"]
-
-
-def photo(person: int, shot: int = 0) -> bytes:
-    return encode(person_image(person, shot), "JPEG", quality=92)
 
 
 def labels_found(client: SearchClient, query: bytes) -> set[str]:
@@ -41,7 +35,7 @@ def labels_found(client: SearchClient, query: bytes) -> set[str]:
 
 def test_twenty_images_added_while_four_clients_search_are_each_found_at_once(live, embedder):
     root, index, settings = live
-    queries = [(root / "person_00" / "person_00_0001.jpg").read_bytes(), photo(2, 5)]
+    queries = [(root / "person_00" / "person_00_0001.jpg").read_bytes(), person_jpeg(2, 5)]
     failures: list[Exception] = []
     searches = [0] * 4
     stop = threading.Event()
@@ -63,9 +57,11 @@ def test_twenty_images_added_while_four_clients_search_are_each_found_at_once(li
             with SearchClient(target, retries=0) as client:
                 for n in range(20):
                     person, shot = 10 + n // 2, n % 2
-                    (added,) = client.add_images([NewImage(photo(person, shot), f"new_{person}")])
+                    (added,) = client.add_images(
+                        [NewImage(person_jpeg(person, shot), f"new_{person}")]
+                    )
                     assert added.result == "added", added
-                    top, second = client.search(photo(person, shot), k=2).matches
+                    top, second = client.search(person_jpeg(person, shot), k=2).matches
                     assert (top.id, top.label) == (added.id, f"new_{person}")
                     # not 0: a search shares its embedder run with others (batch size
                     # changes onnxruntime's float sums a little)
@@ -118,7 +114,7 @@ def test_erasure_leaves_no_vector_file_or_thumbnail_and_logs_no_face(
         in_process_server(embedder, index) as target,
         SearchClient(target) as client,
     ):
-        (added,) = client.add_images([NewImage(photo(1, 7), "person_01", "extra")])
+        (added,) = client.add_images([NewImage(person_jpeg(1, 7), "person_01", "extra")])
         assert added.result == "added" and (root / added.path).is_file()
         (gone,) = client.remove_images(labels=["person_01"], delete_files=True)
         assert len(gone.removed) == 4 and all(g.file_deleted for g in gone.removed)
@@ -128,7 +124,7 @@ def test_erasure_leaves_no_vector_file_or_thumbnail_and_logs_no_face(
         assert "person_01" not in {m.label for m in matches}
         assert all(m.thumbnail for m in matches)
         client.compact()
-    pixels = load(photo(1, 7), WHOLE_FRAME, embedder.info.input_size).pixels
+    pixels = load(person_jpeg(1, 7), WHOLE_FRAME, embedder.info.input_size).pixels
     added_vector = embedder.embed(pixels[np.newaxis])[0]
     written = b"".join(p.read_bytes() for p in (tmp_path / "indexes").rglob("*") if p.is_file())
     for vector in [kept[row] for row in doomed] + [added_vector]:
@@ -145,10 +141,10 @@ def test_changes_are_idempotent_and_bad_items_fail_alone(embedder, live, backend
         pytest.skip("the same checks as memmap; one backend is enough")
     with in_process_server(embedder, index, **settings) as target, SearchClient(target) as client:
         batch = [
-            NewImage(photo(20), "new_20"),
+            NewImage(person_jpeg(20), "new_20"),
             NewImage(b"not an image", "new_21"),
-            NewImage(photo(22), "../escape"),
-            NewImage(photo(23), "new_23", "bad/id"),
+            NewImage(person_jpeg(22), "../escape"),
+            NewImage(person_jpeg(23), "new_23", "bad/id"),
             NewImage((root / "person_00" / "person_00_0001.jpg").read_bytes(), "someone_else"),
         ]
         first = client.add_images(batch)
@@ -184,9 +180,9 @@ def test_admin_calls_need_the_admin_token_when_one_is_set(embedder, live, backen
     (tmp_path / "admin").write_text("s3cret\n")
     with in_process_server(embedder, index, admin_token_file=tmp_path / "admin") as target:
         with SearchClient(target) as anonymous:
-            assert anonymous.search(photo(0), k=1).matches  # Search stays open
+            assert anonymous.search(person_jpeg(0), k=1).matches  # Search stays open
             for call in (
-                lambda: anonymous.add_images([NewImage(photo(30), "new_30")]),
+                lambda: anonymous.add_images([NewImage(person_jpeg(30), "new_30")]),
                 lambda: anonymous.remove_images(labels=["person_00"]),
                 anonymous.list_images,
                 anonymous.compact,
@@ -195,7 +191,7 @@ def test_admin_calls_need_the_admin_token_when_one_is_set(embedder, live, backen
                     call()
                 assert error.value.code == grpc.StatusCode.UNAUTHENTICATED
         with SearchClient(target, token="s3cret") as admin:
-            assert admin.add_images([NewImage(photo(30), "new_30")])[0].result == "added"
+            assert admin.add_images([NewImage(person_jpeg(30), "new_30")])[0].result == "added"
             assert len(admin.list_images()) == 13
 
 
@@ -213,7 +209,7 @@ def test_the_async_client_adds_lists_removes_and_compacts(embedder, live, backen
             assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
         async with AsyncSearchClient(target, token="s3cret") as client:
             before = (await client.info()).index_version
-            new = [NewImage(photo(70), "new_70", "a70"), NewImage(photo(71), "new_71")]
+            new = [NewImage(person_jpeg(70), "new_70", "a70"), NewImage(person_jpeg(71), "new_71")]
             added = await client.add_images(new)
             assert [(r.position, r.result, r.label) for r in added] == [
                 (0, "added", "new_70"),
@@ -221,7 +217,7 @@ def test_the_async_client_adds_lists_removes_and_compacts(embedder, live, backen
             ]
             again = await client.add_images(new[:1])
             assert [(r.result, r.id) for r in again] == [("already_present", added[0].id)]
-            top = (await client.search(photo(71), k=1)).matches[0]
+            top = (await client.search(person_jpeg(71), k=1)).matches[0]
             assert (top.label, top.id) == ("new_71", added[1].id)
             listed = await client.list_images()
             assert len(listed) == 14
@@ -229,7 +225,7 @@ def test_the_async_client_adds_lists_removes_and_compacts(embedder, live, backen
             (by_id,) = await client.remove_images(ids=["a70"], delete_files=True)
             assert by_id.result == "removed" and by_id.removed[0].file_deleted
             assert not (root / by_id.removed[0].path).exists()
-            (by_image,) = await client.remove_images(images=[photo(70)])
+            (by_image,) = await client.remove_images(images=[person_jpeg(70)])
             assert (by_image.selector, by_image.result) == ("image", "not_found")
             version, size, folded = await client.compact()
             assert (size, folded) == (13, 1) and version != before
@@ -248,8 +244,10 @@ def test_metrics_and_automatic_compaction(embedder, live, backend):
         metric = server.telemetry.registry.get_sample_value
         with SearchClient(f"127.0.0.1:{server.port}") as client:
             version = client.info().index_version
-            client.add_images([NewImage(photo(40), "new_40"), NewImage(photo(41), "new_41")])
-            client.add_images([NewImage(photo(40), "new_40")])
+            client.add_images(
+                [NewImage(person_jpeg(40), "new_40"), NewImage(person_jpeg(41), "new_41")]
+            )
+            client.add_images([NewImage(person_jpeg(40), "new_40")])
             assert metric("lookalike_rows_pending_compaction") == 2
             assert metric("lookalike_gallery_size") == 14
             added = {"op": "add", "result": "added"}
@@ -273,12 +271,12 @@ def test_the_command_line_adds_lists_removes_and_compacts(embedder, live, backen
     if backend == "milvus":
         pytest.skip("the command line does not depend on the backend")
     new = [tmp_path / "a.jpg", tmp_path / "b.png"]
-    new[0].write_bytes(photo(50))
+    new[0].write_bytes(person_jpeg(50))
     person_image(50, 1).save(new[1])
 
     def lookalike(*words: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [*CLI, *words, "--server", target], capture_output=True, text=True, timeout=120
+            [*LOOKALIKE, *words, "--server", target], capture_output=True, text=True, timeout=120
         )
 
     with in_process_server(embedder, index) as target:
@@ -307,12 +305,15 @@ def test_the_command_line_adds_lists_removes_and_compacts(embedder, live, backen
 def test_after_compaction_the_server_answers_as_one_on_a_fresh_build(live, embedder, tmp_path):
     root, index, settings = live
     with in_process_server(embedder, index, **settings) as target, SearchClient(target) as client:
-        new = [NewImage(photo(60 + n), f"new_{60 + n}", f"x{n}") for n in range(3)]
+        new = [NewImage(person_jpeg(60 + n), f"new_{60 + n}", f"x{n}") for n in range(3)]
         assert [r.result for r in client.add_images(new)] == ["added"] * 3
         client.remove_images(labels=["person_02"], delete_files=True)
         client.remove_images(ids=["x1"], delete_files=True)
         client.compact()
-        queries = [p.read_bytes() for p in sorted(root.glob("*/*"))] + [photo(61), photo(2)]
+        queries = [p.read_bytes() for p in sorted(root.glob("*/*"))] + [
+            person_jpeg(61),
+            person_jpeg(2),
+        ]
         served = [client.search(q, k=10).matches for q in queries]
         listed = client.list_images()
     build_index(root, embedder, tmp_path / "fresh", progress=False)

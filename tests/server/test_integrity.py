@@ -16,29 +16,19 @@ from PIL import Image
 from lookalike.client import LookalikeError, NewImage, SearchClient
 from lookalike.server.index.store import MANIFEST
 from lookalike.v1 import search_pb2, search_pb2_grpc
-from tests.imagegen import encode, person_image
+from tests.imagegen import person_jpeg
 from tests.serving import (
+    ids_found,
+    ids_listed,
     in_process_server,
     running_server,
     started_server,
 )
 
 
-def photo(person: int, shot: int = 0) -> bytes:
-    return encode(person_image(person, shot), "JPEG", quality=92)
-
-
 @pytest.fixture
 def gallery(own_gallery):
     return own_gallery
-
-
-def ids_listed(client: SearchClient) -> set[str]:
-    return {entry.id for entry in client.list_images()}
-
-
-def ids_found(client: SearchClient, query: bytes) -> set[str]:
-    return {match.id for match in client.search(query, k=100).matches}
 
 
 def test_a_reload_by_name_neither_resurrects_erased_faces_nor_loses_added_ones(embedder, gallery):
@@ -52,10 +42,10 @@ def test_a_reload_by_name_neither_resurrects_erased_faces_nor_loses_added_ones(e
         SearchClient(target) as client,
     ):
         (x,) = client.remove_images(images=[erased])[0].removed
-        (added,) = client.add_images([NewImage(photo(9), "new_person")])
+        (added,) = client.add_images([NewImage(person_jpeg(9), "new_person")])
         client.reload_index("idx")
         assert x.id not in ids_listed(client) | ids_found(client, erased)
-        assert added.id in ids_listed(client) and added.id in ids_found(client, photo(9))
+        assert added.id in ids_listed(client) and added.id in ids_found(client, person_jpeg(9))
         (y,) = client.remove_images(images=[later])[0].removed
     with (
         in_process_server(embedder, index, index_root=index.parent) as target,
@@ -81,21 +71,21 @@ def test_a_second_server_on_the_gallery_follows_the_writer_and_takes_over(embedd
         with running_server(embedder, index, follow_interval_s=0.1) as follower:
             b = SearchClient(f"127.0.0.1:{follower.port}")
             with pytest.raises(LookalikeError) as refused:
-                b.add_images([NewImage(photo(8), "new_person")])
+                b.add_images([NewImage(person_jpeg(8), "new_person")])
             assert refused.value.code == grpc.StatusCode.FAILED_PRECONDITION
             assert "another server writes" in refused.value.message
             with SearchClient(f"127.0.0.1:{writer.port}") as a:
                 (x,) = a.remove_images(images=[erased])[0].removed
-                (n,) = a.add_images([NewImage(photo(9), "new_person")])
+                (n,) = a.add_images([NewImage(person_jpeg(9), "new_person")])
                 wait_for(lambda: x.id not in ids_found(b, erased) and n.id in ids_listed(b))
                 a.compact()
-                (m,) = a.add_images([NewImage(photo(10), "new_person")])
-                wait_for(lambda: m.id in ids_found(b, photo(10)))
+                (m,) = a.add_images([NewImage(person_jpeg(10), "new_person")])
+                wait_for(lambda: m.id in ids_found(b, person_jpeg(10)))
                 assert x.id not in ids_listed(b) | ids_found(b, erased)
             writer.stop()  # the writer goes, and its lock with it
             writer = None
             wait_for(lambda: follower.service.engine.backend.writable)
-            (o,) = b.add_images([NewImage(photo(11), "new_person")])
+            (o,) = b.add_images([NewImage(person_jpeg(11), "new_person")])
             assert o.result == "added" and {n.id, m.id, o.id} <= ids_listed(b)
             assert x.id not in ids_listed(b) | ids_found(b, erased)
             b.close()
@@ -145,7 +135,7 @@ def test_a_16_bit_big_endian_tiff_is_searched_and_added_beside_others(embedder, 
     with in_process_server(embedder, index) as target, SearchClient(target) as client:
         assert client.search(tiff, k=3).matches
         results = client.add_images(
-            [NewImage(photo(8), "a"), NewImage(tiff, "b"), NewImage(photo(9), "c")]
+            [NewImage(person_jpeg(8), "a"), NewImage(tiff, "b"), NewImage(person_jpeg(9), "c")]
         )
     assert [r.result for r in results] == ["added"] * 3
 
@@ -158,14 +148,14 @@ def test_add_images_is_capped_and_stops_at_the_deadline_with_what_it_did_durable
     # folders; 400 took 1.7 s with the tiny model here): the deadline, not the work, must
     # end the call. 2 s: a chunk that stalls under load (a busy disk) stays in the margin.
     count = 1500
-    images = [NewImage(photo(100 + n), f"new{n}") for n in range(count)]
+    images = [NewImage(person_jpeg(100 + n), f"new{n}") for n in range(count)]
     settings = {"max_images_per_add": count, "max_batch": 2}
     with running_server(embedder, index, **settings) as server:
         target = f"127.0.0.1:{server.port}"
         with grpc.insecure_channel(target) as channel:
             stub = search_pb2_grpc.SearchServiceStub(channel)
             too_many = search_pb2.AddImagesRequest(
-                images=[search_pb2.NewImage(image=photo(1), label="x")] * (count + 1)
+                images=[search_pb2.NewImage(image=person_jpeg(1), label="x")] * (count + 1)
             )
             with pytest.raises(grpc.RpcError) as error:
                 stub.AddImages(too_many, timeout=10)
@@ -196,12 +186,12 @@ def test_ids_are_unique_within_a_call_and_a_failed_first_copy_is_retried(embedde
     (root / "blocked").write_bytes(b"a plain file where a label folder would go")
     with in_process_server(embedder, index) as target, SearchClient(target) as client:
         first, second = client.add_images(
-            [NewImage(photo(8), "alice", "dup"), NewImage(photo(9), "bob", "dup")]
+            [NewImage(person_jpeg(8), "alice", "dup"), NewImage(person_jpeg(9), "bob", "dup")]
         )
         assert (first.result, second.result) == ("added", "failed")
         assert "given to another image" in second.error
         failed, retried = client.add_images(
-            [NewImage(photo(10), "blocked"), NewImage(photo(10), "carol")]
+            [NewImage(person_jpeg(10), "blocked"), NewImage(person_jpeg(10), "carol")]
         )
     assert failed.result == "failed" and retried.result == "added"
     assert str(root) not in failed.error and "Errno" not in failed.error
@@ -216,7 +206,7 @@ def test_writes_stay_inside_the_gallery_as_deletes_do(embedder, gallery, tmp_pat
     outside.mkdir()
     (root / "linked").symlink_to(outside)
     with in_process_server(embedder, index) as target, SearchClient(target) as client:
-        (result,) = client.add_images([NewImage(photo(8), "linked")])
+        (result,) = client.add_images([NewImage(person_jpeg(8), "linked")])
     assert result.result == "failed" and "outside the gallery" in result.error
     assert not list(outside.iterdir())
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import subprocess
-import sys
 
 import grpc
 import pytest
@@ -13,9 +12,7 @@ from PIL import Image
 from lookalike.client import LookalikeError, SearchClient
 from lookalike.v1 import search_pb2, search_pb2_grpc
 from tests.imagegen import encode, noise_image
-from tests.serving import in_process_server
-
-LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]
+from tests.serving import LOOKALIKE, in_process_server
 
 
 @pytest.fixture(scope="module")

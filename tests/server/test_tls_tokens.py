@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 
 import grpc
 import pytest
@@ -16,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from lookalike.client import LookalikeError, SearchClient
 from tests.imagegen import GOOD
 from tests.serving import (
+    LOOKALIKE,
     in_process_server,
     running_server,
 )
@@ -60,9 +60,6 @@ def test_tls_with_token(embedder, index_dir, certificate, tmp_path):
         assert raised.value.code == grpc.StatusCode.UNAVAILABLE
 
 
-CLI = [sys.executable, "-m", "lookalike.client.cli"]
-
-
 def test_cli_connects_with_tls_ca_and_token_file(
     embedder,
     index_dir,
@@ -76,7 +73,7 @@ def test_cli_connects_with_tls_ca_and_token_file(
         embedder, index_dir, tls_cert=cert, tls_key=key, auth_token_file=token
     ) as server:
         address = f"localhost:{server.port}"
-        base = [*CLI, "info", "--server", address, "--json", "--timeout", "10"]
+        base = [*LOOKALIKE, "info", "--server", address, "--json", "--timeout", "10"]
         ok = subprocess.run(
             [*base, "--tls", "--ca", str(cert), "--token-file", str(token)],
             capture_output=True,

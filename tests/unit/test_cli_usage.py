@@ -4,31 +4,17 @@ result command, a bad log level a usage error."""
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
-import sys
 
 import pytest
 
 from lookalike.client.cli import RESULT_COMMANDS, build_parser
-
-LOOKALIKE = [sys.executable, "-m", "lookalike.client.cli"]
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*LOOKALIKE, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
-    )
+from tests.serving import run_cli
 
 
 def test_help_shows_defaults():
-    serve = run("serve", "--help").stdout
+    serve = run_cli("serve", "--help").stdout
     assert "port to listen on (default: 50051); env LOOKALIKE_PORT" in " ".join(serve.split())
-    search = " ".join(run("search", "--help").stdout.split())
+    search = " ".join(run_cli("search", "--help").stdout.split())
     assert "(default: localhost:50051)" in search and "(default: INFO)" in search
     assert "(default: None)" not in search and "(default: False)" not in search
 
@@ -41,11 +27,11 @@ def test_every_result_command_takes_json(command):
 
 
 def test_invalid_log_level_is_a_usage_error():
-    flag = run("info", "--log-level", "LOUD")
+    flag = run_cli("info", "--log-level", "LOUD")
     assert flag.returncode == 2 and "invalid choice: 'LOUD'" in flag.stderr
     assert "Traceback" not in flag.stderr
-    env = run("info", env={"LOOKALIKE_LOG_LEVEL": "loud"})
+    env = run_cli("info", env={"LOOKALIKE_LOG_LEVEL": "loud"})
     assert env.returncode == 2 and "LOOKALIKE_LOG_LEVEL=LOUD" in env.stderr
     assert "Traceback" not in env.stderr
-    assert run("--version", "--help").returncode == 0
-    assert "Exit status: 0" in run("--help").stdout
+    assert run_cli("--version", "--help").returncode == 0
+    assert "Exit status: 0" in run_cli("--help").stdout

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from lookalike.server.vision.imaging import ALIGNED, Crop, CropMode, ImageError, decode, load
-from tests.imagegen import encode, noise_image, png_declaring
+from tests.imagegen import GOOD, encode, noise_image, png_declaring
 
 
 @pytest.mark.parametrize(
@@ -150,13 +150,6 @@ def test_face_detection_runs_on_a_downscaled_copy():
     frame = Image.new("RGB", (6000, 4000), (128, 128, 128))
     peak = traced_peak(lambda: largest_face(frame))
     assert peak < 6000 * 4000 / 8
-
-
-def photo(size: tuple[int, int] = (120, 90)) -> Image.Image:
-    return noise_image(size, seed=1)
-
-
-GOOD = encode(photo(), "JPEG")
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
