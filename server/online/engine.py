@@ -67,8 +67,8 @@ class Nearest:
     """The step a batch of searches shares: one embedder run, one k-NN call.
 
     The batcher groups jobs by step, so searches over another gallery (after a
-    reload) or of another breadth never share a run; ``SearchEngine`` keeps one
-    step per breadth so that equal steps are the same object.
+    reload) or of another breadth never share a run; steps of the same embedder,
+    gallery and breadth are equal (a frozen dataclass), so their jobs do.
     """
 
     embedder: Embedder
@@ -113,7 +113,6 @@ class SearchEngine:
         self.backend = backend
         self.batcher = batcher  # None: each search runs its own step (tests, tools)
         self.telemetry = telemetry
-        self._steps: dict[int, Nearest] = {}
 
     @classmethod
     def open(
@@ -171,9 +170,7 @@ class SearchEngine:
 
     def nearest(self, breadth: int = 0) -> Nearest:
         """The embed-and-search step of this gallery at ``breadth`` (0: the server's)."""
-        if breadth not in self._steps:
-            self._steps[breadth] = Nearest(self.embedder, self.backend, breadth)
-        return self._steps[breadth]
+        return Nearest(self.embedder, self.backend, breadth)
 
     def distance_limit(self, request: search_pb2.SearchRequest) -> float | None:
         """The call's own limit, else the server's (None: no limit)."""

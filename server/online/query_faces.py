@@ -105,7 +105,7 @@ def _at_box(
     if number is not None:
         return [QueryFace(number, faces[number])]
     region = (left, top, right, bottom)
-    if crop.mode == "align":
+    if crop.aligned:
         from lookalike.server.vision.align import Detection, align_detection
 
         aligned = align_detection(image, Detection(region, 0.0, NOT_AT_BOX), size)

@@ -8,9 +8,8 @@ and the queries against it are always cropped and resized the same way.
 from __future__ import annotations
 
 import io
-import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
@@ -185,8 +184,6 @@ class Prepared:
     box: tuple[int, int, int, int]
     original_size: tuple[int, int]
     note: str = ""  # e.g. that face detection fell back to the centre crop
-    decode_ms: float = 0.0  # set by load: the time to decode, then to crop and resize
-    crop_ms: float = 0.0
     face_box: tuple[int, int, int, int] | None = None  # the detector's box; None: ``box``
     score: float = 0.0  # the detector's score for that face; 0 without one
 
@@ -222,13 +219,5 @@ def cut(
 
 
 def load(data: bytes, crop: Crop, size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> Prepared:
-    """Bytes to model-ready pixels: decode, crop, resize; each stage timed."""
-    started = time.perf_counter()
-    image = decode(data, max_pixels)
-    decoded = time.perf_counter()
-    prepared = prepare(image, crop, size)
-    return replace(
-        prepared,
-        decode_ms=(decoded - started) * 1e3,
-        crop_ms=(time.perf_counter() - decoded) * 1e3,
-    )
+    """Bytes to model-ready pixels: decode, crop, resize."""
+    return prepare(decode(data, max_pixels), crop, size)

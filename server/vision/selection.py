@@ -78,7 +78,7 @@ def prepare_faces(
     if faces.mode == "largest":
         return [_scored_largest(image, crop, size)]
     faces.check_crop(crop)
-    if crop.mode == "align":
+    if crop.aligned:
         from lookalike.server.vision.align import align_detection, detect_faces
 
         found = []
@@ -105,7 +105,7 @@ def prepare_faces(
 
 def _scored_largest(image: Image.Image, crop: Crop, size: int) -> Prepared:
     """``prepare``'s face, with the detector's box and score where the crop detects."""
-    if crop.mode != "align":
+    if not crop.aligned:
         return prepare(image, crop, size)
     from lookalike.server.vision.align import align_detection, detect_faces
 
