@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
+from functools import cache
+
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
+from threadpoolctl import ThreadpoolController
 
 from lookalike.server.backends.base import DEFAULT_ALGORITHM, Algorithm
+
+# Galleries smaller than this are searched by scikit-learn on one OpenMP thread. Its
+# brute force splits the gallery into chunks of 256 rows over its threads; with only a
+# few chunks, handing them out costs more than it saves: 278 rows x 2048 took 12 ms
+# (21 ms of CPU) on two threads against 1.2 ms on one, 2,810 x 2048 15.9 ms against
+# 10.0 (docs/BENCHMARKS.md). From about 10,000 rows on, two threads are faster.
+ONE_THREAD_ROWS = 10_000
 
 
 class KnnSearcher:
@@ -63,8 +74,16 @@ class KnnSearcher:
         if self._norms is not None:
             # scikit-learn pops this from the dict it is given, so give it afresh
             self._nn.effective_metric_params_ = {"Y_norm_squared": self._norms}
-        distances, indices = self._nn.kneighbors(queries, n_neighbors=k)
+        with self._threads():
+            distances, indices = self._nn.kneighbors(queries, n_neighbors=k)
         return distances.astype(np.float32, copy=False), indices
+
+    def _threads(self) -> AbstractContextManager:
+        """One OpenMP thread for a small gallery (``ONE_THREAD_ROWS``), else as many as
+        scikit-learn takes."""
+        if self.size >= ONE_THREAD_ROWS:
+            return nullcontext()
+        return _openmp().limit(limits=1, user_api="openmp")
 
     def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss' exact search (the function behind ``faiss.knn``) with the stored norms."""
@@ -85,6 +104,12 @@ class KnnSearcher:
             swig_ptr(self._norms),
         )
         return np.sqrt(np.maximum(squared, 0)), indices
+
+
+@cache
+def _openmp() -> ThreadpoolController:
+    """The process's thread pools, found once: finding them reads every loaded library."""
+    return ThreadpoolController()
 
 
 def row_norms_squared(features: np.ndarray, block: int = 65_536) -> np.ndarray:
