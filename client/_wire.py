@@ -204,6 +204,9 @@ def server_info(r: search_pb2.GetInfoResponse) -> ServerInfo:
         intra_op_threads=r.intra_op_threads,
         server_version=r.server_version,
         gallery_faces=r.gallery_faces or "largest",
+        model_instances=r.model_instances or 1,
+        default_search_breadth=r.default_search_breadth,
+        max_search_breadth=r.max_search_breadth,
     )
 
 

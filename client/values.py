@@ -122,6 +122,9 @@ class ServerInfo:
     intra_op_threads: int = 0  # onnxruntime's intra-op pool
     server_version: str = ""  # the lookalike version the server runs
     gallery_faces: str = "largest"  # "all": a row per face, matches carry face_box
+    model_instances: int = 1  # embedder runs at once, each intra_op_threads wide
+    default_search_breadth: int = 0  # an approximate index's breadth; 0: exact or Milvus
+    max_search_breadth: int = 0  # the most a Search may ask for (search_breadth)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,11 @@ class SearchBackend(Protocol):
         """The largest ``breadth`` a request may ask for; None where it means nothing."""
         ...
 
+    @property
+    def default_breadth(self) -> int:
+        """The ``breadth`` of a request that gives none; 0 where it means nothing."""
+        ...
+
     def check_model(self, model: ModelInfo) -> None:
         """Raise InvalidIndexError unless ``model`` embedded this gallery."""
         ...

@@ -189,6 +189,10 @@ class MemmapBackend:
         """The widest search a request may ask for; None: exact, breadth means nothing."""
         return getattr(self._knn, "max_breadth", None)
 
+    @property
+    def default_breadth(self) -> int:
+        return getattr(self._knn, "default_breadth", 0)
+
     def __len__(self) -> int:
         return len(self._view)
 

@@ -388,6 +388,10 @@ class MilvusBackend:
         """Milvus' own index parameters apply; a request's breadth is not passed on."""
         return None
 
+    @property
+    def default_breadth(self) -> int:
+        return 0
+
     def search(self, queries: np.ndarray, k: int, breadth: int = 0) -> list[list[Hit]]:
         k = min(k, self.size)
         params = dict(self.search_params)

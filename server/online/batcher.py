@@ -5,6 +5,11 @@ one k-NN call over a batch reads the gallery once instead of once per query.
 Calls wait at most ``window`` for company; a call whose deadline passes while
 it waits is dropped before any work is spent on it.
 
+``runners`` batches run at once, each on a thread of its own (the server's
+``--model-instances``, Triton's instance count): with one intra-op thread per
+run, no run waits on another's threads, so a run preempted by decoding or gRPC
+delays only itself, and a second batch gathers while the first runs.
+
 The batcher knows nothing of models or galleries: each job carries the step
 that answers it (the engine's ``Nearest``: one gallery, one breadth), and jobs
 with the same step share a run.
@@ -54,14 +59,22 @@ class _Job:
 
 class MicroBatcher:
     def __init__(
-        self, window_seconds: float, max_batch: int, telemetry: Telemetry | None = None
+        self,
+        window_seconds: float,
+        max_batch: int,
+        telemetry: Telemetry | None = None,
+        runners: int = 1,
     ) -> None:
         self.window = window_seconds
         self.max_batch = max_batch
         self.telemetry = telemetry
         self._queue: queue.Queue[_Job | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"batcher-{n}", daemon=True)
+            for n in range(runners)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def submit(
         self, step: Step, pixels: np.ndarray, k: int, deadline: float | None = None
@@ -72,8 +85,10 @@ class MicroBatcher:
         return future
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=10)
+        for _ in self._threads:  # one end mark per runner
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
     def _gather(self, first: _Job) -> tuple[list[_Job], bool]:
         jobs, until = [first], time.monotonic() + self.window

@@ -45,6 +45,7 @@ POSITIVE = (
     "max_in_flight",
     "max_open_calls",
     "max_batch",
+    "model_instances",
     "thumbnail_size",
     "max_images_per_add",
     "max_ids_per_remove",
@@ -91,6 +92,7 @@ class ServerConfig:
     max_open_calls: int = 1000
     batch_window_ms: float = 2.0
     max_batch: int = 16
+    model_instances: int = 1
     thumbnail_size: int = 160
     gallery_root: Path | None = None
     grace_seconds: float = 10.0
@@ -208,6 +210,12 @@ SETTINGS: dict[str, Setting] = {
         "embedder run and k-NN call (0: only those already queued)",
     ),
     "max_batch": Setting(int, "most searches in one embedder run"),
+    "model_instances": Setting(
+        int,
+        "embedder runs at once, each on a batch of its own; --threads then defaults to the "
+        "CPU budget shared among them. 2 on 2 CPUs served 1.2x the face-model searches at "
+        "concurrency 16 and took 3-4 ms more for one search alone (docs/BENCHMARKS.md)",
+    ),
     "thumbnail_size": Setting(int, "longest side of the thumbnails Search returns when asked"),
     "gallery_root": Setting(
         Path,

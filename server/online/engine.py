@@ -122,12 +122,16 @@ class SearchEngine:
         embedder: Embedder | None = None,
     ) -> SearchEngine:
         """The server's engine, with its batcher; ``embedder``: one already loaded."""
-        embedder = embedder or Embedder(config.model, config.device, config.threads)
+        embedder = embedder or Embedder(
+            config.model, config.device, config.threads, config.model_instances
+        )
         backend = open_backend(config)
         try:
             if backend.info.crop.aligned:
                 load_alignment_models()  # missing model files stop the start, not a Search
-            batcher = MicroBatcher(config.batch_window_ms / 1e3, config.max_batch, telemetry)
+            batcher = MicroBatcher(
+                config.batch_window_ms / 1e3, config.max_batch, telemetry, config.model_instances
+            )
             return cls(config, embedder, backend, batcher, telemetry)
         except BaseException:
             backend.close()

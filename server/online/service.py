@@ -255,4 +255,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             intra_op_threads=embedder.threads,
             server_version=lookalike_version(),
             gallery_faces=backend.info.faces.mode,
+            model_instances=self.config.model_instances,
+            default_search_breadth=backend.default_breadth,
+            max_search_breadth=backend.max_breadth or 0,
         )

@@ -22,6 +22,14 @@ class CpuBudget:
     threads: int
     source: str  # why this many, for the log
 
+    def shared(self, instances: int) -> CpuBudget:
+        """Each of ``instances`` model runs' share: they run at once, so no more threads
+        in all than the budget."""
+        if instances <= 1:
+            return self
+        threads = max(1, self.threads // instances)
+        return CpuBudget(threads, f"{self.source}; shared by {instances} model instances")
+
 
 def _own_cgroup_dirs(root: Path, proc_cgroup: Path, controller: str) -> list[Path]:
     """Where this process's cgroup files may be: its own path, then the mount's root

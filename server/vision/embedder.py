@@ -70,16 +70,25 @@ class Embedder:
     """
 
     def __init__(
-        self, model_path: Path, device: Device = "auto", threads: int | None = None
+        self,
+        model_path: Path,
+        device: Device = "auto",
+        threads: int | None = None,
+        instances: int = 1,
     ) -> None:
-        """``threads``: onnxruntime's intra-op pool; None: the CPU quota (vision.cpus)."""
+        """``threads``: onnxruntime's intra-op pool; None: the CPU quota (vision.cpus),
+        shared by the ``instances`` runs a server makes at once."""
         import onnxruntime as ort
 
         if not model_path.is_file():
             raise ModelError(f"model file not found: {model_path}")
         if threads is not None and threads < 1:
             raise ModelError(f"--threads must be at least 1, got {threads}")
-        budget = default_threads() if threads is None else CpuBudget(threads, "--threads")
+        budget = (
+            default_threads().shared(instances)
+            if threads is None
+            else CpuBudget(threads, "--threads")
+        )
         self.threads = budget.threads
         options = ort.SessionOptions()
         options.intra_op_num_threads = budget.threads

@@ -191,6 +191,8 @@ def test_search_breadth_beyond_the_servers_limit_is_refused(
             assert answer.matches[0].label == person
     with in_process_server(face_embedder, folder, search_breadth=2) as target:
         with SearchClient(target, retries=0) as client:  # the library passes it on
+            info = client.info()  # and GetInfo says what a Search may ask for
+            assert (info.default_search_breadth, info.max_search_breadth) == (2, 32)
             assert client.search(photo, k=3, search_breadth=32).matches[0].label == person
             with pytest.raises(LookalikeError) as refused:
                 client.search(photo, k=3, search_breadth=33)

@@ -95,3 +95,37 @@ def test_a_failing_step_fails_every_caller_of_its_batch(batcher):
         with pytest.raises(RuntimeError, match="fell over"):
             future.result(timeout=10)
     assert batcher.submit(Recorder(), image(5), 1).result(timeout=10).hits == [5.0]
+
+
+class Meeting:
+    """A step whose runs wait for one another: it answers only when ``parties`` run at
+    once, and raises BrokenBarrierError when they do not."""
+
+    def __init__(self, parties: int, timeout: float = 5.0) -> None:
+        self.barrier = threading.Barrier(parties, timeout=timeout)
+
+    def __call__(self, pixels: np.ndarray, k: int):
+        self.barrier.wait()
+        return [[0.0] * k for _ in pixels], 1.0, 2.0
+
+
+def test_runners_run_that_many_batches_at_once():
+    step = Meeting(2)
+    two = MicroBatcher(0.0, 1, runners=2)  # batches of one: two jobs, two batches
+    try:
+        futures = [two.submit(step, image(n), 1) for n in range(2)]
+        assert [f.result(timeout=10).batch_size for f in futures] == [1, 1]
+    finally:
+        two.close()
+    assert not any(thread.is_alive() for thread in two._threads)  # each runner ended
+
+
+def test_one_runner_runs_one_batch_at_a_time():
+    step = Meeting(2, timeout=0.5)
+    one = MicroBatcher(0.0, 1)
+    try:
+        futures = [one.submit(step, image(n), 1) for n in range(2)]
+        with pytest.raises(threading.BrokenBarrierError):
+            futures[0].result(timeout=10)
+    finally:
+        one.close()

@@ -174,7 +174,7 @@ class GetInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetInfoResponse(_message.Message):
-    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size", "startup_seconds", "warmup_seconds", "max_distance", "intra_op_threads", "server_version", "gallery_faces")
+    __slots__ = ("model_name", "model_fingerprint", "embedding_size", "input_size", "execution_provider", "providers", "gallery_size", "index_version", "max_k", "knn_backend", "weights", "thumbnail_size", "startup_seconds", "warmup_seconds", "max_distance", "intra_op_threads", "server_version", "gallery_faces", "model_instances", "default_search_breadth", "max_search_breadth")
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -193,6 +193,9 @@ class GetInfoResponse(_message.Message):
     INTRA_OP_THREADS_FIELD_NUMBER: _ClassVar[int]
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     GALLERY_FACES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_INSTANCES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_SEARCH_BREADTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEARCH_BREADTH_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_fingerprint: str
     embedding_size: int
@@ -211,7 +214,10 @@ class GetInfoResponse(_message.Message):
     intra_op_threads: int
     server_version: str
     gallery_faces: str
-    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ..., startup_seconds: _Optional[float] = ..., warmup_seconds: _Optional[float] = ..., max_distance: _Optional[float] = ..., intra_op_threads: _Optional[int] = ..., server_version: _Optional[str] = ..., gallery_faces: _Optional[str] = ...) -> None: ...
+    model_instances: int
+    default_search_breadth: int
+    max_search_breadth: int
+    def __init__(self, model_name: _Optional[str] = ..., model_fingerprint: _Optional[str] = ..., embedding_size: _Optional[int] = ..., input_size: _Optional[int] = ..., execution_provider: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ..., gallery_size: _Optional[int] = ..., index_version: _Optional[str] = ..., max_k: _Optional[int] = ..., knn_backend: _Optional[str] = ..., weights: _Optional[str] = ..., thumbnail_size: _Optional[int] = ..., startup_seconds: _Optional[float] = ..., warmup_seconds: _Optional[float] = ..., max_distance: _Optional[float] = ..., intra_op_threads: _Optional[int] = ..., server_version: _Optional[str] = ..., gallery_faces: _Optional[str] = ..., model_instances: _Optional[int] = ..., default_search_breadth: _Optional[int] = ..., max_search_breadth: _Optional[int] = ...) -> None: ...
 
 class ReloadIndexRequest(_message.Message):
     __slots__ = ("index_path",)
