@@ -10,9 +10,14 @@ the load they cost is measured, not hidden in the server's budget: each level
 prints requests/s, p50/p99 latency and errors, the clients' CPU (cores), the
 server's CPU (cores and ms per request, from /proc for a server started here,
 else from its Prometheus ``process_cpu_seconds_total``), the server's time per
-request in each Search stage (``lookalike_stage_seconds``), and the ratio of
-requests/s to raw onnxruntime's images/s at its best batch size, measured in
-the same run (when ``--model`` is given).
+request in each Search stage (``lookalike_stage_seconds``), the mean embedder
+batch, and the ratio of requests/s to raw onnxruntime's images/s at its best
+(over batch sizes, and one run on every CPU against a run per CPU on one thread
+each, as ``serve --model-instances`` runs them), measured in the same run when
+``--model`` is given. ``--rounds N`` repeats the levels, each right after raw
+onnxruntime at that best again, and prints the median ratio: on a shared
+machine the speed drifts by 10% between minutes, so one ratio of two numbers
+taken minutes apart says little.
 """
 
 from __future__ import annotations
@@ -42,22 +47,59 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def raw_best(model: Path, seconds: float) -> tuple[float, int]:
-    """onnxruntime's best images/s over batch sizes, and that batch size."""
-    from lookalike.server.vision.embedder import Embedder
+class RawModel:
+    """The embedder alone in this process, ``runners`` runs at once: the images/s a
+    Search is held against."""
 
-    embedder = Embedder(model, device="auto")
-    size = embedder.info.input_size
-    best = (0.0, 1)
-    for batch in (1, 4, 8, 16, 32):
+    def __init__(self, model: Path, threads: int | None = None, runners: int = 1) -> None:
+        from lookalike.server.vision.embedder import Embedder
+
+        self.embedder = Embedder(model, device="auto", threads=threads)
+        self.runners = runners
+
+    @property
+    def name(self) -> str:
+        return f"{self.runners} x {self.embedder.threads} threads"
+
+    def rate(self, batch: int, seconds: float) -> float:
+        size = self.embedder.info.input_size
         pixels = np.zeros((batch, size, size, 3), np.float32)
-        embedder.embed(pixels)
-        done, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            embedder.embed(pixels)
-            done += batch
-        best = max(best, (done / (time.perf_counter() - started), batch))
-    return best
+        self.embedder.embed(pixels)
+        done = [0] * self.runners
+        until = time.perf_counter() + seconds
+
+        def run(n: int) -> None:
+            while time.perf_counter() < until:
+                self.embedder.embed(pixels)
+                done[n] += batch
+
+        started = time.perf_counter()
+        pool = [threading.Thread(target=run, args=(n,)) for n in range(self.runners)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+        return sum(done) / (time.perf_counter() - started)
+
+
+def raw_best(model: Path, seconds: float) -> tuple[RawModel, float, int]:
+    """onnxruntime's best images/s over batch sizes, one run at a time on every CPU or one
+    run per CPU on a thread each (as --model-instances serves), and where it was."""
+    from lookalike.server.vision.cpus import default_threads
+
+    cpus = default_threads().threads
+    best: tuple[float, int, RawModel | None] = (0.0, 1, None)
+    for raw in (RawModel(model), RawModel(model, threads=1, runners=cpus)):
+        for batch in (1, 4, 8, 16, 32):
+            rate = raw.rate(batch, seconds)
+            print(f"raw onnxruntime, {raw.name}, batch {batch:>2}: {rate:.1f} images/s")
+            if rate > best[0]:
+                best = (rate, batch, raw)
+        if cpus == 1:
+            break
+    rate, batch, raw = best
+    assert raw is not None
+    return raw, rate, batch
 
 
 def client_process(
@@ -108,6 +150,8 @@ def client_process(
 class ServerSample:
     cpu_seconds: float
     stage_seconds: dict[str, float]
+    batches: float  # embedder runs so far
+    batched: float  # images in them
 
 
 class ServerProbe:
@@ -128,7 +172,9 @@ class ServerProbe:
             cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         else:
             cpu = float(metrics.get("process_cpu_seconds_total", "nan"))
-        return ServerSample(cpu, stages)
+        batches = float(metrics.get("lookalike_embed_batch_size_count", 0.0))
+        batched = float(metrics.get("lookalike_embed_batch_size_sum", 0.0))
+        return ServerSample(cpu, stages, batches, batched)
 
     def _metrics(self) -> dict[str, str]:
         if not self.metrics_url:
@@ -231,29 +277,42 @@ def wait_until_up(target: str, seconds: float = 300) -> None:
             time.sleep(0.5)
 
 
-def report(levels: list[int], measure, rate: float | None) -> None:
+def print_header() -> None:
     stages = " ".join(f"{s + ' ms':>11}" for s in STAGES)
     print(
-        f"{'conc':>4} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'vs raw':>6} "
-        f"{'client cores':>12} {'server cores':>12} {'server CPU ms/req':>17} {stages}",
+        f"{'conc':>4} {'req/s':>7} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'raw/s':>6} "
+        f"{'vs raw':>6} {'batch':>5} {'client cores':>12} {'server cores':>12} "
+        f"{'server CPU ms/req':>17} {stages}",
         flush=True,
     )
-    for concurrency in levels:
-        result, seconds, before, after = measure(concurrency)
-        done = max(1, result["requests"])
-        rps = result["requests"] / seconds
-        cpu = after.cpu_seconds - before.cpu_seconds
-        per_stage = " ".join(
-            f"{(after.stage_seconds[s] - before.stage_seconds[s]) * 1e3 / done:>11.2f}"
-            for s in STAGES
-        )
-        print(
-            f"{concurrency:>4} {rps:>7.1f} {result['p50']:>8.1f} {result['p99']:>8.1f} "
-            f"{result['errors']:>6} {(rps / rate if rate else float('nan')):>6.2f} "
-            f"{result['client_cpu'] / seconds:>12.2f} {cpu / seconds:>12.2f} "
-            f"{cpu * 1e3 / done:>17.1f} {per_stage}",
-            flush=True,
-        )
+
+
+def print_level(
+    concurrency: int,
+    result: dict,
+    seconds: float,
+    before: ServerSample,
+    after: ServerSample,
+    rate: float | None,
+) -> float:
+    """One line of the table; returns requests/s over ``rate`` (nan without a rate)."""
+    done = max(1, result["requests"])
+    rps = result["requests"] / seconds
+    ratio = rps / rate if rate else float("nan")
+    cpu = after.cpu_seconds - before.cpu_seconds
+    runs = after.batches - before.batches
+    batch = (after.batched - before.batched) / runs if runs else float("nan")
+    per_stage = " ".join(
+        f"{(after.stage_seconds[s] - before.stage_seconds[s]) * 1e3 / done:>11.2f}" for s in STAGES
+    )
+    print(
+        f"{concurrency:>4} {rps:>7.1f} {result['p50']:>8.1f} {result['p99']:>8.1f} "
+        f"{result['errors']:>6} {(rate or float('nan')):>6.1f} {ratio:>6.2f} {batch:>5.1f} "
+        f"{result['client_cpu'] / seconds:>12.2f} {cpu / seconds:>12.2f} "
+        f"{cpu * 1e3 / done:>17.1f} {per_stage}",
+        flush=True,
+    )
+    return ratio
 
 
 def main() -> None:
@@ -266,15 +325,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--processes", type=int, default=4, help="client processes at most")
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the levels, each after raw onnxruntime at its best batch, re-measured",
+    )
     parser.add_argument("--serve-args", default="", help="extra flags for lookalike serve")
     args = parser.parse_args()
     if not args.target and not (args.model and args.index):
         parser.error("give --model and --index (a server started here) or --target")
     images = [p.read_bytes() for p in sorted(args.images.rglob("*.jpg"))[:200]]
-    rate = None
+    raw, rate, batch = None, None, 1
     if args.model:
-        rate, batch = raw_best(args.model, args.seconds / 3)
-        print(f"raw onnxruntime: {rate:.1f} images/s at batch {batch}", flush=True)
+        raw, rate, batch = raw_best(args.model, args.seconds / 3)
+        print(f"raw onnxruntime: {rate:.1f} images/s, {raw.name}, batch {batch}", flush=True)
     server = None
     if args.target:
         target, probe = args.target, ServerProbe(None, args.metrics)
@@ -296,13 +361,27 @@ def main() -> None:
     try:
         wait_until_up(target)
 
-        def measure(concurrency: int):
-            result, before, after = run_level(
-                target, images, concurrency, args.processes, args.seconds, probe
-            )
-            return result, args.seconds, before, after
-
-        report(args.concurrency, measure, rate)
+        ratios: dict[int, list[float]] = {level: [] for level in args.concurrency}
+        for round_number in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                print(f"-- round {round_number} of {args.rounds}", flush=True)
+            print_header()
+            for concurrency in args.concurrency:
+                if raw is not None and args.rounds > 1:
+                    rate = raw.rate(batch, args.seconds)  # just before: the machine drifts
+                result, before, after = run_level(
+                    target, images, concurrency, args.processes, args.seconds, probe
+                )
+                ratio = print_level(concurrency, result, args.seconds, before, after, rate)
+                ratios[concurrency].append(ratio)
+        if args.rounds > 1 and raw is not None:
+            for concurrency, values in ratios.items():
+                listed = ", ".join(f"{value:.2f}" for value in values)
+                print(
+                    f"concurrency {concurrency}: median {np.median(values):.2f} of raw "
+                    f"({raw.name}, batch {batch}) over {len(values)} rounds ({listed})",
+                    flush=True,
+                )
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)

@@ -11,12 +11,12 @@ from threadpoolctl import ThreadpoolController
 
 from lookalike.server.backends.base import DEFAULT_ALGORITHM, Algorithm
 
-# Galleries smaller than this are searched by scikit-learn on one OpenMP thread. Its
-# brute force splits the gallery into chunks of 256 rows over its threads; with only a
-# few chunks, handing them out costs more than it saves: 278 rows x 2048 took 12 ms
-# (21 ms of CPU) on two threads against 1.2 ms on one, 2,810 x 2048 15.9 ms against
-# 10.0 (docs/BENCHMARKS.md). From about 10,000 rows on, two threads are faster.
-ONE_THREAD_ROWS = 10_000
+# Galleries smaller than this are searched by scikit-learn on one OpenMP thread. On two,
+# its brute force cost about 13 ms a call over 278 or 2,810 rows of 2048 dimensions,
+# against 0.9-2.8 ms on one; from 5,000 rows on two threads were the faster
+# (benchmarks/knn_threads.py, docs/BENCHMARKS.md). Below this size, 128-d rows took at
+# most 0.1 ms longer on one thread, for half the CPU.
+ONE_THREAD_ROWS = 4_096
 
 
 class KnnSearcher:
