@@ -9,9 +9,11 @@ so export never imports ``lookalike.export.training``. The layers are registered
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import keras
+
+from lookalike.export.records import training_record
+
+__all__ = ["EMBEDDER_LAYER", "CosineHead", "training_record"]
 
 # The layer of a checkpoint that is the embedder export converts (the rest trains it).
 EMBEDDER_LAYER = "embedder"
@@ -39,10 +41,3 @@ class CosineHead(keras.layers.Layer):
 
     def get_config(self) -> dict[str, object]:
         return {**super().get_config(), "classes": self.classes, "scale": self.scale}
-
-
-def training_record(checkpoint: Path) -> Path:
-    """The JSON that says how a checkpoint was trained (crop, size, weights): beside the
-    file the checkpoint's link resolves to, so that it always belongs to that file."""
-    real = checkpoint.resolve() if checkpoint.is_symlink() else checkpoint
-    return real.with_name(real.name + ".json")

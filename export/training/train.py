@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -28,13 +26,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from lookalike.common import versions
-from lookalike.export.checkpoint import EMBEDDER_LAYER, CosineHead, training_record
+from lookalike.export.checkpoint import EMBEDDER_LAYER, CosineHead
 from lookalike.export.model import L2Normalize, build_embedder
+from lookalike.export.records import publish_with_record
 from lookalike.export.training.chips import cached_chips
 from lookalike.server.evaluation.evaluate import leave_one_out_hit_at_1
 from lookalike.server.index.gallery import GalleryImage, list_gallery
-from lookalike.server.vision.embedder import file_sha256
 from lookalike.server.vision.imaging import ALIGNED, Crop, CropMode, ImageError, decode
 
 # Share of the training people held out to report validation hit@1 each epoch.
@@ -334,27 +331,8 @@ def train(config: TrainConfig) -> Path:
 
 
 def publish_model(model: keras.Model, out: Path, record: dict[str, object]) -> Path:
-    """Publish ``out`` with its training record, both switched in by one atomic rename.
-
-    ``out`` links to ``model.keras`` in a version folder that also holds the
-    record (common/versions.py), so a kill at any step leaves the old pair or
-    the new one; ``out.json`` links to the record for people to read.
-    """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    link = out.with_name(out.name + ".json")
-    versions.recover(out)
-    versions.recover(link)
-    for stray in out.parent.glob(f".{out.name}.staging-*"):
-        shutil.rmtree(stray, ignore_errors=True)  # a publish killed before it placed them
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    staging.chmod(0o755)
-    keras.saving.save_model(model, staging / out.name)
-    (staging / training_record(Path(out.name)).name).write_text(json.dumps(record, indent=2))
-    stamp = time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime())
-    version = stamp + file_sha256(staging / out.name)[:8]
-    folder = versions.publish_version(staging, out, version, "model", member=out.name)
-    versions.point(link, training_record(folder / out.name), "record")
-    return out
+    """Publish the checkpoint ``out`` with its training record (export/records.py)."""
+    return publish_with_record(out, record, lambda path: keras.saving.save_model(model, path))
 
 
 def _devices() -> list:
