@@ -130,9 +130,15 @@ def advise_random(features: np.ndarray) -> None:
 def open_searcher(index: GalleryIndex, algorithm: Algorithm, breadth: int = 0) -> RowSearcher:
     """The searcher of the index's layout: its approximate structure, a float16 scan, or
     the exact float32 scan by ``algorithm``."""
-    layout = index.manifest.layout
-    if layout.approximate:
+    if index.manifest.layout.approximate:
         return AnnSearcher(index, breadth)
-    if layout.storage == "float16":
+    return exact_searcher(index, algorithm)
+
+
+def exact_searcher(index: GalleryIndex, algorithm: Algorithm) -> RowSearcher:
+    """Exact search over the stored rows, whatever else the index holds: a float16 scan,
+    or the float32 scan by ``algorithm`` (evaluation ranks every row, which only an
+    exact searcher can)."""
+    if index.manifest.layout.storage == "float16":
         return HalfSearcher(index.features)
     return KnnSearcher(index.features, algorithm)

@@ -1,18 +1,21 @@
 """`lookalike eval`: retrieval and verification quality of a model over a gallery.
 
 The gallery is indexed by the same build_index the server's indexes come from,
-and searched by the same exact k-NN (KnnSearcher) as the server's memory-mapped
-backend; a query is the index row of a gallery image (the vector the server
-would compute from that file), searched against the whole gallery with itself
-left out. In an every-face index (``--faces all``) a query is a photo's largest
-face (its one-face row), and the gallery is ranked by photo, each at the
-distance of its nearest face: a photo where the person is the second face counts
-as that person's photo, as a user searching for them would count it.
+and searched by the same exact k-NN as the server's memory-mapped backend
+(KnnSearcher, or the float16 scan of a float16 index; an approximate index's rows
+are ranked exactly too, since every row is ranked); a query is the index row of
+a gallery image (the vector the server would compute from that file), searched
+against the whole gallery with itself left out. In an every-face index
+(``--faces all``) a query is a photo's largest face (its one-face row), and the
+gallery is ranked by photo, each at the distance of its nearest face: a photo
+where the person is the second face counts as that person's photo, as a user
+searching for them would count it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 import time
 from collections import Counter
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from lookalike.server.backends.milvus import MilvusTarget
 
 from lookalike.common.files import atomic_path
+from lookalike.server.backends.approximate import RowSearcher, exact_searcher
 from lookalike.server.backends.base import DEFAULT_ALGORITHM, Algorithm, MilvusIndexType
 from lookalike.server.backends.knn import KnnSearcher
 from lookalike.server.evaluation.pairs import PairsFormatError, pair_image_path, read_pairs
@@ -48,6 +52,8 @@ from lookalike.server.vision.embedder import Device, Embedder
 from lookalike.server.vision.imaging import Crop
 from lookalike.server.vision.selection import FaceSelection
 from lookalike.server.vision.teacher import open_teacher
+
+log = logging.getLogger(__name__)
 
 QUERY_CHUNK = 256
 # Milvus Lite's FLAT search costs tens of milliseconds per query, so a chunk of
@@ -113,7 +119,7 @@ def _query_chunks(queries: int, progress: bool) -> Iterable[int]:
 
 
 def rank_gallery(
-    index: GalleryIndex, knn: KnnSearcher, rows: np.ndarray, progress: bool
+    index: GalleryIndex, knn: RowSearcher, rows: np.ndarray, progress: bool
 ) -> np.ndarray:
     """For each query row, every other gallery row, nearest first."""
     size = len(index)
@@ -152,7 +158,7 @@ class Photos:
 
 
 def rank_photos(
-    index: GalleryIndex, knn: KnnSearcher, photos: Photos, queries: np.ndarray, progress: bool
+    index: GalleryIndex, knn: RowSearcher, photos: Photos, queries: np.ndarray, progress: bool
 ) -> np.ndarray:
     """For each query photo (by its first row), every other photo, nearest first, each at
     the distance of its nearest row (face)."""
@@ -281,7 +287,14 @@ def evaluate(config: EvalConfig) -> EvalReport:
         index = open_or_build_index(config, embedder, Path(scratch))
         index.check_model(embedder.info)
         indexed = time.perf_counter()
-        knn = KnnSearcher(index.features, config.knn_algorithm)
+        knn = exact_searcher(index, config.knn_algorithm)
+        if index.manifest.layout.approximate:
+            log.info(
+                "the index is %s: eval ranks every row by exact search over its %s rows "
+                "(benchmarks/ann.py measures the approximate structure's recall)",
+                index.manifest.layout.index_type,
+                index.manifest.layout.storage,
+            )
         photos = Photos.of(index)
         by_face = len(photos.labels) != len(index)
         if by_face and config.milvus:

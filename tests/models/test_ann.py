@@ -197,3 +197,20 @@ def test_search_breadth_beyond_the_servers_limit_is_refused(
             with pytest.raises(LookalikeError) as refused:
                 client.search(photo, k=3, search_breadth=33)
         assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_eval_ranks_a_float16_approximate_index_exactly_over_its_rows(
+    faces, face_model, exact_dir, tmp_path
+):
+    from lookalike.server.evaluation.evaluate import EvalConfig, evaluate
+
+    layout = Layout(storage="float16", index_type="ivf-pq")
+    folder = with_layout(exact_dir, tmp_path / "index", layout)
+    exact, half = (
+        evaluate(EvalConfig(faces[0], model=face_model, index=index, progress=False))
+        for index in (exact_dir, folder)
+    )
+    assert half.summary["knn_backend"] == "faiss-flat-fp16"  # every row, exactly, in float16
+    assert half.summary["queries"] == exact.summary["queries"] > 0
+    assert half.retrieval.hit_at_1 == pytest.approx(exact.retrieval.hit_at_1, abs=0.01)
+    assert half.retrieval.map == pytest.approx(exact.retrieval.map, abs=0.01)
