@@ -214,7 +214,8 @@ SETTINGS: dict[str, Setting] = {
         int,
         "embedder runs at once, each on a batch of its own; --threads then defaults to the "
         "CPU budget shared among them. 2 on 2 CPUs served 1.2x the face-model searches at "
-        "concurrency 16 and took 3-4 ms more for one search alone (docs/BENCHMARKS.md)",
+        "concurrency 16, and one search alone took 4-5 ms longer (the ResNet's 1.5x as "
+        "long; docs/BENCHMARKS.md)",
     ),
     "thumbnail_size": Setting(int, "longest side of the thumbnails Search returns when asked"),
     "gallery_root": Setting(
