@@ -40,6 +40,7 @@ from lookalike.server.index.store import (
     Layout,
     Manifest,
     check_crop,
+    check_manifest_fits,
     face_id,
 )
 from lookalike.server.vision.embedder import Embedder, file_sha256
@@ -127,6 +128,11 @@ def build_index(
     except ValueError as error:
         raise InvalidIndexError(str(error)) from None
     images = list_gallery(gallery_root, split)
+    held = {item.path for item in base.manifest.items} if base else set()
+    check_manifest_fits(
+        [(image.label, image.path) for image in images if image.path not in held],
+        (base.path.resolve() / MANIFEST).stat().st_size if base else 0,
+    )
     staging = out.parent / f".{out.name}.building"
     if staging.exists() and not resume:
         shutil.rmtree(staging)

@@ -323,6 +323,28 @@ class GalleryIndex:
         return self.manifest.rows
 
 
+def check_manifest_fits(paths: list[tuple[str, str]], base_bytes: int = 0) -> None:
+    """Refuse, before any embedding, a build whose manifest a server could not read.
+
+    ``paths``: (label, path) of the rows to add; ``base_bytes``: the manifest they are
+    added to. Each row is counted at its compact JSON size (id, label, path), which the
+    written, indented manifest only exceeds, so a build refused here could never have
+    been served, and one let through may still be refused when it is opened.
+    """
+    empty = Item("0" * 16, "", "").to_row()
+    # the id, the brackets, the commas within a row and one between rows; each name's
+    # quotes are counted with the name
+    row = len(json.dumps(empty, separators=(",", ":"))) - 4 + 1
+    names = sum(len(json.dumps(label)) + len(json.dumps(path)) for label, path in paths)
+    least = base_bytes + row * len(paths) + names
+    if least > MAX_MANIFEST_BYTES:
+        raise InvalidIndexError(
+            f"{len(paths):,} images make a manifest of at least {least:,} bytes, more than the "
+            f"{MAX_MANIFEST_BYTES:,} a server reads (about 3 million rows with names like LFW's): "
+            "split the gallery into several indexes, or index it into Milvus (--backend milvus)"
+        )
+
+
 def _read_manifest(file: Path) -> Manifest:
     """The manifest, read only when its size is within the cap."""
     size = file.stat().st_size
