@@ -419,8 +419,10 @@ def run_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(asdict(info), indent=2))
     else:
-        for key, value in asdict(info).items():
-            print(f"{key:>20}: {value}")
+        fields = asdict(info)
+        width = max(map(len, fields))
+        for key, value in fields.items():
+            print(f"{key:>{width}}: {value}")
     return 0
 
 

@@ -159,3 +159,13 @@ def test_knn_algorithm_faiss_in_the_server(embedder, index_dir, gallery_dir):
         assert "faiss" in client.info().knn_backend
         found = [(m.path, round(m.distance, 3)) for m in client.search(query, k=5).matches]
     assert found == expected
+
+
+def test_lookalike_info_lines_up_every_field(server_target):
+    from tests.serving import run_cli
+
+    shown = run_cli("info", "--server", server_target, "--timeout", "10")
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    assert any(line.strip().startswith("default_search_breadth:") for line in lines)
+    assert len({line.index(":") for line in lines}) == 1  # one column of colons
