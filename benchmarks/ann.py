@@ -96,19 +96,23 @@ def open_one(spec: dict) -> None:
     print(json.dumps({"open_s": open_s, "heap_mb": heap, "mapped_mb": mapped}))
 
 
-def split_faces(
-    faces: GalleryIndex, queries: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(gallery rows, their person numbers, query rows, theirs): one held-out photo of each
-    of ``queries`` people."""
+def held_out(faces: GalleryIndex, queries: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows kept in the gallery, rows held out as queries, each row's person number): one
+    held-out photo of each of ``queries`` people with two or more."""
     labels = np.array([item.label for item in faces.manifest.items])
-    names, person = np.unique(labels, return_inverse=True)
+    _, person = np.unique(labels, return_inverse=True)
     counts = np.bincount(person)
     several = np.flatnonzero(counts >= 2)
     chosen = several[np.linspace(0, len(several) - 1, min(queries, len(several))).astype(int)]
-    first_row = {p: int(np.flatnonzero(person == p)[0]) for p in chosen}
-    held = np.array(sorted(first_row.values()))
-    keep = np.setdiff1d(np.arange(len(labels)), held)
+    held = np.array(sorted(int(np.flatnonzero(person == p)[0]) for p in chosen))
+    return np.setdiff1d(np.arange(len(labels)), held), held, person
+
+
+def split_faces(
+    faces: GalleryIndex, queries: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(gallery rows, their person numbers, query rows, theirs): ``held_out``'s split."""
+    keep, held, person = held_out(faces, queries)
     features = np.asarray(faces.features, np.float32)
     return features[keep], person[keep], features[held], person[held]
 

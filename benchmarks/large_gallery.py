@@ -13,9 +13,9 @@ index's own, so matches name real photos. The synthetic rows get items of their 
 (label "synthetic", a path that does not exist: they have no thumbnail). ``--photos``
 receives a link to each held-out photo, the queries, whose person is in the gallery.
 The features and the approximate structure are linked, not copied. Then it starts
-`lookalike serve` on the folder and prints what a server pays: start-up seconds,
-resident memory, one ReloadIndex, and each query searched once (hit@1: the query's
-person ranked first among all the rows).
+`lookalike serve` on the folder and prints what a server pays: start-up and warm-up
+seconds, resident memory, ``--reloads`` ReloadIndex calls, and each query searched
+once (hit@1: the query's person ranked first among all the rows).
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from ann import held_out  # beside this script (benchmarks/)
+from search_load import free_port
 
 from lookalike.server.index import ann
 from lookalike.server.index.store import (
@@ -46,18 +47,6 @@ from lookalike.server.index.store import (
 from lookalike.server.vision.embedder import file_sha256
 
 
-def held_out(faces: GalleryIndex, queries: int) -> tuple[np.ndarray, np.ndarray]:
-    """Rows of the face index kept in the gallery and held out as queries: the split of
-    benchmarks/ann.py (``split_faces``), which must stay the same."""
-    labels = np.array([item.label for item in faces.manifest.items])
-    _, person = np.unique(labels, return_inverse=True)
-    counts = np.bincount(person)
-    several = np.flatnonzero(counts >= 2)
-    chosen = several[np.linspace(0, len(several) - 1, min(queries, len(several))).astype(int)]
-    held = np.array(sorted(int(np.flatnonzero(person == p)[0]) for p in chosen))
-    return np.setdiff1d(np.arange(len(labels)), held), held
-
-
 def link(source: Path, target: Path) -> None:
     target.unlink(missing_ok=True)
     try:
@@ -68,7 +57,7 @@ def link(source: Path, target: Path) -> None:
 
 def write_folder(args: argparse.Namespace) -> Path:
     faces = GalleryIndex.open(args.faces, verify=False)
-    keep, held = held_out(faces, args.queries)
+    keep, held, _ = held_out(faces, args.queries)  # ann.py's split, so its gallery rows
     source = "features-f16.npy" if args.storage == "float16" else "features.npy"
     features = args.gallery / source
     rows = np.load(features, mmap_mode="r").shape[0]
@@ -103,12 +92,6 @@ def write_folder(args: argparse.Namespace) -> Path:
     return args.out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def resident_mb(pid: int) -> dict[str, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -118,9 +101,10 @@ def resident_mb(pid: int) -> dict[str, float]:
     return fields
 
 
-def serve_and_measure(model: Path, folder: Path, photos: Path) -> None:
-    """Start a server on ``folder``; report start-up, memory, a reload, and how often
-    Search ranks the query's person first among all the rows (hit@1)."""
+def serve_and_measure(model: Path, folder: Path, photos: Path, reloads: int) -> None:
+    """Start a server on ``folder``; report start-up, warm-up, memory, ``reloads`` reloads
+    (seconds and heap after each), and how often Search ranks the query's person first
+    among all the rows (hit@1)."""
     from lookalike.client import SearchClient
 
     port = free_port()
@@ -136,10 +120,12 @@ def serve_and_measure(model: Path, folder: Path, photos: Path) -> None:
             up = time.perf_counter() - started
             info = client.info()
             memory = resident_mb(server.pid)
-            reload_started = time.perf_counter()
-            client.reload_index()
-            reload_s = time.perf_counter() - reload_started
-            after = resident_mb(server.pid)
+            reload_s, heap_after = [], []
+            for _ in range(reloads):
+                reload_started = time.perf_counter()
+                client.reload_index()
+                reload_s.append(round(time.perf_counter() - reload_started, 1))
+                heap_after.append(round(resident_mb(server.pid)["RssAnon"]))
             queries = sorted(photos.iterdir())
             searched = time.perf_counter()
             first = [client.search(query.read_bytes(), k=1).matches for query in queries]
@@ -155,9 +141,10 @@ def serve_and_measure(model: Path, folder: Path, photos: Path) -> None:
                     "knn_backend": info.knn_backend,
                     "serving_after_s": round(up, 1),
                     "startup_seconds": round(info.startup_seconds, 1),
+                    "warmup_seconds": round(info.warmup_seconds, 1),
                     "resident_mb": {k: round(v) for k, v in memory.items()},
-                    "reload_s": round(reload_s, 1),
-                    "resident_mb_after_reload": {k: round(v) for k, v in after.items()},
+                    "reload_s": reload_s,
+                    "heap_mb_after_each_reload": heap_after,
                     "queries": len(queries),
                     "hit_at_1": round(hits / len(queries), 4),
                     "ms_per_search_one_at_a_time": round(search_s * 1e3 / len(queries), 1),
@@ -179,10 +166,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the index folder to write")
     parser.add_argument("--photos", type=Path, required=True, help="folder for query links")
     parser.add_argument("--model", type=Path, help="serve the folder with this model and measure")
+    parser.add_argument("--reloads", type=int, default=1, help="ReloadIndex calls in a row (1)")
     args = parser.parse_args()
     folder = write_folder(args)
     if args.model:
-        serve_and_measure(args.model, folder, args.photos)
+        serve_and_measure(args.model, folder, args.photos, args.reloads)
 
 
 if __name__ == "__main__":
