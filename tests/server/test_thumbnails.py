@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+import time
 
 import grpc
 import pytest
@@ -113,7 +114,10 @@ def test_thumbnail_work_holds_a_slot_and_stops_at_the_deadline(embedder, small_i
     started, release, made = threading.Event(), threading.Event(), []
     real = engine.thumbnail_or_note
 
+    first_began: list[float] = []
+
     def slow_thumbnail(*args, **kwargs):
+        first_began.append(time.monotonic())
         made.append(args[1].path)
         started.set()
         release.wait(60)
@@ -134,6 +138,11 @@ def test_thumbnail_work_holds_a_slot_and_stops_at_the_deadline(embedder, small_i
         with pytest.raises(grpc.RpcError) as late:
             call.result()
         assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The client's timer can fire a few ms before the server's deadline (taken when
+        # the request arrived); release the thumbnail only once that one has passed too:
+        # the server read it before the first thumbnail began, and it is at most 5 s on.
+        while time.monotonic() < first_began[0] + 5.1:
+            threading.Event().wait(0.05)
         release.set()
         for _ in range(600):  # until the first call gives its slot back
             try:
