@@ -41,9 +41,13 @@ def fsync_path(path: Path) -> None:
 
 
 def fsync_tree(folder: Path) -> None:
-    """Every file in ``folder`` (one level) and the folder itself."""
+    """Every file in ``folder`` and its folders (an index's items/), and the folders."""
     for entry in folder.iterdir():
-        if entry.is_file() and not entry.is_symlink():
+        if entry.is_symlink():
+            continue
+        if entry.is_dir():
+            fsync_tree(entry)
+        elif entry.is_file():
             fsync_path(entry)
     fsync_path(folder)
 

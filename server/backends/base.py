@@ -11,7 +11,6 @@ scikit-learn or pymilvus.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Literal, Protocol, get_args
 
 import numpy as np
@@ -123,9 +122,3 @@ class SearchBackend(Protocol):
     def compact(self) -> tuple[str, str, int]:
         """Fold the changes into the stored gallery: (old version, new version, rows folded)."""
         ...
-
-
-def external_id(item: Item) -> str:
-    """The id a caller gave an image it added (its file name without the suffix);
-    for an image indexed from a folder, its file name likewise."""
-    return PurePosixPath(item.path).stem

@@ -19,10 +19,10 @@ from lookalike.server.backends.base import (
     Algorithm,
     Hit,
     ReadOnlyGallery,
-    external_id,
 )
 from lookalike.server.backends.knn import row_norms_squared
 from lookalike.server.index.compact import compact, gallery_order
+from lookalike.server.index.items import names_of
 from lookalike.server.index.publish import recover_gallery
 from lookalike.server.index.segment import CHANGE_JOURNAL, ChangeLog, Changes, changes_folder
 from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError, Item
@@ -140,12 +140,10 @@ class MemmapBackend:
         """Search ``index`` with the journal replayed onto it."""
         self._index = index
         self._knn = open_searcher(index, self.algorithm, self.breadth)
-        self._rows = {item.id: row for row, item in enumerate(index.manifest.items)}
-        # external id (file name), and a photo's content id in an every-face gallery -> row ids
+        self._base = index.manifest.items  # looked up by id and by name (server/index/items.py)
+        # the added images' external ids (file names), and photo content ids -> row ids
         self._named: dict[str, set[str]] = {}
-        for item in index.manifest.items:
-            self._name(item)
-        self._changes = Changes.replay(self._log.records, self._rows.__contains__)
+        self._changes = Changes.replay(self._log.records, self._in_base)
         vectors = self._log.vectors()
         self._buffer = np.empty((max(64, 2 * len(vectors)), vectors.shape[1]), np.float32)
         self._buffer[: len(vectors)] = vectors
@@ -156,17 +154,20 @@ class MemmapBackend:
         self._publish()
 
     def _name(self, item: Item) -> None:
-        for path in (item.path, *item.also):
-            self._named.setdefault(external_id(Item(item.id, item.label, path)), set()).add(item.id)
-        if item.file_id != item.id:  # a face: found by its photo's id too
-            self._named.setdefault(item.file_id, set()).add(item.id)
+        for name in names_of(item):
+            self._named.setdefault(name, set()).add(item.id)
+
+    def _in_base(self, image_id: str) -> bool:
+        return self._base.row_of(image_id) is not None
 
     def _publish(self) -> None:
         added = self._changes.added.values()
         self._view = View(
             index=self._index,
             knn=self._knn,
-            removed_rows=frozenset(self._rows[image_id] for image_id in self._changes.removed),
+            removed_rows=frozenset(
+                row for i in self._changes.removed if (row := self._base.row_of(i)) is not None
+            ),
             segment=self._buffer[: len(self._items)],
             segment_items=tuple(self._items),
             live=np.array(sorted(row for _, row in added), dtype=np.int64),
@@ -262,7 +263,9 @@ class MemmapBackend:
         """Every image (of ``label``) in gallery order, with whether it awaits compaction."""
         with self._lock:
             removed, added = self._changes.removed, self._changes.added
-            found = [(item, False) for item in self._index.manifest.items if item.id not in removed]
+            base = self._base
+            rows = range(len(base)) if label is None else base.rows_labelled(label)
+            found = [(item, False) for row in rows if (item := base[row]).id not in removed]
             found += [(item, True) for item, _ in added.values()]
         found = [pair for pair in found if label is None or pair[0].label == label]
         return sorted(found, key=lambda pair: (gallery_order(pair[0].path), pair[0].face))
@@ -273,16 +276,17 @@ class MemmapBackend:
         with self._lock:
             if there := self._live(image_id):
                 return [there]
-            named = (self._live(row_id) for row_id in self._named.get(image_id, ()))
+            ids = {*self._base.ids_named(image_id), *self._named.get(image_id, ())}
+            named = (self._live(row_id) for row_id in ids)
             return sorted((item for item in named if item is not None), key=_file_then_face)
 
     def _live(self, image_id: str) -> Item | None:
         """The item of this content id if the gallery holds it now."""
         if image_id in self._changes.added:
             return self._changes.added[image_id][0]
-        row = self._rows.get(image_id)
+        row = self._base.row_of(image_id)
         if row is not None and image_id not in self._changes.removed:
-            return self._index.manifest.items[row]
+            return self._base[row]
         return None
 
     def _check_writer(self) -> None:
@@ -317,7 +321,7 @@ class MemmapBackend:
             self._log.remove([item.id for item in gone])
             for item in gone:
                 self._changes.added.pop(item.id, None)
-                if item.id in self._rows:
+                if self._in_base(item.id):
                     self._changes.removed.add(item.id)
             self._publish()
             return gone

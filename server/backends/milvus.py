@@ -34,15 +34,9 @@ from lookalike.server.backends.base import (
     BackendUnavailable,
     Hit,
     MilvusIndexType,
-    external_id,
 )
-from lookalike.server.index.store import (
-    FACE_MARK,
-    GalleryIndex,
-    GalleryInfo,
-    InvalidIndexError,
-    Item,
-)
+from lookalike.server.index.item import FACE_MARK, Item, external_id
+from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError
 from lookalike.server.vision.embedder import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -477,7 +471,7 @@ class MilvusBackend:
             return faces
         # an external id: the file name; "like" narrows it down, the stem decides
         suffixed = json.dumps(f"%/{image_id}.%")
-        return [i for i in self._query(f"path like {suffixed}") if external_id(i) == image_id]
+        return [i for i in self._query(f"path like {suffixed}") if external_id(i.path) == image_id]
 
     def _faces_of(self, file_id: str) -> list[Item]:
         """Every face row of the photo of content id ``file_id`` (an every-face gallery)."""

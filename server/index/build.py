@@ -28,11 +28,11 @@ from lookalike.common.versions import check_publishable
 from lookalike.server.index import ann
 from lookalike.server.index import journal as journals
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
+from lookalike.server.index.item import face_id
 from lookalike.server.index.journal import BUILD_JOURNAL, Journal
 from lookalike.server.index.publish import publish, recover
 from lookalike.server.index.store import (
     FEATURES,
-    MANIFEST,
     GalleryIndex,
     GalleryInfo,
     InvalidIndexError,
@@ -40,8 +40,6 @@ from lookalike.server.index.store import (
     Layout,
     Manifest,
     check_crop,
-    check_manifest_fits,
-    face_id,
 )
 from lookalike.server.vision.embedder import Embedder, file_sha256
 from lookalike.server.vision.imaging import WHOLE_FRAME, Crop, ImageError, decode
@@ -128,11 +126,6 @@ def build_index(
     except ValueError as error:
         raise InvalidIndexError(str(error)) from None
     images = list_gallery(gallery_root, split)
-    held = {item.path for item in base.manifest.items} if base else set()
-    check_manifest_fits(
-        [(image.label, image.path) for image in images if image.path not in held],
-        (base.path.resolve() / MANIFEST).stat().st_size if base else 0,
-    )
     staging = out.parent / f".{out.name}.building"
     if staging.exists() and not resume:
         shutil.rmtree(staging)
@@ -400,7 +393,7 @@ def publish_staged(
     manifest = replace(
         manifest, version=time.strftime("%Y%m%dT%H%M%SZ-", time.gmtime()) + checksum[:8]
     )
-    (staging / MANIFEST).write_text(manifest.to_json())
+    manifest = manifest.write(staging)
     publish(staging, out, manifest.version)
     return manifest
 

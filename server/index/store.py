@@ -5,7 +5,10 @@ Layout of an index folder::
     features.npy    N x D float32 (or float16: ``--storage``), opened with
                     numpy.load(mmap_mode="r"): the source of truth for every search
     manifest.json   model fingerprint, crop, which faces ("faces"; absent: the largest),
-                    shape, checksum, and one item per row (per face in an every-face index)
+                    shape, checksum, and one item per row (per face in an every-face index),
+                    listed; past COLUMN_ROWS rows, the items/ folder's checksums instead
+    items/          only past COLUMN_ROWS rows: the items in mapped columns
+                    (server/index/items.py)
     ann.faiss       only for an approximate ``--index-type``: the faiss structure built
                     from features.npy (server/index/ann.py), rebuilt at open if missing
 
@@ -16,13 +19,23 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal, get_args
 
 import numpy as np
 
 from lookalike.server.index.gallery import Split
+from lookalike.server.index.item import Item
+from lookalike.server.index.items import (
+    COLUMN_ROWS,
+    ITEMS_FOLDER,
+    ItemColumns,
+    ItemList,
+    ItemTable,
+    column_checksums,
+    write_columns,
+)
 from lookalike.server.vision.embedder import ModelInfo, file_sha256
 from lookalike.server.vision.imaging import Crop
 from lookalike.server.vision.selection import LARGEST, FaceSelection
@@ -32,8 +45,8 @@ log = logging.getLogger(__name__)
 FEATURES = "features.npy"
 MANIFEST = "manifest.json"
 FORMAT = 1
-# manifest.json is read whole into memory: about 100 bytes an item, so this allows
-# some 2.5 million items; larger galleries belong in Milvus.
+# manifest.json is read whole into memory; a gallery past COLUMN_ROWS keeps its items
+# in columns (server/index/items.py), so a manifest past this was not written here.
 MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 OPEN_ATTEMPTS = 5
 ANN_FILE = "ann.faiss"
@@ -47,52 +60,6 @@ STORAGES: tuple[str, ...] = get_args(Storage)
 
 class InvalidIndexError(RuntimeError):
     """The index is missing, damaged, or does not belong to the model."""
-
-
-FACE_MARK = "#"  # a face row's id: its file's content id, the mark, the face's number
-
-
-@dataclass(frozen=True)
-class Item:
-    """One row of the gallery: a photo, or in an every-face index one face of a photo."""
-
-    id: str
-    label: str
-    path: str
-    also: tuple[str, ...] = ()  # paths of identical files, indexed once
-    box: tuple[int, int, int, int] | None = None  # the face in the photo; None: one-face row
-
-    @property
-    def file_id(self) -> str:
-        """The content id of the photo this row comes from."""
-        return self.id.split(FACE_MARK, 1)[0]
-
-    @property
-    def face(self) -> int:
-        """The face's number in its photo, 0 the largest (a one-face row: 0)."""
-        _, mark, number = self.id.partition(FACE_MARK)
-        return int(number) if mark else 0
-
-    def to_row(self) -> list[object]:
-        """The manifest's list for this item: id, label, path, then the identical files'
-        paths when there are any or a box follows, then the box."""
-        row: list[object] = [self.id, self.label, self.path]
-        if self.also or self.box:
-            row.append(list(self.also))
-        if self.box:
-            row.append(list(self.box))
-        return row
-
-    @classmethod
-    def from_row(cls, row: list) -> Item:
-        also = tuple(row[3]) if len(row) > 3 else ()
-        box = tuple(int(v) for v in row[4]) if len(row) > 4 and row[4] else None
-        return cls(row[0], row[1], row[2], also, box)  # type: ignore[arg-type]
-
-
-def face_id(file_id: str, number: int) -> str:
-    """The id of face ``number`` of the photo of content id ``file_id``."""
-    return f"{file_id}{FACE_MARK}{number}"
 
 
 @dataclass(frozen=True)
@@ -203,9 +170,26 @@ class Manifest(GalleryInfo):
 
     rows: int
     features_sha256: str
-    items: list[Item] = field(repr=False)
+    items: ItemTable = field(repr=False)  # a list is taken as an ItemList
     skipped: list[dict[str, str]] = field(default_factory=list, repr=False)
     layout: Layout = Layout()
+
+    # the sha256 of each file of the items/ folder; None: the items are in the JSON
+    items_sha256: dict[str, str] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.items, list):
+            object.__setattr__(self, "items", ItemList(self.items))
+
+    def write(self, folder: Path) -> Manifest:
+        """Write manifest.json into ``folder`` (a staged index), the items of a gallery past
+        COLUMN_ROWS first into its items/ folder; returns the manifest as written."""
+        manifest = self
+        if len(self.items) > COLUMN_ROWS and self.items_sha256 is None:
+            sums = write_columns(folder / ITEMS_FOLDER, self.items)
+            manifest = replace(self, items=ItemColumns(folder / ITEMS_FOLDER), items_sha256=sums)
+        (folder / MANIFEST).write_text(manifest.to_json())
+        return manifest
 
     @property
     def info(self) -> GalleryInfo:
@@ -234,12 +218,18 @@ class Manifest(GalleryInfo):
             },
             "search": self.layout.to_dict(),
             "skipped": self.skipped,
-            "items": [item.to_row() for item in self.items],
+            "items": (
+                [item.to_row() for item in self.items]
+                if self.items_sha256 is None
+                else {"folder": ITEMS_FOLDER, "sha256": self.items_sha256}
+            ),
         }
         return json.dumps(body, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
+    def from_json(cls, text: str, folder: Path | None = None) -> Manifest:
+        """The manifest read from its text; ``folder``, the index folder, holds the items
+        of a manifest that keeps them in columns."""
         body = json.loads(text)
         if body.get("format") != FORMAT:
             raise InvalidIndexError(f"unsupported index format {body.get('format')!r}")
@@ -257,10 +247,20 @@ class Manifest(GalleryInfo):
             split=body["split"],
             rows=shape[0],
             features_sha256=body["features"]["sha256"],
-            items=[Item.from_row(row) for row in body["items"]],
+            items=_items_of(body["items"], folder),
+            items_sha256=None if isinstance(body["items"], list) else body["items"]["sha256"],
             skipped=body.get("skipped", []),
             layout=layout,
         )
+
+
+def _items_of(entry: list | dict, folder: Path | None) -> ItemTable:
+    """The manifest's items: listed in it, or in columns in the index folder."""
+    if isinstance(entry, list):
+        return ItemList([Item.from_row(row) for row in entry])
+    if folder is None:
+        raise InvalidIndexError("the manifest keeps its items in columns: open its folder")
+    return ItemColumns(folder / entry["folder"])
 
 
 @dataclass
@@ -310,6 +310,12 @@ class GalleryIndex:
                 f"{features_file} does not match the checksum in its manifest: the file was "
                 "changed or damaged after the index was built; rebuild it"
             )
+        columns, sums = folder / ITEMS_FOLDER, manifest.items_sha256
+        if verify and sums is not None and column_checksums(columns) != sums:
+            raise InvalidIndexError(
+                f"the item columns in {columns} do not match the checksums in its manifest: "
+                "changed or damaged after the index was built; rebuild it"
+            )
         if len(manifest.items) != manifest.rows:
             raise InvalidIndexError(
                 f"{manifest_file} lists {len(manifest.items)} items for {manifest.rows} rows"
@@ -323,28 +329,6 @@ class GalleryIndex:
         return self.manifest.rows
 
 
-def check_manifest_fits(paths: list[tuple[str, str]], base_bytes: int = 0) -> None:
-    """Refuse, before any embedding, a build whose manifest a server could not read.
-
-    ``paths``: (label, path) of the rows to add; ``base_bytes``: the manifest they are
-    added to. Each row is counted at its compact JSON size (id, label, path), which the
-    written, indented manifest only exceeds, so a build refused here could never have
-    been served, and one let through may still be refused when it is opened.
-    """
-    empty = Item("0" * 16, "", "").to_row()
-    # the id, the brackets, the commas within a row and one between rows; each name's
-    # quotes are counted with the name
-    row = len(json.dumps(empty, separators=(",", ":"))) - 4 + 1
-    names = sum(len(json.dumps(label)) + len(json.dumps(path)) for label, path in paths)
-    least = base_bytes + row * len(paths) + names
-    if least > MAX_MANIFEST_BYTES:
-        raise InvalidIndexError(
-            f"{len(paths):,} images make a manifest of at least {least:,} bytes, more than the "
-            f"{MAX_MANIFEST_BYTES:,} a server reads (about 3 million rows with names like LFW's): "
-            "split the gallery into several indexes, or index it into Milvus (--backend milvus)"
-        )
-
-
 def _read_manifest(file: Path) -> Manifest:
     """The manifest, read only when its size is within the cap."""
     size = file.stat().st_size
@@ -353,8 +337,8 @@ def _read_manifest(file: Path) -> Manifest:
             f"{file} is {size:,} bytes, more than the {MAX_MANIFEST_BYTES:,} a manifest may be"
         )
     try:
-        return Manifest.from_json(file.read_text())
-    except (ValueError, KeyError, TypeError, IndexError) as error:
+        return Manifest.from_json(file.read_text(), file.parent)
+    except (ValueError, KeyError, TypeError, IndexError, OSError) as error:
         raise InvalidIndexError(f"{file} is not a valid manifest: {error}") from None
 
 

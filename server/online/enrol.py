@@ -30,7 +30,8 @@ import numpy as np
 from lookalike.server.backends.base import ReadOnlyGallery, SearchBackend
 from lookalike.server.index.compact import gallery_order
 from lookalike.server.index.gallery import content_id
-from lookalike.server.index.store import InvalidIndexError, Item, face_id
+from lookalike.server.index.item import Item, face_id
+from lookalike.server.index.store import InvalidIndexError
 from lookalike.server.online.calls import CallLimits, deadline_of
 from lookalike.server.online.engine import gallery_folder
 from lookalike.server.online.errors import Refused

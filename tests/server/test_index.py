@@ -337,20 +337,3 @@ def test_changed_feature_bytes_are_refused_at_load(index_dir, tmp_path):
     (copy / FEATURES).write_bytes(bytes(data))
     with pytest.raises(InvalidIndexError, match="does not match the checksum"):
         GalleryIndex.open(copy)
-
-
-def test_a_build_no_server_could_open_is_refused_before_any_embedding(
-    gallery_dir, embedder, tmp_path, monkeypatch
-):
-    """A manifest past MAX_MANIFEST_BYTES is refused by every server; a build that would
-    write one stops before the hours of embedding, not after them."""
-    from lookalike.server.index import store
-
-    monkeypatch.setattr(store, "MAX_MANIFEST_BYTES", 1_000)  # 18 photos: about 1,150 at least
-    out = tmp_path / "index"
-    with pytest.raises(InvalidIndexError, match="18 images make a manifest of at least"):
-        build_index(gallery_dir, embedder, out, progress=False)
-    assert not out.exists() and not (tmp_path / ".index.building").exists()
-    monkeypatch.setattr(store, "MAX_MANIFEST_BYTES", 10_000)
-    build_index(gallery_dir, embedder, out, progress=False)
-    assert len(GalleryIndex.open(out)) == 18  # the same build fits a larger cap, and opens
