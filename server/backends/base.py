@@ -107,6 +107,14 @@ class SearchBackend(Protocol):
         """Every image (of ``label``) in gallery order, with whether it awaits compaction."""
         ...
 
+    def list_page(
+        self, label: str | None, after: tuple | None, size: int
+    ) -> tuple[list[tuple[Item, bool]], bool]:
+        """Up to ``size`` images (of ``label``) that come after ``after`` (a listing_key;
+        None: from the first) in listing order, each with whether it awaits compaction;
+        and whether more follow."""
+        ...
+
     def find(self, image_id: str) -> list[Item]:
         """The images of this content id, or else of this external id."""
         ...

@@ -35,7 +35,7 @@ from lookalike.server.backends.base import (
     Hit,
     MilvusIndexType,
 )
-from lookalike.server.index.item import FACE_MARK, Item, external_id
+from lookalike.server.index.item import FACE_MARK, Item, external_id, listing_key
 from lookalike.server.index.store import GalleryIndex, GalleryInfo, InvalidIndexError
 from lookalike.server.vision.embedder import ModelInfo
 
@@ -450,6 +450,14 @@ class MilvusBackend:
     def items(self, label: str | None = None) -> list[tuple[Item, bool]]:
         found = self._query("" if label is None else f"label == {json.dumps(label)}")
         return [(item, False) for item in sorted(found, key=lambda i: tuple(i.path.split("/")))]
+
+    def list_page(
+        self, label: str | None, after: tuple | None, size: int
+    ) -> tuple[list[tuple[Item, bool]], bool]:
+        found = sorted(self.items(label), key=lambda pair: listing_key(pair[0]))
+        if after is not None:
+            found = [pair for pair in found if listing_key(pair[0]) > after]
+        return found[:size], len(found) > size
 
     def _get(self, ids: list[str]) -> list[Item]:
         """The rows of these primary keys (content ids) that are there."""

@@ -14,16 +14,11 @@ import shutil
 import numpy as np
 
 from lookalike.server.index.build import publish_staged
-from lookalike.server.index.item import FACE_MARK, Item
+from lookalike.server.index.item import FACE_MARK, Item, gallery_order
 from lookalike.server.index.journal import Journal, record_of
 from lookalike.server.index.publish import compaction_staging
 from lookalike.server.index.segment import Changes
 from lookalike.server.index.store import FEATURES, GalleryIndex, Manifest
-
-
-def gallery_order(path: str) -> tuple[str, ...]:
-    """The order in which list_gallery meets files: sorted paths, part by part."""
-    return tuple(path.split("/"))
 
 
 def folded_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], list[tuple[bool, int]]]:

@@ -56,3 +56,14 @@ def external_id(path: str) -> str:
     """The id a caller gave an image it added (its file name without the suffix);
     for an image indexed from a folder, its file name likewise."""
     return PurePosixPath(path).stem
+
+
+def gallery_order(path: str) -> tuple[str, ...]:
+    """The order in which list_gallery meets files: sorted paths, part by part."""
+    return tuple(path.split("/"))
+
+
+def listing_key(item: Item) -> tuple:
+    """The order of a gallery's listing (ListImages): gallery order, ties broken by content
+    id, then by face number (as a number: face 10 after face 9)."""
+    return (*gallery_order(item.path), "\0", item.file_id, item.face)

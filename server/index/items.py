@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.server.index.item import Item, external_id
+from lookalike.server.index.item import Item, external_id, listing_key
 from lookalike.server.vision.embedder import file_sha256
 
 COLUMN_ROWS = 100_000  # past this many rows, the items are written in columns
 ITEMS_FOLDER = "items"
 # one file per column; the manifest records each one's checksum
-COLUMNS = ("ids", "labels", "paths", "path_ends", "boxes", "key_hashes", "key_rows")
+COLUMNS = ("ids", "labels", "paths", "path_ends", "boxes", "key_hashes", "key_rows", "order")
 LABELS_FILE = "labels.json"  # the distinct labels, in the order ``labels.npy`` numbers them
 ALSO_FILE = "also.json"  # {row: [paths of identical files]} for the rows that have any
 
@@ -65,6 +65,10 @@ class ItemTable(Sequence[Item]):
         """The rows of one person, in row order."""
         return [row for row, item in enumerate(self) if item.label == label]
 
+    def listing_rows(self, label: str | None = None) -> Sequence[int]:
+        """The rows (of one person) in listing order (``listing_key``), for paging."""
+        raise NotImplementedError
+
 
 class ItemList(ItemTable):
     """Items read from manifest.json; the lookups are dictionaries built on first use."""
@@ -98,6 +102,15 @@ class ItemList(ItemTable):
 
     def ids_named(self, name: str) -> list[str]:
         return list(self._named.get(name, ()))
+
+    @cached_property
+    def _listing(self) -> list[int]:
+        return sorted(range(len(self._items)), key=lambda row: listing_key(self._items[row]))
+
+    def listing_rows(self, label: str | None = None) -> Sequence[int]:
+        if label is None:
+            return self._listing
+        return [row for row in self._listing if self._items[row].label == label]
 
 
 def key_hash(key: str) -> int:
@@ -179,8 +192,17 @@ class ItemColumns(ItemTable):
             return []
         return (int(row) for row in np.flatnonzero(self._columns["labels"] == number))
 
+    def listing_rows(self, label: str | None = None) -> Sequence[int]:
+        order = self._columns["order"]
+        if label is None:
+            return order
+        number = self._label_numbers.get(label)
+        if number is None:
+            return []
+        return order[self._columns["labels"][order] == number]
 
-def write_columns(folder: Path, items: Iterable[Item]) -> dict[str, str]:
+
+def write_columns(folder: Path, items: Sequence[Item]) -> dict[str, str]:
     """Write ``items`` as the columns of ``folder`` (made here, in a staged index, which
     its publish syncs and shows in one step); returns each file's sha256, for the manifest."""
     folder.mkdir()
@@ -193,7 +215,10 @@ def write_columns(folder: Path, items: Iterable[Item]) -> dict[str, str]:
     also: list[list] = []
     keys: list[int] = []
     key_rows: list[int] = []
+    listed_in_order, last = True, None
     for row, item in enumerate(items):
+        listed = listing_key(item)
+        listed_in_order, last = listed_in_order and (last is None or last < listed), listed
         ids.append(item.id.encode())
         labels.append(numbers.setdefault(item.label, len(numbers)))
         paths += item.path.encode()
@@ -214,6 +239,10 @@ def write_columns(folder: Path, items: Iterable[Item]) -> dict[str, str]:
         "boxes": np.array(boxes, dtype=np.int32).reshape(-1, 4),
         "key_hashes": hashes[order],
         "key_rows": np.array(key_rows, dtype=np.int64)[order],
+        # a build's rows are in gallery order already; an append's new rows come last
+        "order": np.arange(len(ids), dtype=np.int64)
+        if listed_in_order
+        else np.array(sorted(range(len(ids)), key=lambda r: listing_key(items[r])), np.int64),
     }
     sums = {}
     for name, column in columns.items():

@@ -28,9 +28,8 @@ import grpc
 import numpy as np
 
 from lookalike.server.backends.base import ReadOnlyGallery, SearchBackend
-from lookalike.server.index.compact import gallery_order
 from lookalike.server.index.gallery import content_id
-from lookalike.server.index.item import Item, face_id
+from lookalike.server.index.item import Item, face_id, listing_key
 from lookalike.server.index.store import InvalidIndexError
 from lookalike.server.online.calls import CallLimits, deadline_of
 from lookalike.server.online.engine import gallery_folder
@@ -390,11 +389,7 @@ class GalleryService(SearchService):
         self, label: str, size: int, after: tuple | None, _limits: CallLimits
     ) -> search_pb2.ListImagesResponse:
         backend = self.engine.backend
-        found = backend.items(label or None)
-        if after is not None:  # the first image listed after the last one sent
-            found = [pair for pair in found if _page_key(pair[0]) > after]
-        page = found[:size]
-        more = len(found) > size
+        page, more = backend.list_page(label or None, after, size)
         return search_pb2.ListImagesResponse(
             images=[
                 search_pb2.GalleryEntry(
@@ -526,12 +521,6 @@ def _photos_kept(backend: SearchBackend, removing: list[Item]) -> set[str]:
     }
 
 
-def _page_key(item: Item) -> tuple:
-    """The order of ListImages (the gallery's), ties broken by content id, then by face
-    number (as a number: face 10 after face 9)."""
-    return (*gallery_order(item.path), "\0", item.file_id, item.face)
-
-
 def page_token(last: Item) -> str:
     """The token of the page after ``last``: where it stood, not how many came before,
     so a change between two pages neither skips nor repeats an image."""
@@ -554,4 +543,4 @@ def read_page_token(token: str) -> tuple | None:
         raise bad from None
     if not isinstance(path, str) or not isinstance(image_id, str):
         raise bad
-    return _page_key(Item(image_id, "", path))
+    return listing_key(Item(image_id, "", path))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import grpc
 import pytest
 
 from lookalike.client import NewImage, SearchClient
@@ -13,6 +14,7 @@ from lookalike.server.index import store
 from lookalike.server.index.build import build_index
 from lookalike.server.index.items import ITEMS_FOLDER, ItemColumns, ItemList
 from lookalike.server.index.store import MANIFEST, GalleryIndex, InvalidIndexError
+from lookalike.v1 import search_pb2, search_pb2_grpc
 from tests.imagegen import person_jpeg
 from tests.serving import in_process_server
 
@@ -90,3 +92,48 @@ def test_a_changed_column_is_refused_when_checked(two_indexes):
     labels.write_text(labels.read_text().replace("person_01", "person_07"))
     with pytest.raises(InvalidIndexError, match="item columns"):
         GalleryIndex.open(index)
+
+
+def pages(target: str, label: str = "", size: int = 3) -> list[tuple[str, str, bool]]:
+    """Every entry of ListImages, ``size`` at a time."""
+    stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(target))
+    found, token = [], ""
+    while True:
+        request = search_pb2.ListImagesRequest(label=label, page_size=size, page_token=token)
+        response = stub.ListImages(request, timeout=30)
+        found += [(entry.id, entry.path, entry.pending) for entry in response.images]
+        if not (token := response.next_page_token):
+            return found
+
+
+def test_pages_of_an_appended_gallery_with_changes_list_every_image_once_in_order(
+    two_indexes, gallery_dir, embedder
+):
+    """Appended rows come after the base's in the matrix but in the gallery's order when
+    listed; a page starts where the last one ended (a binary search of the columns), and
+    the images added and removed since are merged in as with listed items."""
+    root, listed, columns = two_indexes
+    shutil.copytree(gallery_dir / "person_04", root / "aaa_person")  # listed first
+    shutil.copytree(gallery_dir / "person_05", root / "person_025")  # between 02 and 03
+    for index in (listed, columns):
+        build_index(root, embedder, index, progress=False, append_to=index)
+    order = GalleryIndex.open(columns).manifest.items.listing_rows()
+    assert list(order) != sorted(order)  # the appended rows are not last in the listing
+    listings = []
+    for index in (listed, columns):
+        with in_process_server(embedder, index) as target, SearchClient(target) as client:
+            client.add_images([NewImage(person_jpeg(8, 0), "person_02", "added_02")])
+            client.add_images([NewImage(person_jpeg(8, 1), "zzz", "added_z")])
+            client.remove_images(labels=["person_01"])
+            client.remove_images(ids=[sorted((root / "person_025").glob("*.jpg"))[1].stem])
+            listings.append([pages(target, size=size) for size in (1, 3, 100)])
+            listings.append([pages(target, "person_02", size) for size in (1, 2)])
+    json_pages, json_labelled, column_pages, column_labelled = listings
+    assert json_pages == column_pages and json_labelled == column_labelled
+    everything = column_pages[2]
+    assert len(everything) == len({entry for entry in everything}) == 12 + 6 - 3 - 1 + 2
+    assert [path for _, path, _ in everything] == sorted(
+        (path for _, path, _ in everything), key=lambda path: path.split("/")
+    )
+    assert [pending for _, path, pending in everything if "added" in path] == [True, True]
+    assert all(pages == everything for pages in column_pages)
