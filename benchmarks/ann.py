@@ -26,8 +26,8 @@ structures live in the heap; an exact float32 matrix stays mapped, in the page c
 its size on disk), recall@10 against exact float32 search, and k-NN latency: one query
 at a time (p50, p99) and batches of 64 (milliseconds per query). Searchers are measured
 below the manifest (server/backends/approximate.py's ``open_searcher`` on the
-index folder's matrix, as MemmapBackend opens them): a JSON manifest of 10M items is
-past MAX_MANIFEST_BYTES, which limits the memmap backend before its search does.
+index folder's matrix, as MemmapBackend opens them); `large_gallery.py` serves the
+gallery end to end.
 """
 
 from __future__ import annotations

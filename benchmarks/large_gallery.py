@@ -110,10 +110,27 @@ def resident_mb(pid: int) -> dict[str, float]:
     return fields
 
 
+def list_seconds(target: str, label: str) -> list[float]:
+    """Seconds for ListImages' first page of 100 (of ``label``), then for the page after it."""
+    import grpc
+
+    from lookalike.v1 import search_pb2, search_pb2_grpc
+
+    seconds, token = [], ""
+    with grpc.insecure_channel(target) as channel:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        for _ in range(2):
+            started = time.perf_counter()
+            request = search_pb2.ListImagesRequest(label=label, page_size=100, page_token=token)
+            token = stub.ListImages(request, timeout=600).next_page_token
+            seconds.append(round(time.perf_counter() - started, 3))
+    return seconds
+
+
 def serve_and_measure(model: Path, folder: Path, photos: Path, reloads: int) -> None:
     """Start a server on ``folder``; report start-up, warm-up, memory, ``reloads`` reloads
-    (seconds and heap after each), and how often Search ranks the query's person first
-    among all the rows (hit@1)."""
+    (seconds and heap after each), how often Search ranks the query's person first
+    among all the rows (hit@1), and what a page of ListImages costs."""
     from lookalike.client import SearchClient
 
     port = free_port()
@@ -139,6 +156,10 @@ def serve_and_measure(model: Path, folder: Path, photos: Path, reloads: int) -> 
             searched = time.perf_counter()
             first = [client.search(query.read_bytes(), k=1).matches for query in queries]
             search_s = time.perf_counter() - searched
+            person = queries[0].name.split("__")[0]
+            listing_s = {
+                label or "(all)": list_seconds(f"127.0.0.1:{port}", label) for label in ("", person)
+            }
         hits = sum(
             bool(found) and found[0].label == query.name.split("__")[0]
             for query, found in zip(queries, first, strict=True)
@@ -157,6 +178,7 @@ def serve_and_measure(model: Path, folder: Path, photos: Path, reloads: int) -> 
                     "queries": len(queries),
                     "hit_at_1": round(hits / len(queries), 4),
                     "ms_per_search_one_at_a_time": round(search_s * 1e3 / len(queries), 1),
+                    "list_images_s_first_and_second_page_of_100": listing_s,
                 }
             )
         )
