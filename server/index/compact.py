@@ -20,6 +20,8 @@ from lookalike.server.index.publish import compaction_staging
 from lookalike.server.index.segment import Changes
 from lookalike.server.index.store import FEATURES, GalleryIndex, Manifest
 
+COPY_BLOCK = 262_144  # rows of the compacted matrix written at once
+
 
 def folded_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], list[tuple[bool, int]]]:
     """The items of the compacted index, and where each one's vector is:
@@ -65,11 +67,15 @@ def compact(base: GalleryIndex, changes: Changes, segment: np.ndarray) -> Manife
     )
     from_base = np.array([in_base for in_base, _ in sources], dtype=bool)
     rows = np.array([row for _, row in sources], dtype=np.int64)
-    matrix[from_base] = base.features[rows[from_base]]
-    matrix[~from_base] = segment[rows[~from_base]]
+    for start in range(0, len(items), COPY_BLOCK):  # a block at a time: ten million rows
+        part = slice(start, start + COPY_BLOCK)  # would be gigabytes gathered at once
+        block, kept, at = matrix[part], from_base[part], rows[part]
+        block[kept] = base.features[at[kept]]
+        block[~kept] = segment[at[~kept]]
     matrix.flush()
     del matrix
-    removed = [item for item in base.manifest.items if item.id in changes.removed]
+    held = base.manifest.items
+    removed = [held[row] for i in changes.removed if (row := held.row_of(i)) is not None]
     gone = {path for item in removed for path in _paths(item)}
     skipped = [entry for entry in base.manifest.skipped if entry["path"] not in gone]
     layout = base.manifest.layout.afresh()  # the structure is built again from the new rows

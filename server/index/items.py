@@ -30,6 +30,7 @@ ITEMS_FOLDER = "items"
 # one file per column; the manifest records each one's checksum
 COLUMNS = ("ids", "labels", "paths", "path_ends", "boxes", "key_hashes", "key_rows", "order")
 LABELS_FILE = "labels.json"  # the distinct labels, in the order ``labels.npy`` numbers them
+ITER_BLOCK = 65_536  # rows read at once when every row is walked
 ALSO_FILE = "also.json"  # {row: [paths of identical files]} for the rows that have any
 
 
@@ -123,8 +124,9 @@ class ItemColumns(ItemTable):
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        # plain arrays over the mappings: indexing a numpy.memmap costs several times more
         self._columns = {
-            name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            name: np.asarray(np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False))
             for name in COLUMNS
         }
         self._label_names: list[str] = json.loads((folder / LABELS_FILE).read_text())
@@ -163,8 +165,30 @@ class ItemColumns(ItemTable):
         )
 
     def __iter__(self) -> Iterator[Item]:
-        for row in range(len(self)):
-            yield self[row]
+        """Every row, read a block of rows at a time (compaction and eval walk them all)."""
+        columns = self._columns
+        for start in range(0, len(self), ITER_BLOCK):
+            stop = min(start + ITER_BLOCK, len(self))
+            first = int(columns["path_ends"][start - 1]) if start else 0
+            ends = (columns["path_ends"][start:stop] - first).tolist()
+            blob = columns["paths"][first : first + ends[-1]].tobytes()
+            rows = zip(
+                range(start, stop),
+                columns["ids"][start:stop].tolist(),
+                columns["labels"][start:stop].tolist(),
+                [0, *ends[:-1]],
+                ends,
+                columns["boxes"][start:stop].tolist(),
+                strict=True,
+            )
+            for row, item_id, label, begin, end, box in rows:
+                yield Item(
+                    id=item_id.decode(),
+                    label=self._label_names[label],
+                    path=blob[begin:end].decode(),
+                    also=self._also.get(row, ()),
+                    box=tuple(box) if box[2] > 0 else None,  # type: ignore[arg-type]
+                )
 
     def _candidates(self, key: str) -> Iterator[int]:
         hashes = self._columns["key_hashes"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lookalike.server.backends.memmap import MemmapBackend
+from lookalike.server.index import compact as compaction
 from lookalike.server.index.build import build_index
 from lookalike.server.index.gallery import content_id
 from lookalike.server.index.segment import CHANGE_JOURNAL, VECTORS, changes_folder
@@ -83,8 +84,9 @@ def test_a_journal_line_cut_short_is_dropped_and_the_next_change_kept(live, embe
     assert top(reopened, embedder, data)[0].item == second
 
 
-def test_compaction_equals_a_fresh_build_row_for_row(live, embedder, tmp_path):
+def test_compaction_equals_a_fresh_build_row_for_row(live, embedder, tmp_path, monkeypatch):
     root, index = live
+    monkeypatch.setattr(compaction, "COPY_BLOCK", 4)  # the matrix copied in several blocks
     backend = MemmapBackend(GalleryIndex.open(index))
     for person, photo in ((7, 0), (7, 1), (0, 9), (8, 0)):
         backend.add(*enrol(embedder, root, person, photo)[::2])

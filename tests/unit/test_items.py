@@ -72,5 +72,23 @@ def test_the_files_hold_no_python_objects(tmp_path):
     write_columns(tmp_path / "items", gallery_items())
     columns = ItemColumns(tmp_path / "items")
     arrays = columns._columns.values()
-    assert all(isinstance(a, np.memmap) and not a.dtype.hasobject for a in arrays)
+    assert all(isinstance(a.base, np.memmap) and not a.dtype.hasobject for a in arrays)
     assert json.loads((tmp_path / "items" / columns_module.LABELS_FILE).read_text())[0]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["a/b.jpg", "a/b.tar.gz", "a/.hidden", "a/b.", "a/b", "b.jpg", "a/b/", "a/..b", "ä/é.png", ""],
+)
+def test_external_id_is_the_stem_pathlib_gives(path):
+    from pathlib import PurePosixPath
+
+    assert external_id(path) == PurePosixPath(path).stem
+
+
+def test_walking_every_row_block_by_block_reads_what_rows_read_one_at_a_time(tmp_path, monkeypatch):
+    listed = gallery_items(seed=2)
+    write_columns(tmp_path / "items", listed)
+    columns = ItemColumns(tmp_path / "items")
+    monkeypatch.setattr(columns_module, "ITER_BLOCK", 5)  # blocks end inside paths' blob
+    assert list(columns) == [columns[row] for row in range(len(columns))] == listed
