@@ -30,8 +30,8 @@ ITEMS_FOLDER = "items"
 # one file per column; the manifest records each one's checksum
 COLUMNS = ("ids", "labels", "paths", "path_ends", "boxes", "key_hashes", "key_rows", "order")
 LABELS_FILE = "labels.json"  # the distinct labels, in the order ``labels.npy`` numbers them
+ALSO_FILE = "also.json"  # [row, [paths of identical files]] for the rows that have any
 ITER_BLOCK = 65_536  # rows read at once when every row is walked
-ALSO_FILE = "also.json"  # {row: [paths of identical files]} for the rows that have any
 
 
 def names_of(item: Item) -> list[str]:
