@@ -146,6 +146,10 @@ class MemmapBackend:
         # the added images' external ids (file names), and photo content ids -> row ids
         self._named: dict[str, set[str]] = {}
         self._changes = Changes.replay(self._log.records, self._in_base)
+        # the base rows of the removed ids, kept as removals come (a lookup each in columns)
+        self._removed_rows: set[int] = {
+            row for i in self._changes.removed if (row := self._base.row_of(i)) is not None
+        }
         vectors = self._log.vectors()
         self._buffer = np.empty((max(64, 2 * len(vectors)), vectors.shape[1]), np.float32)
         self._buffer[: len(vectors)] = vectors
@@ -167,9 +171,7 @@ class MemmapBackend:
         self._view = View(
             index=self._index,
             knn=self._knn,
-            removed_rows=frozenset(
-                row for i in self._changes.removed if (row := self._base.row_of(i)) is not None
-            ),
+            removed_rows=frozenset(self._removed_rows),
             segment=self._buffer[: len(self._items)],
             segment_items=tuple(self._items),
             live=np.array(sorted(row for _, row in added), dtype=np.int64),
@@ -357,8 +359,9 @@ class MemmapBackend:
             self._log.remove([item.id for item in gone])
             for item in gone:
                 self._changes.added.pop(item.id, None)
-                if self._in_base(item.id):
+                if (row := self._base.row_of(item.id)) is not None:
                     self._changes.removed.add(item.id)
+                    self._removed_rows.add(row)
             self._publish()
             return gone
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -54,21 +55,24 @@ class ItemTable(Sequence[Item]):
             return NotImplemented
         return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
 
+    @abstractmethod
     def row_of(self, item_id: str) -> int | None:
         """The row whose id is ``item_id``, or None."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def ids_named(self, name: str) -> list[str]:
         """The ids of the rows found by ``name`` (``names_of``), in row order."""
-        raise NotImplementedError
+        ...
 
     def rows_labelled(self, label: str) -> Iterable[int]:
         """The rows of one person, in row order."""
         return [row for row, item in enumerate(self) if item.label == label]
 
+    @abstractmethod
     def listing_rows(self, label: str | None = None) -> Sequence[int]:
         """The rows (of one person) in listing order (``listing_key``), for paging."""
-        raise NotImplementedError
+        ...
 
 
 class ItemList(ItemTable):
@@ -153,15 +157,22 @@ class ItemColumns(ItemTable):
         columns = self._columns
         ends = columns["path_ends"]
         start = int(ends[row - 1]) if row else 0
-        path = bytes(columns["paths"][start : int(ends[row])]).decode()
-        box = columns["boxes"][row]
+        return self._item(
+            row,
+            columns["ids"][row],
+            int(columns["labels"][row]),
+            columns["paths"][start : int(ends[row])].tobytes(),
+            columns["boxes"][row].tolist(),
+        )
+
+    def _item(self, row: int, item_id: bytes, label: int, path: bytes, box: list[int]) -> Item:
         return Item(
-            id=columns["ids"][row].decode(),
-            label=self._label_names[int(columns["labels"][row])],
-            path=path,
+            id=item_id.decode(),
+            label=self._label_names[label],
+            path=path.decode(),
             also=self._also.get(row, ()),
             # (0, 0, 0, 0): a one-face row; a face's box ends right of 0
-            box=tuple(int(v) for v in box) if box[2] > 0 else None,  # type: ignore[arg-type]
+            box=tuple(box) if box[2] > 0 else None,  # type: ignore[arg-type]
         )
 
     def __iter__(self) -> Iterator[Item]:
@@ -182,13 +193,7 @@ class ItemColumns(ItemTable):
                 strict=True,
             )
             for row, item_id, label, begin, end, box in rows:
-                yield Item(
-                    id=item_id.decode(),
-                    label=self._label_names[label],
-                    path=blob[begin:end].decode(),
-                    also=self._also.get(row, ()),
-                    box=tuple(box) if box[2] > 0 else None,  # type: ignore[arg-type]
-                )
+                yield self._item(row, item_id, label, blob[begin:end], box)
 
     def _candidates(self, key: str) -> Iterator[int]:
         hashes = self._columns["key_hashes"]
@@ -254,15 +259,15 @@ def write_columns(folder: Path, items: Sequence[Item]) -> dict[str, str]:
             keys.append(key_hash(key))
             key_rows.append(row)
     hashes = np.array(keys, dtype=np.uint64)
-    order = np.argsort(hashes, kind="stable")
+    by_hash = np.argsort(hashes, kind="stable")
     columns = {
         "ids": np.array(ids, dtype=f"S{max((len(i) for i in ids), default=1)}"),
         "labels": np.array(labels, dtype=np.int32),
         "paths": np.frombuffer(bytes(paths), dtype=np.uint8),
         "path_ends": np.array(ends, dtype=np.int64),
         "boxes": np.array(boxes, dtype=np.int32).reshape(-1, 4),
-        "key_hashes": hashes[order],
-        "key_rows": np.array(key_rows, dtype=np.int64)[order],
+        "key_hashes": hashes[by_hash],
+        "key_rows": np.array(key_rows, dtype=np.int64)[by_hash],
         # a build's rows are in gallery order already; an append's new rows come last
         "order": np.arange(len(ids), dtype=np.int64)
         if listed_in_order
