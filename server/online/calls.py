@@ -15,6 +15,11 @@ import grpc
 # gRPC reports a call without a deadline as ~9.2e18 s remaining (the largest time it
 # can hold); anything past a year is taken as no deadline, not as a time to wait for.
 NO_DEADLINE_SECONDS = 365 * 24 * 3600.0
+# A deadline travels as a timeout, so the server's copy of it starts when the request
+# arrives, later than the caller's by the request's transit; the cancel the caller sends
+# at its deadline arrives sooner than that. A call cancelled this close to its deadline
+# is counted as past it, not as a caller that went away.
+DEADLINE_SLACK_SECONDS = 0.25
 
 
 class CallEnded(Exception):
@@ -27,6 +32,12 @@ def deadline_of(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> flo
     if remaining is None or remaining > NO_DEADLINE_SECONDS:
         return None
     return time.monotonic() + remaining
+
+
+def past_deadline(context: grpc.aio.ServicerContext) -> bool:
+    """Whether a cancelled call's deadline has passed, as its caller saw it."""
+    remaining = context.time_remaining()
+    return remaining is not None and remaining <= DEADLINE_SLACK_SECONDS
 
 
 class CallLimits:

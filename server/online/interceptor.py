@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from lookalike.server.online.auth import OPEN_PREFIXES, Gate, Refusal
+from lookalike.server.online.calls import past_deadline
 from lookalike.server.online.errors import Refused, answer_for
 from lookalike.server.online.telemetry import Telemetry, begin_call
 
@@ -137,9 +138,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 )
                 await context.abort(answer.code, answer.message)
         except asyncio.CancelledError:  # grpc.aio cancels a call whose caller left
-            remaining = context.time_remaining()
-            expired = remaining is not None and remaining <= 0
-            code = grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+            late = past_deadline(context)
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if late else grpc.StatusCode.CANCELLED
             raise
         finally:
             self.telemetry.record(rpc, code, time.perf_counter() - started, fields)

@@ -5,7 +5,11 @@ without a limit, not an error."""
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import grpc
 import numpy as np
@@ -55,6 +59,78 @@ def test_a_deadline_that_passes_while_the_call_waits_ends_it_on_the_server(
         assert sample(server, "lookalike_embed_batch_size_count") == 1
         assert sample(server, "lookalike_embed_batch_size_sum") == 1  # only the second
         assert sample(server, "lookalike_stage_seconds_count", stage="embed") == 1
+
+
+@contextmanager
+def delaying_proxy(port: int) -> Iterator[tuple[int, Callable[[float, float], None]]]:
+    """A TCP proxy to ``port`` on loopback, and ``hold(seconds, within)``: bytes from the
+    client that arrive in the next ``within`` seconds reach the server ``seconds`` late;
+    later ones pass at once (a request slow in transit, its cancel not)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    window = {"until": 0.0, "seconds": 0.0}
+    sockets: list[socket.socket] = [listener]
+
+    def pipe(source: socket.socket, sink: socket.socket, held: bool) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                if held and time.monotonic() < window["until"]:
+                    time.sleep(window["seconds"])
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            server = socket.create_connection(("127.0.0.1", port))
+            sockets.extend((client, server))
+            for source, sink, held in ((client, server, True), (server, client, False)):
+                threading.Thread(target=pipe, args=(source, sink, held), daemon=True).start()
+
+    def hold(seconds: float, within: float) -> None:
+        window.update(until=time.monotonic() + within, seconds=seconds)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield listener.getsockname()[1], hold
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_caller_whose_deadline_reached_the_server_late_is_counted_past_its_deadline(
+    embedder, index_dir, gallery_dir
+):
+    """The request reaches the server 0.15 s after it was sent, so the server's copy of
+    the 1 s deadline ends 0.15 s after the caller's, and the caller's cancel at its
+    deadline arrives first. The server counts the call DEADLINE_EXCEEDED, as the caller
+    saw it, not CANCELLED (a caller that went away). Before DEADLINE_SLACK_SECONDS it
+    counted CANCELLED: the race behind a rare failure of the test above."""
+    image = (gallery_dir / "person_01" / "person_01_0002.jpg").read_bytes()
+    with (
+        running_server(embedder, index_dir, batch_window_ms=3000) as server,
+        delaying_proxy(server.port) as (port, hold),
+        SearchClient(f"127.0.0.1:{port}", timeout=1, retries=0) as client,
+    ):
+        client.info()  # connected: only the search's own bytes are held
+        hold(seconds=0.15, within=0.05)
+        with pytest.raises(LookalikeError) as raised:
+            client.search(image, k=3)
+        assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+
+        def ended(code: str) -> float:
+            return sample(server, "lookalike_requests_total", rpc="Search", code=code)
+
+        until = time.monotonic() + 10
+        while not ended("DEADLINE_EXCEEDED") + ended("CANCELLED"):
+            assert time.monotonic() < until, "the server never ended the call"
+            time.sleep(0.02)
+        assert (ended("DEADLINE_EXCEEDED"), ended("CANCELLED")) == (1, 0)
 
 
 def test_deadline_is_honoured(server_target):
