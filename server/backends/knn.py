@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import numpy as np
@@ -11,11 +12,12 @@ from threadpoolctl import ThreadpoolController
 
 from lookalike.server.backends.base import DEFAULT_ALGORITHM, Algorithm
 
-# Galleries smaller than this are searched by scikit-learn on one OpenMP thread. On two,
-# its brute force cost about 13 ms a call over 278 or 2,810 rows of 2048 dimensions,
-# against 0.9-2.8 ms on one; from 5,000 rows on two threads were the faster
+# Galleries smaller than this are searched on one OpenMP thread. On two, scikit-learn's
+# brute force cost about 13 ms a call over 278 or 2,810 rows of 2048 dimensions, against
+# 0.9-2.8 ms on one; from 5,000 rows on two threads were the faster
 # (benchmarks/knn_threads.py, docs/BENCHMARKS.md). Below this size, 128-d rows took at
-# most 0.1 ms longer on one thread, for half the CPU.
+# most 0.1 ms longer on one thread, for half the CPU. faiss on two threads spent twice
+# the CPU of one over 278 rows, for the same wall time.
 ONE_THREAD_ROWS = 4_096
 
 
@@ -69,21 +71,24 @@ class KnnSearcher:
         (``breadth`` is for approximate searchers: an exact one reads every row)."""
         k = min(k, self.size)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self._nn is None:
-            return self._faiss_search(queries, k)
-        if self._norms is not None:
-            # scikit-learn pops this from the dict it is given, so give it afresh
-            self._nn.effective_metric_params_ = {"Y_norm_squared": self._norms}
         with self._threads():
+            if self._nn is None:
+                return self._faiss_search(queries, k)
+            if self._norms is not None:
+                # scikit-learn pops this from the dict it is given, so give it afresh
+                self._nn.effective_metric_params_ = {"Y_norm_squared": self._norms}
             distances, indices = self._nn.kneighbors(queries, n_neighbors=k)
         return distances.astype(np.float32, copy=False), indices
 
-    def _threads(self) -> AbstractContextManager:
-        """One OpenMP thread for a small gallery (``ONE_THREAD_ROWS``), else as many as
-        scikit-learn takes."""
+    @contextmanager
+    def _threads(self) -> Iterator[None]:
+        """One OpenMP thread on this thread for a small gallery (``ONE_THREAD_ROWS``),
+        else as many as the library takes."""
         if self.size >= ONE_THREAD_ROWS:
-            return nullcontext()
-        return _openmp().limit(limits=1, user_api="openmp")
+            yield
+            return
+        with openmp_threads(1, faiss=self._nn is None):
+            yield
 
     def _faiss_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """faiss' exact search (the function behind ``faiss.knn``) with the stored norms."""
@@ -106,10 +111,39 @@ class KnnSearcher:
         return np.sqrt(np.maximum(squared, 0)), indices
 
 
+@contextmanager
+def openmp_threads(threads: int, faiss: bool = False) -> Iterator[None]:
+    """``threads`` OpenMP threads for the parallel regions this thread starts meanwhile
+    (scikit-learn's, or faiss' with ``faiss``).
+
+    OpenMP keeps the count per thread, so concurrent batcher threads do not undo each
+    other's. The runtimes are found once: threadpoolctl's ``limit`` looks every
+    loaded library up again on each call, about 0.1 ms, more than the search of a
+    small gallery takes in faiss.
+    """
+    if faiss:
+        import faiss as library
+
+        before = [library.omp_get_max_threads()]
+        setters = [library.omp_set_num_threads]
+    else:
+        runtimes = _openmp_runtimes()
+        before = [runtime.get_num_threads() for runtime in runtimes]
+        setters = [runtime.set_num_threads for runtime in runtimes]
+    for set_threads in setters:
+        set_threads(threads)
+    try:
+        yield
+    finally:
+        for set_threads, count in zip(setters, before, strict=True):
+            set_threads(count)
+
+
 @cache
-def _openmp() -> ThreadpoolController:
-    """The process's thread pools, found once: finding them reads every loaded library."""
-    return ThreadpoolController()
+def _openmp_runtimes() -> tuple:
+    """The OpenMP runtimes loaded (scikit-learn's), found once: finding them reads every
+    loaded library."""
+    return tuple(ThreadpoolController().select(user_api="openmp").lib_controllers)
 
 
 def row_norms_squared(features: np.ndarray, block: int = 65_536) -> np.ndarray:
