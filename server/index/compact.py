@@ -23,9 +23,74 @@ from lookalike.server.index.store import FEATURES, GalleryIndex, Manifest
 COPY_BLOCK = 262_144  # rows of the compacted matrix written at once
 
 
-def folded_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], list[tuple[bool, int]]]:
-    """The items of the compacted index, and where each one's vector is:
-    (True, base row) or (False, segment row)."""
+# Where each row of the compacted index finds its vector: a base row, or a segment row.
+Sources = tuple[np.ndarray, np.ndarray]  # (in the base: bool, row: int64), one per item
+
+
+def folded_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], Sources]:
+    """The items of the compacted index, and where each one's vector is.
+
+    The base's rows are in the fold's order already, so the few rows added are merged
+    into them, a row at a time, without a record of every file; a base out of that
+    order, or an added row of the same content as a kept base row, takes the fold
+    through the build journal, which orders and joins every file anew."""
+    merged = _merged_rows(base, changes)
+    return merged if merged is not None else _journal_rows(base, changes)
+
+
+def _merged_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], Sources] | None:
+    """The fold as a merge of the kept base rows with the added rows (None: it is not
+    one; see ``folded_rows``)."""
+    held = base.manifest.items
+    added = sorted(changes.added.values(), key=lambda pair: _row_key(pair[0]))
+    ids = [item.id for item, _ in added]
+    if len(set(ids)) < len(ids) or any(
+        held.row_of(i) is not None and i not in changes.removed for i in ids
+    ):
+        return None
+    removed = {row for i in changes.removed if (row := held.row_of(i)) is not None}
+    items: list[Item] = []
+    in_base = np.zeros(len(held) - len(removed) + len(added), dtype=bool)
+    rows = np.zeros(len(in_base), dtype=np.int64)
+    next_added, last = 0, None
+    for row, item in enumerate(held):
+        if row in removed:
+            continue
+        key = _row_key(item)
+        if not _as_journal_makes_it(item) or (last is not None and key < last):
+            return None
+        last = key
+        while next_added < len(added) and _row_key(added[next_added][0]) < key:
+            items.append(added[next_added][0])
+            rows[len(items) - 1] = added[next_added][1]
+            next_added += 1
+        in_base[len(items)] = True
+        rows[len(items)] = row
+        items.append(item)
+    for item, segment_row in added[next_added:]:
+        rows[len(items)] = segment_row
+        items.append(item)
+    return items, (in_base, rows)
+
+
+def _row_key(item: Item) -> tuple:
+    """A row's place in the fold: its file's, then its face's."""
+    return gallery_order(item.path), item.face
+
+
+def _as_journal_makes_it(item: Item) -> bool:
+    """Whether the journal would make this base row again as it is: labelled by its
+    folder, at its first file, with the identical files after it in gallery order."""
+    if item.label != item.path.split("/")[0]:
+        return False
+    if not item.also:
+        return True
+    orders = [gallery_order(path) for path in (item.path, *item.also)]
+    return orders == sorted(orders)
+
+
+def _journal_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], Sources]:
+    """The fold through the build journal: every file's record, ordered and joined."""
     sources: dict[str, tuple[bool, int]] = {}
     files: list[dict] = []
     for row, item in enumerate(base.manifest.items):
@@ -38,7 +103,10 @@ def folded_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], list[
     journal = Journal()
     for record in sorted(files, key=_file_then_face):
         journal.add(record)
-    return journal.rows, [sources[item.id] for item in journal.rows]
+    found = [sources[item.id] for item in journal.rows]
+    in_base = np.array([from_base for from_base, _ in found], dtype=bool)
+    rows = np.array([row for _, row in found], dtype=np.int64)
+    return journal.rows, (in_base, rows)
 
 
 def _file_then_face(record: dict) -> tuple:
@@ -53,7 +121,7 @@ def _paths(item: Item) -> tuple[str, ...]:
 
 def compact(base: GalleryIndex, changes: Changes, segment: np.ndarray) -> Manifest:
     """Write base + changes as a new version at the base's path; returns its manifest."""
-    items, sources = folded_rows(base, changes)
+    items, (from_base, rows) = folded_rows(base, changes)
     out = base.path
     staging = compaction_staging(out)
     if staging.exists():
@@ -65,8 +133,6 @@ def compact(base: GalleryIndex, changes: Changes, segment: np.ndarray) -> Manife
         dtype=np.float32,
         shape=(len(items), base.manifest.embedding_size),
     )
-    from_base = np.array([in_base for in_base, _ in sources], dtype=bool)
-    rows = np.array([row for _, row in sources], dtype=np.int64)
     for start in range(0, len(items), COPY_BLOCK):  # a block at a time: ten million rows
         part = slice(start, start + COPY_BLOCK)  # would be gigabytes gathered at once
         block, kept, at = matrix[part], from_base[part], rows[part]
