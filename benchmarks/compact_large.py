@@ -1,7 +1,7 @@
 """What compacting a large gallery costs: one image added, one removed, then CompactIndex's
 work (MemmapBackend.compact) on a published index, with its time and the memory it held.
 
-    python benchmarks/compact_large.py --index /tmp/c10m/idx
+    python benchmarks/compact_large.py --index /tmp/c10m/idx [--fold-only]
 
 The index must be a published one (a link into its versions, as `lookalike index`
 writes); the compaction publishes a new version of it, as a server's would. Memory is
@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.server.backends.memmap import MemmapBackend
+from lookalike.server.index.compact import compact
 from lookalike.server.index.item import Item
+from lookalike.server.index.segment import Changes
 from lookalike.server.index.store import GalleryIndex
 
 
@@ -56,18 +58,31 @@ class PeakMemory:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--index", type=Path, required=True, help="a published index link")
+    parser.add_argument(
+        "--fold-only",
+        action="store_true",
+        help="time the fold and publish alone (compact.compact), without a backend: no "
+        "searcher held before and none opened after",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
-    backend = MemmapBackend(GalleryIndex.open(args.index, verify=False))
+    index = GalleryIndex.open(args.index, verify=False)
+    backend = None if args.fold_only else MemmapBackend(index)
     print(f"opened in {time.perf_counter() - started:.1f} s; memory MB {memory_mb()}")
     stamp = f"{time.time_ns():016x}"[-16:]
-    dim = backend.info.embedding_size
-    backend.add(Item(stamp, "someone", f"someone/{stamp}.jpg"), np.ones(dim, np.float32))
-    victim = backend.index.manifest.items[11].id
-    backend.remove([victim])
+    added = Item(stamp, "someone", f"someone/{stamp}.jpg")
+    victim = index.manifest.items[11].id
+    vector = np.ones((1, index.manifest.embedding_size), np.float32)
+    if backend is not None:
+        backend.add(added, vector[0])
+        backend.remove([victim])
     watch = PeakMemory()
     started = time.perf_counter()
-    old, new, folded = backend.compact()
+    if backend is not None:
+        old, new, folded = backend.compact()
+    else:
+        changes = Changes(added={stamp: (added, 0)}, removed={victim})
+        old, new, folded = index.manifest.version, compact(index, changes, vector).version, 2
     seconds = time.perf_counter() - started
     peak = watch.stop()
     items = GalleryIndex.open(args.index, verify=False).manifest.items

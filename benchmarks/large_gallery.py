@@ -70,7 +70,9 @@ def write_folder(args: argparse.Namespace) -> Path:
         link(args.gallery / args.index_type / ANN_FILE, args.out / ANN_FILE)
     real = [faces.manifest.items[row] for row in keep]
     synthetic = (
-        Item(f"{row:016x}", "synthetic", f"synthetic/{row}.jpg") for row in range(len(real), rows)
+        # numbered to sort in row order, as a build lays out a folder's files
+        Item(f"{row:016x}", "synthetic", f"synthetic/{row:08d}.jpg")
+        for row in range(len(real), rows)
     )
     info = faces.manifest.info
     manifest = Manifest(

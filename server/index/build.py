@@ -29,6 +29,7 @@ from lookalike.server.index import ann
 from lookalike.server.index import journal as journals
 from lookalike.server.index.gallery import GalleryImage, Split, content_id, list_gallery
 from lookalike.server.index.item import face_id
+from lookalike.server.index.items import ItemTable
 from lookalike.server.index.journal import BUILD_JOURNAL, Journal
 from lookalike.server.index.publish import publish, recover
 from lookalike.server.index.store import (
@@ -360,13 +361,15 @@ def publish_staged(
     staging: Path,
     out: Path,
     info: GalleryInfo,
-    items: list[Item],
+    items: list[Item] | ItemTable,
     skipped: list[dict[str, str]],
     layout: Layout | None = None,
+    items_sha256: dict[str, str] | None = None,
 ) -> Manifest:
     """Seal a staged folder (its matrix trimmed to ``items`` in the layout's dtype, its
     approximate structure built, checksummed, on disk) and put it at ``out`` in one step:
-    the publish of every build and of every compaction."""
+    the publish of every build and of every compaction. ``items_sha256``: the items are
+    in the staged folder's columns already (a compaction's splice), with these sums."""
     rows = len(items)
     layout = layout or Layout()
     full = np.load(staging / FEATURES, mmap_mode="r")
@@ -388,6 +391,7 @@ def publish_staged(
         items=items,
         skipped=skipped,
         layout=layout,
+        items_sha256=items_sha256,
     )
     # when, and what: two builds in one second still differ
     manifest = replace(

@@ -13,18 +13,19 @@ import shutil
 
 import numpy as np
 
+from lookalike.server.index import splice
 from lookalike.server.index.build import publish_staged
 from lookalike.server.index.item import FACE_MARK, Item, gallery_order
+from lookalike.server.index.items import ITEMS_FOLDER, ItemColumns
 from lookalike.server.index.journal import Journal, record_of
 from lookalike.server.index.publish import compaction_staging
 from lookalike.server.index.segment import Changes
-from lookalike.server.index.store import FEATURES, GalleryIndex, Manifest
+from lookalike.server.index.store import FEATURES, GalleryIndex, Manifest, in_columns
 
 COPY_BLOCK = 262_144  # rows of the compacted matrix written at once
 
 
-# Where each row of the compacted index finds its vector: a base row, or a segment row.
-Sources = tuple[np.ndarray, np.ndarray]  # (in the base: bool, row: int64), one per item
+Sources = splice.Sources  # where each row's vector is: (in the base, row), one per row
 
 
 def folded_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], Sources]:
@@ -42,13 +43,10 @@ def _merged_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], Sour
     """The fold as a merge of the kept base rows with the added rows (None: it is not
     one; see ``folded_rows``)."""
     held = base.manifest.items
-    added = sorted(changes.added.values(), key=lambda pair: _row_key(pair[0]))
-    ids = [item.id for item, _ in added]
-    if len(set(ids)) < len(ids) or any(
-        held.row_of(i) is not None and i not in changes.removed for i in ids
-    ):
+    added = _added_in_order(base, changes)
+    if added is None:
         return None
-    removed = {row for i in changes.removed if (row := held.row_of(i)) is not None}
+    removed = set(_removed_rows(base, changes))
     items: list[Item] = []
     in_base = np.zeros(len(held) - len(removed) + len(added), dtype=bool)
     rows = np.zeros(len(in_base), dtype=np.int64)
@@ -71,6 +69,37 @@ def _merged_rows(base: GalleryIndex, changes: Changes) -> tuple[list[Item], Sour
         rows[len(items)] = segment_row
         items.append(item)
     return items, (in_base, rows)
+
+
+def _added_in_order(base: GalleryIndex, changes: Changes) -> list[tuple[Item, int]] | None:
+    """The added items and their segment rows in fold order; None where the journal
+    must join them: two of one id, or one of a kept base row's id (an identical file)."""
+    held = base.manifest.items
+    added = sorted(changes.added.values(), key=lambda pair: _row_key(pair[0]))
+    ids = [item.id for item, _ in added]
+    if len(set(ids)) < len(ids) or any(
+        held.row_of(i) is not None and i not in changes.removed for i in ids
+    ):
+        return None
+    return added
+
+
+def _removed_rows(base: GalleryIndex, changes: Changes) -> list[int]:
+    held = base.manifest.items
+    return [row for i in changes.removed if (row := held.row_of(i)) is not None]
+
+
+def _spliced(base: GalleryIndex, changes: Changes) -> splice.Splice | None:
+    """The fold as a splice of the base's item columns (server/index/splice.py), where
+    the base keeps its items in columns and the compacted gallery will too."""
+    held = base.manifest.items
+    removed = _removed_rows(base, changes)
+    if not isinstance(held, ItemColumns) or not in_columns(
+        len(held) - len(removed) + len(changes.added)
+    ):
+        return None
+    added = _added_in_order(base, changes)
+    return None if added is None else splice.plan(held, removed, added)
 
 
 def _row_key(item: Item) -> tuple:
@@ -121,19 +150,24 @@ def _paths(item: Item) -> tuple[str, ...]:
 
 def compact(base: GalleryIndex, changes: Changes, segment: np.ndarray) -> Manifest:
     """Write base + changes as a new version at the base's path; returns its manifest."""
-    items, (from_base, rows) = folded_rows(base, changes)
+    spliced = _spliced(base, changes)
+    if spliced is not None:
+        count, (from_base, rows) = spliced.rows, spliced.sources()
+    else:
+        items, (from_base, rows) = folded_rows(base, changes)
+        count = len(items)
     out = base.path
     staging = compaction_staging(out)
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(mode=0o755)
-    matrix = np.lib.format.open_memmap(
+    matrix = np.lib.format.open_memmap(  # in the stored dtype: no second pass to convert
         staging / FEATURES,
         mode="w+",
-        dtype=np.float32,
-        shape=(len(items), base.manifest.embedding_size),
+        dtype=base.manifest.layout.dtype,
+        shape=(count, base.manifest.embedding_size),
     )
-    for start in range(0, len(items), COPY_BLOCK):  # a block at a time: ten million rows
+    for start in range(0, count, COPY_BLOCK):  # a block at a time: ten million rows
         part = slice(start, start + COPY_BLOCK)  # would be gigabytes gathered at once
         block, kept, at = matrix[part], from_base[part], rows[part]
         block[kept] = base.features[at[kept]]
@@ -141,8 +175,11 @@ def compact(base: GalleryIndex, changes: Changes, segment: np.ndarray) -> Manife
     matrix.flush()
     del matrix
     held = base.manifest.items
-    removed = [held[row] for i in changes.removed if (row := held.row_of(i)) is not None]
-    gone = {path for item in removed for path in _paths(item)}
+    gone = {path for row in _removed_rows(base, changes) for path in _paths(held[row])}
     skipped = [entry for entry in base.manifest.skipped if entry["path"] not in gone]
     layout = base.manifest.layout.afresh()  # the structure is built again from the new rows
-    return publish_staged(staging, out, base.manifest.info, items, skipped, layout)
+    sums = None
+    if spliced is not None:
+        sums = spliced.write(staging / ITEMS_FOLDER)
+        items = ItemColumns(staging / ITEMS_FOLDER)
+    return publish_staged(staging, out, base.manifest.info, items, skipped, layout, sums)

@@ -146,6 +146,20 @@ class ItemColumns(ItemTable):
     def __len__(self) -> int:
         return len(self._columns["ids"])
 
+    def column(self, name: str) -> np.ndarray:
+        """One of ``COLUMNS``, mapped (read-only)."""
+        return self._columns[name]
+
+    @property
+    def label_names(self) -> list[str]:
+        """The labels, in the order the labels column numbers them."""
+        return list(self._label_names)
+
+    @property
+    def also_rows(self) -> dict[int, tuple[str, ...]]:
+        """The identical files of the rows that have any, by row."""
+        return dict(self._also)
+
     def __getitem__(self, row):  # type: ignore[override]
         if isinstance(row, slice):
             return [self[i] for i in range(*row.indices(len(self)))]
@@ -273,10 +287,17 @@ def write_columns(folder: Path, items: Sequence[Item]) -> dict[str, str]:
         if listed_in_order
         else np.array(sorted(range(len(ids)), key=lambda r: listing_key(items[r])), np.int64),
     }
+    return save_columns(folder, columns, list(numbers), also)
+
+
+def save_columns(
+    folder: Path, columns: dict[str, np.ndarray], labels: list[str], also: list[list]
+) -> dict[str, str]:
+    """Write the files of an ``items/`` folder (made already); returns each one's sha256."""
     sums = {}
-    for name, column in columns.items():
-        sums[name] = _save(folder / f"{name}.npy", column)
-    sums["labels_json"] = _write_text(folder / LABELS_FILE, json.dumps(list(numbers)))
+    for name in COLUMNS:
+        sums[name] = _save(folder / f"{name}.npy", columns[name])
+    sums["labels_json"] = _write_text(folder / LABELS_FILE, json.dumps(labels))
     sums["also_json"] = _write_text(folder / ALSO_FILE, json.dumps(also))
     return sums
 

@@ -164,6 +164,11 @@ class Layout:
         )
 
 
+def in_columns(rows: int) -> bool:
+    """Whether a gallery of ``rows`` keeps its items in columns: past COLUMN_ROWS."""
+    return rows > COLUMN_ROWS
+
+
 @dataclass(frozen=True, kw_only=True)
 class Manifest(GalleryInfo):
     """manifest.json: the GalleryInfo of an index folder, and what each row is."""
@@ -185,7 +190,7 @@ class Manifest(GalleryInfo):
         """Write manifest.json into ``folder`` (a staged index), the items of a gallery past
         COLUMN_ROWS first into its items/ folder; returns the manifest as written."""
         manifest = self
-        if len(self.items) > COLUMN_ROWS and self.items_sha256 is None:
+        if in_columns(len(self.items)) and self.items_sha256 is None:
             sums = write_columns(folder / ITEMS_FOLDER, self.items)
             manifest = replace(self, items=ItemColumns(folder / ITEMS_FOLDER), items_sha256=sums)
         (folder / MANIFEST).write_text(manifest.to_json())
