@@ -114,7 +114,7 @@ class HalfSearcher:
         codes = faiss.rev_swig_ptr(self._index.codes.data(), rows * size).reshape(-1, size)
         for start in range(0, rows, ann.BLOCK):
             block = np.ascontiguousarray(features[start : start + ann.BLOCK], np.float32)
-            codes[start : start + len(block)] = self._index.sa_encode(block)
+            self._index.sa_encode(block, codes[start : start + len(block)])
         self._index.ntotal = rows
 
     @property
