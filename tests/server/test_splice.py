@@ -132,3 +132,35 @@ def test_a_base_it_cannot_splice_is_refused(tmp_path):
     assert splice.plan(in_columns(tmp_path / "shuffled", shuffled), [], []) is None
     relabelled = [Item(rows[0].id, "someone", rows[0].path), *rows[1:]]
     assert splice.plan(in_columns(tmp_path / "relabelled", relabelled), [], []) is None
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_cuts_and_additions_splice_as_the_items_are_written(tmp_path, seed):
+    """Rows cut anywhere (runs, the first, the last, every row of a label) and rows put
+    anywhere (new labels, a group photo's faces, before and after every row)."""
+    rng = np.random.default_rng(seed)
+    rows = sorted(gallery_items(seed=seed), key=splice._row_key)
+    base = in_columns(tmp_path / "base", rows)
+    cut = sorted(set(rng.choice(len(rows), size=rng.integers(0, len(rows) // 2)).tolist()))
+    labels = sorted({item.label for item in rows}) + ["Aaa", "Person_05", "zzz", "Person_05b"]
+    added: list[tuple[Item, int]] = []
+    for number in range(int(rng.integers(0, 6))):
+        label = labels[int(rng.integers(len(labels)))]
+        content = f"{rng.integers(2**62):016x}"
+        path = f"{label}/{label}_{rng.integers(10_000):04d}x.jpg"
+        if rng.random() < 0.3:  # a group photo: a row per face, its box
+            added += [
+                (Item(face_id(content, face), label, path, (), (face, 1, face + 9, 9)), 0)
+                for face in range(int(rng.integers(1, 4)))
+            ]
+        else:
+            added.append((Item(content, label, path), number))
+    spliced = splice.plan(base, cut, added)
+    assert spliced is not None
+    kept = [item for row, item in enumerate(rows) if row not in cut]
+    folded = sorted([*kept, *(item for item, _ in added)], key=splice._row_key)
+    assert spliced.rows == len(folded)
+    assert spliced.write(tmp_path / "spliced") == write_columns(tmp_path / "want", folded)
+    assert files(tmp_path / "spliced") == files(tmp_path / "want")
+    cut_ids = {rows[row].id for row in cut}
+    assert not cut_ids & {item.id for item in ItemColumns(tmp_path / "spliced")}
