@@ -229,10 +229,36 @@ class ItemColumns(ItemTable):
     def _label_numbers(self) -> dict[str, int]:
         return {label: number for number, label in enumerate(self._label_names)}
 
+    @cached_property
+    def in_listing_order(self) -> bool:
+        """Whether the rows are in listing order (the order column is the identity), as a
+        build or a compaction lays them out."""
+        order = self._columns["order"]
+        return bool(np.array_equal(order, np.arange(len(order))))
+
+    @cached_property
+    def _labels_ascending(self) -> bool:
+        """Whether the labels column never decreases: so in rows in gallery order, where a
+        person's rows are one run and labels are numbered as they first appear. Then a
+        person's rows are found by a binary search, not a scan of every row (30-110 ms at
+        ten million)."""
+        labels = self._columns["labels"]
+        return bool(np.all(labels[1:] >= labels[:-1]))
+
+    def _labelled(self, number: int) -> range | None:
+        """The rows labelled ``number``, where the labels ascend; else None."""
+        if not self._labels_ascending:
+            return None
+        labels = self._columns["labels"]
+        first = int(np.searchsorted(labels, number, side="left"))
+        return range(first, int(np.searchsorted(labels, number, side="right")))
+
     def rows_labelled(self, label: str) -> Iterable[int]:
         number = self._label_numbers.get(label)
         if number is None:
             return []
+        if (rows := self._labelled(number)) is not None:
+            return rows
         return (int(row) for row in np.flatnonzero(self._columns["labels"] == number))
 
     def listing_rows(self, label: str | None = None) -> Sequence[int]:
@@ -242,6 +268,8 @@ class ItemColumns(ItemTable):
         number = self._label_numbers.get(label)
         if number is None:
             return []
+        if self.in_listing_order and (rows := self._labelled(number)) is not None:
+            return order[rows.start : rows.stop]
         return order[self._columns["labels"][order] == number]
 
 

@@ -163,8 +163,8 @@ def plan(
     segment rows, in fold order, none of a kept base row's id) as a splice; None where
     the base is not in the fold's order or a row is not as the build journal makes it."""
     rows = len(base)
-    if not np.array_equal(base.column("order"), np.arange(rows)):
-        return None  # not in listing order, which is the fold's order
+    if not base.in_listing_order:
+        return None  # which is the fold's order
     if not _labelled_by_folder(base) or not _also_after(base):
         return None
     cut = np.unique(np.asarray(removed, dtype=np.int64))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lookalike.server.index import items as columns_module
-from lookalike.server.index.item import Item, external_id, face_id
+from lookalike.server.index.item import Item, external_id, face_id, listing_key
 from lookalike.server.index.items import ItemColumns, ItemList, write_columns
 
 
@@ -92,3 +92,19 @@ def test_walking_every_row_block_by_block_reads_what_rows_read_one_at_a_time(tmp
     columns = ItemColumns(tmp_path / "items")
     monkeypatch.setattr(columns_module, "ITER_BLOCK", 5)  # blocks end inside paths' blob
     assert list(columns) == [columns[row] for row in range(len(columns))] == listed
+
+
+@pytest.mark.parametrize("in_gallery_order", [True, False])
+def test_a_persons_rows_are_found_alike_by_binary_search_and_by_scan(tmp_path, in_gallery_order):
+    """Rows in gallery order have ascending label numbers: a person's rows are a range
+    found by binary search; otherwise every row is scanned. Both answer as the list."""
+    listed = sorted(gallery_items(seed=5), key=listing_key)
+    if not in_gallery_order:  # a face of a group photo first: that label has two runs
+        listed = [listed[-1], *listed[:-1]]
+    write_columns(tmp_path / "items", listed)
+    columns, plain = ItemColumns(tmp_path / "items"), ItemList(listed)
+    assert columns._labels_ascending is in_gallery_order
+    assert columns.in_listing_order is in_gallery_order
+    for label in [*{item.label for item in listed}, "nobody"]:
+        assert [int(r) for r in columns.rows_labelled(label)] == list(plain.rows_labelled(label))
+        assert [int(r) for r in columns.listing_rows(label)] == list(plain.listing_rows(label))
