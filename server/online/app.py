@@ -173,13 +173,18 @@ class Server:
         over its lock when it is gone); a writer's backend does nothing here."""
         interval = self.config.follow_interval_s
         while interval and not self._stopping.wait(interval):
-            backend = self.service.engine.backend
-            try:
-                if backend.refresh():
-                    self.telemetry.gallery_size.set(len(backend))
-                    self.telemetry.pending_rows.set(backend.pending_rows)
-            except Exception as error:  # noqa: BLE001 (the old view serves; next time)
-                log.warning("could not read the writer's changes yet: %s", error)
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """One look at the writer's changes. A function of its own, so that the backend it
+        looked at is not held through the wait: after a reload, that is the old gallery."""
+        backend = self.service.engine.backend
+        try:
+            if backend.refresh():
+                self.telemetry.gallery_size.set(len(backend))
+                self.telemetry.pending_rows.set(backend.pending_rows)
+        except Exception as error:  # noqa: BLE001 (the old view serves; next time)
+            log.warning("could not read the writer's changes yet: %s", error)
 
     def stop(self) -> None:
         """Health NOT_SERVING, refuse new calls, let those in flight finish within the

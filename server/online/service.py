@@ -220,14 +220,20 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             log.warning("reload by %s refused: %s", peer, error)
             raise
         deadline = deadline_of(context)
-        old, new = await asyncio.get_running_loop().run_in_executor(
-            None, self._swap_claimed, location, peer, deadline
+        answer = await asyncio.get_running_loop().run_in_executor(
+            None, self._reload_answer, location, peer, deadline
         )
-        note(index_version=new.info.version)
+        note(index_version=answer.index_version)
+        return answer
+
+    def _reload_answer(
+        self, location: str | None, who: str, deadline: float | None
+    ) -> search_pb2.ReloadIndexResponse:
+        """The swap, answered without holding the old gallery: its searcher (gigabytes at
+        ten million rows) is let go before the caller hears back, not some time after."""
+        old, new = self._swap_claimed(location, who, deadline)
         return search_pb2.ReloadIndexResponse(
-            index_version=new.info.version,
-            gallery_size=len(new),
-            previous_version=old.info.version,
+            index_version=new.info.version, gallery_size=len(new), previous_version=old.info.version
         )
 
     def close(self) -> None:
