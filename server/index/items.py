@@ -250,8 +250,9 @@ class ItemColumns(ItemTable):
         if not self._labels_ascending:
             return None
         labels = self._columns["labels"]
-        first = int(np.searchsorted(labels, number, side="left"))
-        return range(first, int(np.searchsorted(labels, number, side="right")))
+        wanted = labels.dtype.type(number)  # a Python int would convert the whole column
+        first = int(np.searchsorted(labels, wanted, side="left"))
+        return range(first, int(np.searchsorted(labels, wanted, side="right")))
 
     def rows_labelled(self, label: str) -> Iterable[int]:
         number = self._label_numbers.get(label)
