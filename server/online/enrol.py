@@ -43,6 +43,7 @@ from lookalike.server.online.gallery_files import (
     suffix_of,
     write_image,
 )
+from lookalike.server.online.heap import trim_heap
 from lookalike.server.online.query_faces import wire_box
 from lookalike.server.online.service import SearchService
 from lookalike.server.online.telemetry import note
@@ -423,6 +424,7 @@ class GalleryService(SearchService):
             raise Refused(grpc.StatusCode.FAILED_PRECONDITION, f"not compacted: {error}") from None
         finally:
             self.gallery_turn.release()
+        trim_heap()  # the old version's searcher is let go
         self._gauges(backend)
         return search_pb2.CompactIndexResponse(
             index_version=new, gallery_size=len(backend), previous_version=old, folded_rows=folded
@@ -456,6 +458,7 @@ class GalleryService(SearchService):
             except Exception as error:  # noqa: BLE001 (the changes stay journalled)
                 log.error("automatic compaction failed, the changes stay journalled: %s", error)
                 return
+            trim_heap()
             self._gauges(backend)
             log.info("compacted %d changed rows: index %s -> %s", folded, old, new)
 

@@ -22,6 +22,7 @@ from lookalike.server.backends.base import SearchBackend
 from lookalike.server.online.calls import CallLimits, deadline_of
 from lookalike.server.online.engine import SearchEngine
 from lookalike.server.online.errors import Refused
+from lookalike.server.online.heap import trim_heap
 from lookalike.server.online.reloads import ReloadBusy, ReloadRefused, allowed_location
 from lookalike.server.online.telemetry import Telemetry, note
 from lookalike.v1 import search_pb2, search_pb2_grpc
@@ -232,9 +233,12 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
         """The swap, answered without holding the old gallery: its searcher (gigabytes at
         ten million rows) is let go before the caller hears back, not some time after."""
         old, new = self._swap_claimed(location, who, deadline)
-        return search_pb2.ReloadIndexResponse(
+        answer = search_pb2.ReloadIndexResponse(
             index_version=new.info.version, gallery_size=len(new), previous_version=old.info.version
         )
+        del old, new  # the old gallery's last reference here, unless a search still runs
+        trim_heap()
+        return answer
 
     def close(self) -> None:
         self._workers.shutdown(wait=True, cancel_futures=True)
