@@ -143,6 +143,7 @@ class MemmapBackend:
         self._index = index
         self._knn = open_searcher(index, self.algorithm, self.breadth)
         self._base = index.manifest.items  # looked up by id and by name (server/index/items.py)
+        self._base.warm()
         # the added images' external ids (file names), and photo content ids -> row ids
         self._named: dict[str, set[str]] = {}
         self._changes = Changes.replay(self._log.records, self._in_base)

@@ -74,6 +74,10 @@ class ItemTable(Sequence[Item]):
         """The rows (of one person) in listing order (``listing_key``), for paging."""
         ...
 
+    def warm(self) -> None:
+        """Work done once, when a server opens the index, rather than on a caller's first
+        request."""
+
 
 class ItemList(ItemTable):
     """Items read from manifest.json; the lookups are dictionaries built on first use."""
@@ -228,6 +232,11 @@ class ItemColumns(ItemTable):
     @cached_property
     def _label_numbers(self) -> dict[str, int]:
         return {label: number for number, label in enumerate(self._label_names)}
+
+    def warm(self) -> None:
+        """Both scans of the whole gallery that find a person's rows by binary search
+        (0.15-0.2 s at ten million rows), done at open."""
+        _ = self.in_listing_order, self._labels_ascending
 
     @cached_property
     def in_listing_order(self) -> bool:
