@@ -91,7 +91,7 @@ class Splice:
         columns["paths"], columns["path_ends"] = _paths(
             base.column("paths"), base.column("path_ends"), pieces
         )
-        columns["key_hashes"], columns["key_rows"] = self._keys(pieces)
+        columns["key_hashes"], columns["key_rows"] = self._keys()
         columns["order"] = np.arange(self.rows, dtype=np.int64)
         # the labels numbered by first appearance, as write_columns numbers them
         used, first = np.unique(columns["labels"], return_index=True)
@@ -99,7 +99,7 @@ class Splice:
         renumber = np.zeros(len(names), dtype=np.int32)
         renumber[in_order] = np.arange(len(in_order), dtype=np.int32)
         columns["labels"] = renumber[columns["labels"]]
-        return save_columns(folder, columns, [names[n] for n in in_order], self._also(pieces))
+        return save_columns(folder, columns, [names[n] for n in in_order], self._also())
 
     def new_rows(self, base_rows: np.ndarray) -> np.ndarray:
         """Where kept base rows are in the compacted index."""
@@ -108,17 +108,13 @@ class Splice:
         return base_rows - cut + np.searchsorted(before, base_rows, side="right")
 
     def _added_rows(self) -> list[int]:
-        """Where each added item is in the compacted index."""
-        at, found = 0, []
-        for piece in self.pieces():
-            if isinstance(piece[0], Item):
-                found.append(at)
-                at += 1
-            else:
-                at += piece[1] - piece[0]
-        return found
+        """Where each added item is in the compacted index: after the kept base rows
+        before it and the items added before it."""
+        before = np.array([before for before, _, _ in self.added], dtype=np.int64)
+        kept_before = before - np.searchsorted(self.removed, before, side="left")
+        return (kept_before + np.arange(len(before))).tolist()
 
-    def _keys(self, pieces: list) -> tuple[np.ndarray, np.ndarray]:
+    def _keys(self) -> tuple[np.ndarray, np.ndarray]:
         """The base's key table without the cut rows, renumbered, with the added rows' keys
         put in: sorted by hash, then by row, as write_columns sorts them."""
         hashes, rows = self.base.column("key_hashes"), self.base.column("key_rows")
@@ -142,7 +138,7 @@ class Splice:
             np.insert(rows, places, np.array([r for _, r, _ in new], dtype=np.int64)),
         )
 
-    def _also(self, pieces: list) -> list[list]:
+    def _also(self) -> list[list]:
         base_rows = sorted(row for row in self.base.also_rows if not _in_sorted(self.removed, row))
         moved = self.new_rows(np.array(base_rows, dtype=np.int64)).tolist()
         found = [
@@ -160,7 +156,7 @@ def plan(
     base: ItemColumns, removed: Sequence[int], added: Sequence[tuple[Item, int]]
 ) -> Splice | None:
     """The fold of ``base`` less its rows ``removed``, with ``added`` (items and their
-    segment rows, in fold order, none of a kept base row's id) as a splice; None where
+    segment rows, in any order, none of a kept base row's id) as a splice; None where
     the base is not in the fold's order or a row is not as the build journal makes it."""
     rows = len(base)
     if not base.in_listing_order:
@@ -169,9 +165,9 @@ def plan(
         return None
     cut = np.unique(np.asarray(removed, dtype=np.int64))
     placed: list[tuple[int, Item, int]] = []
-    for item, segment_row in sorted(added, key=lambda pair: _row_key(pair[0])):
-        key = _row_key(item)
-        before = bisect.bisect_right(range(rows), key, key=lambda row: _row_key(base[row]))
+    for item, segment_row in sorted(added, key=lambda pair: fold_key(pair[0])):
+        key = fold_key(item)
+        before = bisect.bisect_right(range(rows), key, key=lambda row: fold_key(base[row]))
         placed.append((before, item, segment_row))
     runs, start = [], 0
     for row in [*cut.tolist(), rows]:
@@ -184,7 +180,7 @@ def plan(
     return splice
 
 
-def _row_key(item: Item) -> tuple:
+def fold_key(item: Item) -> tuple:
     """A row's place in the fold: its file's, then its face's."""
     return gallery_order(item.path), item.face
 

@@ -9,11 +9,8 @@ glibc's arenas and stays resident: at ten million rows the heap grew by 417, 81,
 from __future__ import annotations
 
 import ctypes
-import logging
 import sys
 from functools import cache
-
-log = logging.getLogger(__name__)
 
 
 @cache

@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from lookalike.common.output import lookalike_version
-from lookalike.server.backends.base import SearchBackend
 from lookalike.server.online.calls import CallLimits, deadline_of
 from lookalike.server.online.engine import SearchEngine
 from lookalike.server.online.errors import Refused
@@ -82,14 +81,17 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def swap_index(
         self, location: str | None = None, who: str = "SIGHUP", deadline: float | None = None
-    ) -> tuple[SearchBackend, SearchBackend]:
-        """Open, check and warm a new gallery, then switch to it; returns (old, new).
+    ) -> search_pb2.ReloadIndexResponse:
+        """Open, check and warm a new gallery, then switch to it; returns the new version,
+        its size and the old version.
 
         ``location`` is an index folder, or a collection for the Milvus backend,
         already allowed by ``allowed_location``; by default the one served, read
         afresh. A reload while another runs raises ReloadBusy at once. Calls hold
         the engine they started with, so those in flight finish on the old
         gallery; a memory-mapped matrix is released when the last of them ends.
+        The old gallery is let go, and the heap trimmed, before this returns: its
+        searcher is gigabytes at ten million rows.
         """
         self._claim_reload(who)
         return self._swap_claimed(location, who, deadline)
@@ -103,7 +105,7 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
 
     def _swap_claimed(
         self, location: str | None, who: str, deadline: float | None = None
-    ) -> tuple[SearchBackend, SearchBackend]:
+    ) -> search_pb2.ReloadIndexResponse:
         """The gallery's turn is held throughout: a change made while the new gallery
         was read would be missing from it."""
         try:
@@ -139,7 +141,14 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             fresh.backend.info.version,
             len(fresh.backend),
         )
-        return old.backend, fresh.backend
+        answer = search_pb2.ReloadIndexResponse(
+            index_version=fresh.backend.info.version,
+            gallery_size=len(fresh.backend),
+            previous_version=old.backend.info.version,
+        )
+        del old, fresh, fresh_backend  # the old gallery's last reference, unless a search runs
+        trim_heap()
+        return answer
 
     async def Search(  # noqa: N802 (gRPC method name)
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
@@ -222,22 +231,9 @@ class SearchService(search_pb2_grpc.SearchServiceServicer):
             raise
         deadline = deadline_of(context)
         answer = await asyncio.get_running_loop().run_in_executor(
-            None, self._reload_answer, location, peer, deadline
+            None, self._swap_claimed, location, peer, deadline
         )
         note(index_version=answer.index_version)
-        return answer
-
-    def _reload_answer(
-        self, location: str | None, who: str, deadline: float | None
-    ) -> search_pb2.ReloadIndexResponse:
-        """The swap, answered without holding the old gallery: its searcher (gigabytes at
-        ten million rows) is let go before the caller hears back, not some time after."""
-        old, new = self._swap_claimed(location, who, deadline)
-        answer = search_pb2.ReloadIndexResponse(
-            index_version=new.info.version, gallery_size=len(new), previous_version=old.info.version
-        )
-        del old, new  # the old gallery's last reference here, unless a search still runs
-        trim_heap()
         return answer
 
     def close(self) -> None:

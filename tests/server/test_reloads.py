@@ -246,15 +246,18 @@ def test_a_broken_index_is_refused_with_failed_precondition_and_no_path(
 
 def test_the_old_gallery_is_let_go_before_the_reload_is_answered(embedder, index_dir):
     """Its searcher is gigabytes at ten million rows: an operator who reads the heap after
-    ReloadIndex sees one gallery, not two. Held before, now and then, by the answer's
+    ReloadIndex (or SIGHUP) sees one gallery, not two. Held before, now and then, by the answer's
     tuple and by the writer-following thread's loop (here every 5 ms)."""
     with (
         running_server(embedder, index_dir, follow_interval_s=0.005) as server,
         SearchClient(f"127.0.0.1:{server.port}") as client,
     ):
         still_held = 0
-        for _ in range(100):
+        for attempt in range(100):
             old = weakref.ref(server.service.engine.backend)
-            client.reload_index()
+            if attempt % 2:
+                client.reload_index()
+            else:  # as SIGHUP reloads
+                assert server.service.swap_index(who="test").previous_version
             still_held += old() is not None
         assert still_held == 0

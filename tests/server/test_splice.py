@@ -1,6 +1,6 @@
 """Compaction of a gallery in columns splices the base's columns (server/index/splice.py):
 the files it writes are the ones written for the build journal's fold, byte for byte,
-and a base it cannot splice goes the Items' way."""
+and what it cannot splice goes through the journal."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def test_the_splice_writes_the_columns_of_the_journals_fold(base, tmp_path):
     changes = changes_of(base)
     spliced = compaction._spliced(base, changes)
     assert spliced is not None
-    items, (in_base, rows) = compaction._journal_rows(base, changes)
+    items, (in_base, rows) = compaction.folded_rows(base, changes)
     assert spliced.write(tmp_path / "spliced") == write_columns(tmp_path / "journal", items)
     assert files(tmp_path / "spliced") == files(tmp_path / "journal")
     found_in_base, found_rows = spliced.sources()
@@ -74,7 +74,7 @@ def test_the_splice_writes_the_columns_of_the_journals_fold(base, tmp_path):
 @pytest.mark.parametrize("base", ["float32", "float16"], indirect=True)
 def test_a_compaction_in_columns_splices_and_publishes_the_journals_rows(base, monkeypatch):
     changes = changes_of(base)
-    want, (in_base, rows) = compaction._journal_rows(base, changes)
+    want, (in_base, rows) = compaction.folded_rows(base, changes)
     size = (len(changes.added), base.manifest.embedding_size)
     segment = np.random.default_rng(0).standard_normal(size).astype(np.float32)
     expected = np.stack(
@@ -98,6 +98,20 @@ def test_a_compaction_in_columns_splices_and_publishes_the_journals_rows(base, m
         assert fresh.manifest.items.row_of(item.id) == want.index(item)
 
 
+def test_an_added_copy_of_a_kept_row_is_joined_to_it_through_the_journal(base):
+    """The same content under another name is an identical file of the kept row, which
+    only the journal joins; the compaction still publishes columns."""
+    kept = base.manifest.items[3]
+    copy = Item(kept.id, kept.label, f"{kept.label}/zz_copy.jpg")
+    changes = Changes(added={kept.id: (copy, 0)})
+    assert compaction._spliced(base, changes) is None
+    segment = np.zeros((1, base.manifest.embedding_size), np.float32)
+    compaction.compact(base, changes, segment)
+    items = GalleryIndex.open(base.path).manifest.items
+    assert isinstance(items, ItemColumns) and len(items) == len(base.manifest.items)
+    assert items[items.row_of(kept.id)].also[-1] == copy.path
+
+
 def in_columns(folder: Path, items: list[Item]) -> ItemColumns:
     folder.parent.mkdir(parents=True, exist_ok=True)
     write_columns(folder, items)
@@ -107,7 +121,7 @@ def in_columns(folder: Path, items: list[Item]) -> ItemColumns:
 def test_faces_identical_files_and_a_narrower_id_column_splice_as_written(tmp_path):
     """Rows with boxes, labels past ASCII, identical files; the longest id cut out."""
     longest = Item("f" * 48, "Person_04", "Person_04/zz.jpg")
-    rows = sorted([*gallery_items(seed=3), longest], key=splice._row_key)
+    rows = sorted([*gallery_items(seed=3), longest], key=splice.fold_key)
     base = in_columns(tmp_path / "base", rows)
     photo = "9" * 16
     added = [
@@ -119,14 +133,14 @@ def test_faces_identical_files_and_a_narrower_id_column_splice_as_written(tmp_pa
     spliced = splice.plan(base, cut, added)
     assert spliced is not None
     kept = [item for row, item in enumerate(rows) if row not in cut]
-    folded = sorted([*kept, *(item for item, _ in added)], key=splice._row_key)
+    folded = sorted([*kept, *(item for item, _ in added)], key=splice.fold_key)
     assert spliced.write(tmp_path / "spliced") == write_columns(tmp_path / "want", folded)
     assert files(tmp_path / "spliced") == files(tmp_path / "want")
     assert ItemColumns(tmp_path / "spliced").column("ids").dtype == np.dtype("S18")
 
 
 def test_a_base_it_cannot_splice_is_refused(tmp_path):
-    rows = sorted(gallery_items(seed=4), key=splice._row_key)
+    rows = sorted(gallery_items(seed=4), key=splice.fold_key)
     assert splice.plan(in_columns(tmp_path / "in_order", rows), [], []) is not None
     shuffled = [rows[1], rows[0], *rows[2:]]
     assert splice.plan(in_columns(tmp_path / "shuffled", shuffled), [], []) is None
@@ -139,7 +153,7 @@ def test_random_cuts_and_additions_splice_as_the_items_are_written(tmp_path, see
     """Rows cut anywhere (runs, the first, the last, every row of a label) and rows put
     anywhere (new labels, a group photo's faces, before and after every row)."""
     rng = np.random.default_rng(seed)
-    rows = sorted(gallery_items(seed=seed), key=splice._row_key)
+    rows = sorted(gallery_items(seed=seed), key=splice.fold_key)
     base = in_columns(tmp_path / "base", rows)
     cut = sorted(set(rng.choice(len(rows), size=rng.integers(0, len(rows) // 2)).tolist()))
     labels = sorted({item.label for item in rows}) + ["Aaa", "Person_05", "zzz", "Person_05b"]
@@ -158,7 +172,7 @@ def test_random_cuts_and_additions_splice_as_the_items_are_written(tmp_path, see
     spliced = splice.plan(base, cut, added)
     assert spliced is not None
     kept = [item for row, item in enumerate(rows) if row not in cut]
-    folded = sorted([*kept, *(item for item, _ in added)], key=splice._row_key)
+    folded = sorted([*kept, *(item for item, _ in added)], key=splice.fold_key)
     assert spliced.rows == len(folded)
     assert spliced.write(tmp_path / "spliced") == write_columns(tmp_path / "want", folded)
     assert files(tmp_path / "spliced") == files(tmp_path / "want")
