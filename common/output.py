@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
@@ -11,8 +12,11 @@ from typing import Any
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+@functools.cache
 def lookalike_version() -> str:
-    """The installed distribution's version (`lookalike --version`, GetInfo)."""
+    """The installed distribution's version (`lookalike --version`, GetInfo): read once, so
+    it is the version this process loaded, and a GetInfo does not parse the package's
+    metadata file (0.4 ms of a 0.7 ms call)."""
     try:
         return version("lookalike")
     except PackageNotFoundError:

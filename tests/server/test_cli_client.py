@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from lookalike.client import SearchClient
+from lookalike.common import output
 from lookalike.common.output import lookalike_version
 from tests.serving import in_process_server, run_cli
 
@@ -17,6 +18,15 @@ def test_version_on_the_command_line_and_in_get_info(embedder, index_dir):
     assert lookalike_version() not in ("", "unknown")
     with in_process_server(embedder, index_dir) as target, SearchClient(target) as client:
         assert client.info().server_version == lookalike_version()
+
+
+def test_get_info_reports_the_version_the_server_runs_not_the_one_installed_since(
+    embedder, index_dir, monkeypatch
+):
+    running = lookalike_version()
+    monkeypatch.setattr(output, "version", lambda name: "99.0.0")  # an upgrade in place
+    with in_process_server(embedder, index_dir) as target, SearchClient(target) as client:
+        assert client.info().server_version == running != "99.0.0"
 
 
 def test_reload_json(server_target):
