@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("decode", "crop", "embed", "knn", "response")
+# detect, landmarks and warp are parts of crop (0 where the crop does not detect)
+STAGES = ("decode", "crop", "detect", "landmarks", "warp", "embed", "knn", "response")
 
 
 def free_port() -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from lookalike.server.vision.align import load_models as load_alignment_models
 from lookalike.server.vision.embedder import Embedder
 from lookalike.server.vision.imaging import Prepared, decode, load
 from lookalike.server.vision.selection import prepare_faces
+from lookalike.server.vision.steps import tallied
 from lookalike.v1 import search_pb2
 
 
@@ -94,6 +95,8 @@ class Stages:
     embed_ms: float = 0.0
     knn_ms: float = 0.0
     response_ms: float = 0.0
+    # parts of crop_ms, by vision.steps.CROP_STEPS name, for the steps the crop ran
+    crop_steps_ms: dict[str, float] = field(default_factory=dict)
 
 
 class SearchEngine:
@@ -196,7 +199,8 @@ class SearchEngine:
         started = time.perf_counter()
         image = decode(request.image, self.config.max_pixels)
         decoded = time.perf_counter()
-        faces = self.query_faces(image, request)
+        with tallied() as crop_steps:
+            faces = self.query_faces(image, request)
         cropped = time.perf_counter()
         limits.check()
         found, embed_ms, knn_ms = self._nearest_hits(
@@ -218,6 +222,7 @@ class SearchEngine:
             embed_ms=embed_ms,
             knn_ms=knn_ms,
             response_ms=(time.perf_counter() - answered) * 1e3,
+            crop_steps_ms={name: seconds * 1e3 for name, seconds in crop_steps.items()},
         )
         self._observe(stages, len(faces))
         return self._response(results, limit, stages, limits)
@@ -280,6 +285,7 @@ class SearchEngine:
             ("embed", stages.embed_ms),
             ("knn", stages.knn_ms),
             ("response", stages.response_ms),
+            *stages.crop_steps_ms.items(),
         ):
             self.telemetry.stages.labels(stage).observe(ms / 1e3)
 

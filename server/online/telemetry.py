@@ -39,8 +39,9 @@ class Telemetry:
         )
         self.stages = Histogram(
             "lookalike_stage_seconds",
-            "Search stages, on the worker thread: decode, crop (face detection, landmarks "
-            "and warp when aligned), embed, knn, response (matches and thumbnails)",
+            "Search stages, on the worker thread: decode, crop, embed, knn, response "
+            "(matches and thumbnails); detect, landmarks and warp are parts of crop, "
+            "observed for the searches whose crop ran them",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from lookalike.server.vision.steps import step
+
 # (x, y) of dlib's five landmarks in a chip of side 1 (pixel = value * size): the
 # outer and inner corners of the eye on the image's right, the outer and inner
 # corners of the other eye, the base of the nose. The mean landmark positions in
@@ -185,6 +187,7 @@ def find_face(image: Image.Image) -> tuple[tuple[float, float, float, float], st
     return largest.box, largest.note
 
 
+@step("detect")
 def detect_faces(image: Image.Image, limit: int = 1, min_size: float = 0) -> list[Detection]:
     """The faces of ``image``, at most ``limit``, the first always ``find_face``'s.
 
@@ -261,6 +264,7 @@ def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     return _area(inner) / smaller if smaller > 0 else 0.0
 
 
+@step("landmarks")
 def landmarks_in(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
     import dlib
 
@@ -301,6 +305,7 @@ def align_detection(image: Image.Image, face: Detection, size: int) -> Alignment
     )
 
 
+@step("warp")
 def warp(rgb: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
     """The (size, size, 3) float32 chip that ``transform`` (photo -> chip pixels) cuts."""
     import cv2

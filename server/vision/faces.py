@@ -12,6 +12,8 @@ import threading
 import numpy as np
 from PIL import Image
 
+from lookalike.server.vision.steps import step
+
 # The detected box is square and tight around the eyes and mouth; grow it so
 # the crop holds the whole face, as LFW's 2.2x enlarged boxes do more loosely.
 FACE_SCALE = 1.5
@@ -70,6 +72,7 @@ def largest_face(image: Image.Image) -> tuple[int, int, int, int] | None:
     return faces[0][0] if faces else None
 
 
+@step("detect")
 def every_face(
     image: Image.Image, limit: int, min_size: float = 0
 ) -> list[tuple[tuple[int, int, int, int], float]]:
