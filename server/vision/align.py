@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import pickle
 import threading
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ MAX_ROTATION = 0.6
 TEMPLATE_BOX = (-0.0383, -0.0330, 0.9936, 0.9989)  # dlib's mean box in chip units
 
 FIVE_POINT_MODEL = "shape_predictor_5_face_landmarks.dat"
+# Landmarks and warp read the photo within this many face sides of the face's box (an
+# aligned chip shows about the box; dlib's landmark features lie within it).
+REGION_MARGIN = 1.0
 NO_DLIB_FACE_NOTE = "dlib found no face; aligned in the box of OpenCV's face cascade"
 NO_FACE_NOTE = "no face found; aligned in the centre of the frame"
 
@@ -265,12 +269,19 @@ def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 @step("landmarks")
-def landmarks_in(rgb: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+def landmarks_in(
+    rgb: np.ndarray, box: tuple[float, float, float, float], origin: tuple[int, int] = (0, 0)
+) -> np.ndarray:
+    """dlib's five landmarks of the face in ``box``, in the photo's pixels; ``rgb`` is the
+    photo, or the part of it whose top left corner is at ``origin``."""
     import dlib
 
     _, predictor = _dlib_models()
-    rect = dlib.rectangle(*(round(value) for value in box))
-    return np.array([[p.x, p.y] for p in predictor(rgb, rect).parts()], dtype=np.float64)
+    x, y = origin
+    left, top, right, bottom = (round(value) for value in box)  # rounded where the photo is
+    rect = dlib.rectangle(left - x, top - y, right - x, bottom - y)
+    parts = predictor(rgb, rect).parts()
+    return np.array([[p.x + x, p.y + y] for p in parts], dtype=np.float64)
 
 
 def _plausible(transform: np.ndarray, fallback: np.ndarray) -> bool:
@@ -288,16 +299,27 @@ def align(image: Image.Image, size: int) -> Alignment:
 
 
 def align_detection(image: Image.Image, face: Detection, size: int) -> Alignment:
-    """The face ``face`` of ``image`` warped so its landmarks sit on ``TEMPLATE`` * size."""
-    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
-    landmarks = landmarks_in(rgb, face.box)
+    """The face ``face`` of ``image`` warped so its landmarks sit on ``TEMPLATE`` * size.
+
+    Landmarks and warp read only the pixels around the face: the photo's part within
+    ``REGION_MARGIN`` face sides of its box is copied out, not the whole photo (a 12 MP
+    photo's copy took 56 ms, once for every face). A warp that would sample beyond that
+    part, where the photo goes on, is made from the whole photo instead.
+    """
+    region = face_region(face.box, image.size)
+    rgb = pixels_of(image, region)
+    origin = region[:2]
+    landmarks = landmarks_in(rgb, face.box, origin)
     transform = similarity_transform(landmarks, TEMPLATE * size)
     if face.note:  # landmarks in a box dlib did not find may be noise
         fallback = box_transform(face.box, size)
         if not _plausible(transform, fallback):
             transform = fallback
+    if not _covers(region, _sampled_box(transform, size), image.size):
+        region, origin = (0, 0, *image.size), (0, 0)
+        rgb = pixels_of(image, region)
     return Alignment(
-        pixels=warp(rgb, transform, size),
+        pixels=warp(rgb, _moved(transform, origin), size),
         box=_source_box(transform, size, image.size),
         note=face.note,
         landmarks=landmarks,
@@ -322,6 +344,64 @@ def warp(rgb: np.ndarray, transform: np.ndarray, size: int) -> np.ndarray:
         borderMode=cv2.BORDER_REPLICATE,
     )
     return chip.astype(np.float32)
+
+
+def face_region(
+    box: tuple[float, float, float, float], frame: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """The photo's whole pixels within ``REGION_MARGIN`` face sides of ``box``."""
+    left, top, right, bottom = box
+    margin = REGION_MARGIN * max(right - left, bottom - top, 1.0)
+    width, height = frame
+    return (
+        max(0, math.floor(left - margin)),
+        max(0, math.floor(top - margin)),
+        min(width, math.ceil(right + margin)),
+        min(height, math.ceil(bottom + margin)),
+    )
+
+
+def pixels_of(image: Image.Image, region: tuple[int, int, int, int]) -> np.ndarray:
+    """The RGB pixels of ``region`` of ``image`` (the whole frame: no crop)."""
+    part = image if region == (0, 0, *image.size) else image.crop(region)
+    return np.ascontiguousarray(np.asarray(part if part.mode == "RGB" else part.convert("RGB")))
+
+
+def _sampled_box(transform: np.ndarray, size: int) -> tuple[float, float, float, float]:
+    """The photo's pixels a warp by ``transform`` reads: the chip's corners mapped back,
+    widened by an interpolation footprint (a shrinking warp averages 1 / scale pixels)."""
+    inverse = invert_transform(transform)
+    corners = apply_transform(inverse, [(0, 0), (size, 0), (0, size), (size, size)])
+    reach = 2.0 + 1.0 / max(np.hypot(*transform[:, 0]), 1e-6)
+    (left, top), (right, bottom) = corners.min(axis=0) - reach, corners.max(axis=0) + reach
+    return float(left), float(top), float(right), float(bottom)
+
+
+def _covers(
+    region: tuple[int, int, int, int],
+    needed: tuple[float, float, float, float],
+    frame: tuple[int, int],
+) -> bool:
+    """Whether a warp reading ``needed`` sees the same pixels in ``region`` as in the whole
+    photo: each side inside the region, or the region's side the photo's own edge (where
+    both repeat the edge pixels)."""
+    width, height = frame
+    left, top, right, bottom = region
+    return (
+        (needed[0] >= left or left == 0)
+        and (needed[1] >= top or top == 0)
+        and (needed[2] <= right or right == width)
+        and (needed[3] <= bottom or bottom == height)
+    )
+
+
+def _moved(transform: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+    """``transform`` (photo -> chip) for pixels counted from ``origin`` of the photo."""
+    if origin == (0, 0):
+        return transform
+    moved = transform.copy()
+    moved[:, 2] += transform[:, :2] @ np.asarray(origin, np.float64)
+    return moved
 
 
 def _source_box(

@@ -115,3 +115,55 @@ def test_each_threads_detector_copy_finds_what_dlib_finds(lfw_dir):
 
     assert sum(len(b) for b, _ in boxes(expected)) >= len(photos)  # faces were found at all
     assert boxes(found["worker-0"]) == boxes(found["worker-1"]) == boxes(expected)
+
+
+def both_ways(image: Image.Image, face: align.Detection, size: int, monkeypatch) -> tuple:
+    """``align_detection`` from the pixels around the face, and from the whole photo."""
+    near = align.align_detection(image, face, size)
+    with monkeypatch.context() as whole_photo:
+        whole_photo.setattr(align, "REGION_MARGIN", 1e9)  # the region: the whole frame
+        whole = align.align_detection(image, face, size)
+    return near, whole
+
+
+def assert_aligned_alike(near: align.Alignment, whole: align.Alignment) -> None:
+    np.testing.assert_array_equal(near.landmarks, whole.landmarks)
+    np.testing.assert_array_equal(near.transform, whole.transform)
+    assert near.box == whole.box
+    differ = np.abs(near.pixels - whole.pixels)  # OpenCV's fixed point may round apart
+    assert differ.max() <= 1 and differ.mean() < 0.01, (differ.max(), differ.mean())
+
+
+def placed(face_photo: Image.Image, at: tuple[float, float], side: int = 2400) -> Image.Image:
+    """A 3000 x 2000 photo with ``face_photo`` enlarged to ``side`` pixels, its top left
+    corner at ``at`` (fractions of the room left): at the edges, in the middle."""
+    canvas = Image.new("RGB", (3000, 2000), (90, 110, 130))
+    big = face_photo.resize((side, side), Image.Resampling.BICUBIC)
+    x, y = round(at[0] * (3000 - side)), round(at[1] * (2000 - side))
+    canvas.paste(big, (x, y))
+    return canvas
+
+
+def test_a_face_is_aligned_from_its_part_of_the_photo_as_from_the_whole(lfw_dir, monkeypatch):
+    """Landmarks, transform and box equal, the chip equal to a rounding, for faces in the
+    middle of a large photo, at each of its edges, and past them (the photo's own edge
+    pixels repeated), and for every face dlib finds."""
+    corners = [(0.5, 0.5), (0.0, 0.0), (1.0, 1.0), (0.0, 1.0), (1.0, 0.0)]
+    checked = 0
+    for number, image in enumerate(spread_over_people(lfw_dir, "test", 10)):
+        photo = Image.open(lfw_dir / "images" / image.path).convert("RGB")
+        side = 2400 if number % 2 else 1200  # the face past the frame, or inside it
+        for frame in (photo, placed(photo, corners[number % len(corners)], side)):
+            for face in align.detect_faces(frame, limit=4):
+                assert_aligned_alike(*both_ways(frame, face, 150, monkeypatch))
+                checked += 1
+    assert checked >= 20
+
+
+def test_a_photo_without_a_face_is_aligned_from_its_part_as_from_the_whole(monkeypatch):
+    """The fallback boxes (the cascade's, the centre of the frame) and their warps."""
+    for seed in range(4):
+        photo = noise_image((1600 + 300 * seed, 1200), seed)
+        (face,) = align.detect_faces(photo)
+        assert face.note
+        assert_aligned_alike(*both_ways(photo, face, 112, monkeypatch))
