@@ -1,7 +1,8 @@
 """Approximate k-NN (IVF-Flat, IVF-SQ8, HNSW) and float16 storage against exact search, on
 galleries of real face embeddings grown with synthetic faces drawn like them.
 
-    python benchmarks/ann.py --faces FACE_INDEX --sizes 1000000 10000000 --work /tmp/ann
+    python benchmarks/ann.py --faces FACE_INDEX --sizes 1000000 10000000 --work /tmp/ann \
+        [--plot docs/img/ann-recall-latency.png]
 
 FACE_INDEX is `lookalike index ../shared/lfw/images --model face.onnx --out FACE_INDEX`
 with face.onnx from `lookalike export --architecture dlib-resnet --mirror` (every LFW
@@ -239,7 +240,11 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / K for f, t in zip(found, truth, strict=True)]))
 
 
-def run_size(args: argparse.Namespace, rows: int, real: np.ndarray, model, queries) -> None:
+def run_size(
+    args: argparse.Namespace, rows: int, real: np.ndarray, model, queries
+) -> dict[str, list[tuple[float, float]]]:
+    """Measure every chosen searcher at ``rows``; returns (p50 ms, recall@10) by searcher,
+    one point per breadth."""
     folder = args.work / f"gallery-{rows}"
     started = time.perf_counter()
     f32 = write_gallery(folder, real, model, rows)
@@ -268,6 +273,7 @@ def run_size(args: argparse.Namespace, rows: int, real: np.ndarray, model, queri
         for layout, algorithm in configs
         if f"{layout.index_type}-{layout.storage}" in chosen
     ]
+    points: dict[str, list[tuple[float, float]]] = {}
     for layout, algorithm in configs:
         features = f16 if layout.storage == "float16" else f32
         place = folder / layout.index_type
@@ -297,14 +303,42 @@ def run_size(args: argparse.Namespace, rows: int, real: np.ndarray, model, queri
             found = search_all(searcher.search, queries, breadth)
             p50, p99, batch = latency(searcher.search, queries, breadth, single)
             name = f"{searcher.name}" + (f" ({layout.lists} lists)" if layout.lists else "")
+            found_share = recall(found, truth)
+            points.setdefault(f"{name}, {layout.storage}", []).append((p50, found_share))
             print(
-                f"| {name} | {layout.storage} | {breadth or '-'} | {recall(found, truth):.4f} | "
+                f"| {name} | {layout.storage} | {breadth or '-'} | {found_share:.4f} | "
                 f"{p50:.2f} | {p99:.2f} | {batch:.3f} | {build_s:.0f} | {opened['open_s']:.1f} | "
                 f"{opened['heap_mb']:,.0f} | {opened['mapped_mb']:,.0f} | {disk / 2**20:,.0f} |",
                 flush=True,
             )
         del searcher
         gc.collect()
+    return points
+
+
+def plot_tradeoff(measured: dict[int, dict[str, list[tuple[float, float]]]], path: Path) -> None:
+    """recall@10 against one query's p50, a panel per gallery size, a line per searcher
+    through its breadths; the issue's bar (recall 0.98 within 10 ms) drawn in."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.5 * len(measured), 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    for number, (rows, points) in enumerate(sorted(measured.items()), start=1):
+        axes = figure.add_subplot(1, len(measured), number)
+        for name, line in points.items():
+            latencies, recalls = zip(*line, strict=True)  # in breadth order
+            axes.plot(latencies, recalls, marker="o", label=name)
+        axes.axhline(0.98, color="grey", linestyle="--", linewidth=1)
+        axes.axvline(10, color="grey", linestyle=":", linewidth=1)
+        axes.set_xscale("log")
+        axes.set_xlabel("one query's p50, ms (log scale)")
+        axes.set_ylabel("recall@10 against exact search")
+        axes.set_title(f"{rows:,} rows of 128-d faces, 2 CPU cores", fontsize="medium")
+        axes.grid(True, alpha=0.3)
+        axes.legend(fontsize="small", loc="lower right")
+    figure.savefig(path, format="png", dpi=110)
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -331,6 +365,7 @@ def main() -> None:
         help="which searchers to measure, as INDEX_TYPE-STORAGE (default: all)",
     )
     parser.add_argument("--rebuild", action="store_true", help="build structures found again")
+    parser.add_argument("--plot", type=Path, help="a PNG of recall@10 against latency")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--open-one", help=argparse.SUPPRESS)  # the child of measure_open
     args = parser.parse_args()
@@ -342,9 +377,12 @@ def main() -> None:
     real, person, queries, query_person = split_faces(faces, args.queries)
     model = FaceModel(real, person, args.components, args.seed)
     check_distractors(real, person, queries, query_person, model)
+    measured = {}
     for rows in args.sizes:
-        run_size(args, rows, real, model, queries)
+        measured[rows] = run_size(args, rows, real, model, queries)
         print(f"after {rows:,} rows: {loadavg()}")
+    if args.plot:
+        plot_tradeoff(measured, args.plot)
 
 
 def check_distractors(real, person, queries, query_person, model: FaceModel) -> None:
