@@ -1,6 +1,7 @@
 """Aligning the faces of large photos: from the pixels around each face, against the whole.
 
-    python benchmarks/align_large.py --faces $LFW/images [--photos 12] [--repeats 3]
+    python benchmarks/align_large.py --faces $LFW/images [--photos 12] [--repeats 3] \
+        [--save big12/p]
 
 Makes 4000 x 3000 photos (12 MP, a phone's) from LFW photos enlarged into them:
 one face per photo, and group photos of four. Times ``prepare_faces`` with the
@@ -59,12 +60,19 @@ def main() -> None:
     parser.add_argument("--faces", type=Path, required=True, help="a folder of face photos")
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--save", type=Path, help="also write the one-face photos here as JPEG (quality 90)"
+    )
     args = parser.parse_args()
     paths = sorted(args.faces.rglob("*.jpg"))
     paths = paths[:: max(1, len(paths) // (4 * args.photos))][: 4 * args.photos]
     sources = [Image.open(path).convert("RGB") for path in paths]
     singles = [large_photo([face], 1500) for face in sources[: args.photos]]
     groups = [large_photo(sources[n : n + 4], 900) for n in range(0, len(sources), 4)]
+    if args.save:  # queries for a Search end to end (search_load.py --images)
+        args.save.mkdir(parents=True, exist_ok=True)
+        for number, photo in enumerate(singles):
+            photo.save(args.save / f"photo_{number:02d}.jpg", quality=90)
     align.load_models()
     near = align.REGION_MARGIN
     print(f"{len(singles)} photos of one face, {len(groups)} of four, {FRAME[0]}x{FRAME[1]}")

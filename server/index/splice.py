@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,7 @@ class Splice:
         cut = np.searchsorted(self.removed, base_rows, side="left")
         return base_rows - cut + np.searchsorted(before, base_rows, side="right")
 
+    @cached_property
     def _added_rows(self) -> list[int]:
         """Where each added item is in the compacted index: after the kept base rows
         before it and the items added before it."""
@@ -124,7 +126,7 @@ class Splice:
         rows = self.new_rows(rows)
         new = [
             (key_hash(key), row, number)
-            for (_, item, _), row in zip(self.added, self._added_rows(), strict=True)
+            for (_, item, _), row in zip(self.added, self._added_rows, strict=True)
             for number, key in enumerate(dict.fromkeys([item.id, *names_of(item)]))
         ]
         new.sort()
@@ -146,7 +148,7 @@ class Splice:
         ]
         found += [
             [row, list(item.also)]
-            for (_, item, _), row in zip(self.added, self._added_rows(), strict=True)
+            for (_, item, _), row in zip(self.added, self._added_rows, strict=True)
             if item.also
         ]
         return sorted(found)

@@ -303,7 +303,7 @@ def align_detection(image: Image.Image, face: Detection, size: int) -> Alignment
 
     Landmarks and warp read only the pixels around the face: the photo's part within
     ``REGION_MARGIN`` face sides of its box is copied out, not the whole photo (a 12 MP
-    photo's copy took 56 ms, once for every face). A warp that would sample beyond that
+    photo's copy took 56-60 ms, once for every face). A warp that would sample beyond that
     part, where the photo goes on, is made from the whole photo instead.
     """
     region = face_region(face.box, image.size)
@@ -370,8 +370,7 @@ def pixels_of(image: Image.Image, region: tuple[int, int, int, int]) -> np.ndarr
 def _sampled_box(transform: np.ndarray, size: int) -> tuple[float, float, float, float]:
     """The photo's pixels a warp by ``transform`` reads: the chip's corners mapped back,
     widened by an interpolation footprint (a shrinking warp averages 1 / scale pixels)."""
-    inverse = invert_transform(transform)
-    corners = apply_transform(inverse, [(0, 0), (size, 0), (0, size), (size, size)])
+    corners = _chip_corners(transform, size)
     reach = 2.0 + 1.0 / max(np.hypot(*transform[:, 0]), 1e-6)
     (left, top), (right, bottom) = corners.min(axis=0) - reach, corners.max(axis=0) + reach
     return float(left), float(top), float(right), float(bottom)
@@ -408,8 +407,7 @@ def _source_box(
     transform: np.ndarray, size: int, frame: tuple[int, int]
 ) -> tuple[int, int, int, int]:
     """The photo's region under the chip: its corners mapped back, bounded, clipped."""
-    inverse = invert_transform(transform)
-    corners = apply_transform(inverse, [(0, 0), (size, 0), (0, size), (size, size)])
+    corners = _chip_corners(transform, size)
     width, height = frame
     left, top = np.clip(corners.min(axis=0), 0, (width, height))
     right, bottom = np.clip(corners.max(axis=0), 0, (width, height))
@@ -419,6 +417,12 @@ def _source_box(
         max(round(left) + 1, round(right)),
         max(round(top) + 1, round(bottom)),
     )
+
+
+def _chip_corners(transform: np.ndarray, size: int) -> np.ndarray:
+    """The chip's four corners in the photo's pixels (``transform``: photo -> chip)."""
+    inverse = invert_transform(transform)
+    return apply_transform(inverse, [(0, 0), (size, 0), (0, size), (size, size)])
 
 
 def invert_transform(transform: np.ndarray) -> np.ndarray:
